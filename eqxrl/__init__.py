@@ -1,0 +1,44 @@
+"""eqxrl: a pure-functional reinforcement-learning backbone in JAX + Equinox.
+
+Set the environment variable EQXRL_TYPECHECK=1 before importing eqxrl to check every
+jaxtyping annotation of the package at run time with beartype (shape bugs fail at trace time).
+"""
+
+import os as _os
+
+if _os.environ.get("EQXRL_TYPECHECK", "0") not in ("", "0", "false", "False"):
+    from jaxtyping import install_import_hook as _install_import_hook
+
+    _install_import_hook(["eqxrl"], "beartype.beartype")
+
+from .checkpoints import CheckpointError as CheckpointError
+from .checkpoints import load_config as load_config
+from .data import Dataset as Dataset
+from .data import ReplayBuffer as ReplayBuffer
+from .envs import EnvSpec as EnvSpec
+from .envs import make_env as make_env
+from .envs import spec_from_env as spec_from_env
+from .evaluation import evaluate as evaluate
+from .evaluation import make_eval_envs as make_eval_envs
+from .evaluation import normalized_score as normalized_score
+from .logging import Logger as Logger
+from .loops import print_summary as print_summary
+from .loops import train_online as train_online
+from .networks import MLP as MLP
+from .networks import CategoricalPolicy as CategoricalPolicy
+from .networks import DiscreteQFunction as DiscreteQFunction
+from .networks import Ensemble as Ensemble
+from .networks import GaussianPolicy as GaussianPolicy
+from .networks import QFunction as QFunction
+from .networks import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
+from .networks import ValueFunction as ValueFunction
+from .networks import WithEncoder as WithEncoder
+from .networks import flatten_obs as flatten_obs
+from .train_state import TrainState as TrainState
+from .train_state import polyak as polyak
+from .train_state import value_and_grad as value_and_grad
+from .types import Metrics as Metrics
+from .types import Obs as Obs
+from .types import Transition as Transition
+
+__version__ = "0.1.0"

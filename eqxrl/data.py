@@ -1,0 +1,146 @@
+"""Offline `Dataset` and the fixed-capacity, jittable `ReplayBuffer`."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Int, PRNGKeyArray, PyTree
+
+
+def _leading_size(tree: PyTree, what: str) -> int:
+    """The shared leading-axis size of every leaf of `tree`; a clear error if they differ."""
+    sizes = {
+        jax.tree_util.keystr(path): (jnp.shape(leaf)[0] if jnp.ndim(leaf) else None)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+    if not sizes:
+        raise ValueError(f"{what} has no arrays.")
+    distinct = set(sizes.values())
+    if len(distinct) != 1 or None in distinct:
+        raise ValueError(
+            f"Every array of {what} needs the same leading axis (one row per transition); "
+            f"got leading sizes {sizes}."
+        )
+    return distinct.pop()
+
+
+class Dataset(eqx.Module):
+    """A PyTree of arrays (usually a `Transition`) with a shared leading axis.
+
+    Sampling takes an explicit key, so runs are reproducible.
+    """
+
+    data: PyTree
+
+    def __check_init__(self):
+        _leading_size(self.data, "Dataset.data")
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return _leading_size(self.data, "Dataset.data")
+
+    def __len__(self) -> int:
+        return self.size
+
+    def sample(self, key: PRNGKeyArray, batch_size: int) -> PyTree:
+        """Sample `batch_size` rows uniformly, with replacement."""
+        idx = jax.random.randint(key, (batch_size,), 0, self.size)
+        return self[idx]
+
+    def __getitem__(self, idx) -> PyTree:
+        """Rows at `idx` (an int, slice or index array), as the same PyTree."""
+        return jax.tree.map(lambda x: x[idx], self.data)
+
+
+class ReplayBuffer(eqx.Module):
+    """A preallocated ring buffer whose `add` and `sample` are pure and jittable.
+
+    `size` grows to `capacity` and stays there; new rows then overwrite the oldest ones.
+    """
+
+    data: PyTree
+    position: Int[Array, ""]
+    size: Int[Array, ""]
+    capacity: int = eqx.field(static=True)
+
+    @classmethod
+    def create(cls, example: PyTree, capacity: int) -> ReplayBuffer:
+        """An empty buffer laid out like one `example` row (for example a `Transition`)."""
+        if capacity < 1:
+            raise ValueError(f"ReplayBuffer capacity must be >= 1, got {capacity}.")
+        data = jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.result_type(x)), example)
+        zero = jnp.zeros((), jnp.int32)
+        return cls(data=data, position=zero, size=zero, capacity=capacity)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, capacity: int | None = None) -> ReplayBuffer:
+        """A buffer holding the rows of `dataset`, with room for `capacity` rows in all.
+
+        If the dataset is larger than the capacity, its last `capacity` rows are kept.
+        """
+        n = dataset.size
+        capacity = n if capacity is None else capacity
+        first = jax.tree.map(lambda x: x[0], dataset.data)
+        buffer = cls.create(first, capacity)
+        keep = min(n, capacity)
+        rows = jax.tree.map(lambda x: jnp.asarray(x[n - keep :]), dataset.data)
+        data = jax.tree.map(lambda buf, x: buf.at[:keep].set(x), buffer.data, rows)
+        count = jnp.asarray(keep, jnp.int32)
+        return cls(data=data, position=count % capacity, size=count, capacity=capacity)
+
+    def add(self, row: PyTree) -> ReplayBuffer:
+        """Write one row at the current position."""
+        self._check_row(row, batched=False)
+        data = jax.tree.map(lambda buf, x: buf.at[self.position].set(x), self.data, row)
+        return ReplayBuffer(
+            data=data,
+            position=(self.position + 1) % self.capacity,
+            size=jnp.minimum(self.size + 1, self.capacity),
+            capacity=self.capacity,
+        )
+
+    def add_batch(self, rows: PyTree) -> ReplayBuffer:
+        """Write a batch of rows (leading axis) in order, wrapping around the ring."""
+        self._check_row(rows, batched=True)
+        n = _leading_size(rows, "rows")
+        if n > self.capacity:
+            raise ValueError(f"add_batch got {n} rows, more than the capacity {self.capacity}.")
+        idx = (self.position + jnp.arange(n)) % self.capacity
+        data = jax.tree.map(lambda buf, x: buf.at[idx].set(x), self.data, rows)
+        return ReplayBuffer(
+            data=data,
+            position=(self.position + n) % self.capacity,
+            size=jnp.minimum(self.size + n, self.capacity),
+            capacity=self.capacity,
+        )
+
+    def sample(self, key: PRNGKeyArray, batch_size: int) -> PyTree:
+        """Sample `batch_size` filled rows uniformly, with replacement."""
+        idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
+        return jax.tree.map(lambda x: x[idx], self.data)
+
+    def to_dataset(self) -> Dataset:
+        """The filled rows, oldest first, as a `Dataset` (host-side; not jittable)."""
+        size, pos = int(self.size), int(self.position)
+        order = np.arange(size) if size < self.capacity else (np.arange(size) + pos) % size
+        return Dataset(jax.tree.map(lambda x: x[order], self.data))
+
+    def _check_row(self, row: PyTree, batched: bool) -> None:
+        if jax.tree.structure(row) != jax.tree.structure(self.data):
+            raise ValueError(
+                f"ReplayBuffer rows must have structure {jax.tree.structure(self.data)}, got "
+                f"{jax.tree.structure(row)}."
+            )
+        for (path, x), buf in zip(
+            jax.tree_util.tree_leaves_with_path(row), jax.tree.leaves(self.data), strict=True
+        ):
+            shape = jnp.shape(x)[1:] if batched else jnp.shape(x)
+            if shape != buf.shape[1:] or jnp.result_type(x) != buf.dtype:
+                raise ValueError(
+                    f"ReplayBuffer row{jax.tree_util.keystr(path)} has shape {shape} and dtype "
+                    f"{jnp.result_type(x)}; the buffer stores {buf.shape[1:]} {buf.dtype}."
+                )
+

@@ -1,0 +1,188 @@
+"""Environment specs and gymnasium environments with eqxrl's standard wrappers."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .types import Obs, Transition
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """Shapes, dtypes and bounds that `init` needs to build networks for an environment.
+
+    Hashable, so algorithms keep it as a static field of their `State` and can validate their
+    inputs at trace time.
+    """
+
+    # A ShapeDtypeStruct for array observations, or sorted (name, ShapeDtypeStruct) pairs
+    # for dict observations (a tuple, so the spec stays hashable).
+    observation: jax.ShapeDtypeStruct | tuple[tuple[str, jax.ShapeDtypeStruct], ...]
+    action_shape: tuple[int, ...]
+    discrete: bool = False
+    num_actions: int | None = None
+    action_low: tuple[float, ...] | None = None
+    action_high: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.discrete and (self.num_actions is None or self.num_actions < 1):
+            raise ValueError(f"A discrete EnvSpec needs num_actions >= 1, got {self.num_actions}.")
+
+    @property
+    def obs_structure(self) -> Any:
+        """The observation spec as a PyTree of ShapeDtypeStructs (dicts rebuilt)."""
+        if isinstance(self.observation, tuple):
+            return dict(self.observation)
+        return self.observation
+
+    @property
+    def action_dim(self) -> int:
+        """Size of a flat continuous action (or 1 for a discrete action)."""
+        return int(np.prod(self.action_shape)) if self.action_shape else 1
+
+    @property
+    def obs_dim(self) -> int:
+        """Size of the observation when all leaves are flattened and concatenated."""
+        return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(self.obs_structure))
+
+    def example_obs(self) -> Obs:
+        """A single all-zero observation."""
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.obs_structure)
+
+    def example_transition(self) -> Transition:
+        """A single all-zero transition, used to lay out a replay buffer."""
+        dtype = jnp.int32 if self.discrete else jnp.float32
+        return Transition(
+            obs=self.example_obs(),
+            action=jnp.zeros(self.action_shape, dtype),
+            reward=jnp.zeros((), jnp.float32),
+            next_obs=self.example_obs(),
+            terminated=jnp.zeros((), bool),
+            truncated=jnp.zeros((), bool),
+        )
+
+    def obs_batch_shape(self, obs: Obs, name: str = "obs") -> tuple[int, ...]:
+        """Check `obs` against the spec and return its leading (batch) shape.
+
+        Raises a ValueError naming `name`, the expected and the actual shape or dtype.
+        """
+        expected = self.obs_structure
+        if jax.tree.structure(obs) != jax.tree.structure(expected):
+            raise ValueError(
+                f"{name} has structure {jax.tree.structure(obs)}, expected "
+                f"{jax.tree.structure(expected)} from the environment spec."
+            )
+        batch = None
+        for (path, leaf), want in zip(
+            jax.tree_util.tree_leaves_with_path(obs), jax.tree.leaves(expected), strict=True
+        ):
+            where = f"{name}{jax.tree_util.keystr(path)}"
+            shape, n = tuple(jnp.shape(leaf)), len(want.shape)
+            if shape[len(shape) - n :] != tuple(want.shape) or len(shape) < n:
+                raise ValueError(
+                    f"{where} has shape {shape}, expected (..., {', '.join(map(str, want.shape))})"
+                    f" (batch axes followed by the observation shape {tuple(want.shape)})."
+                )
+            if jnp.result_type(leaf) != want.dtype:
+                raise ValueError(
+                    f"{where} has dtype {jnp.result_type(leaf)}, expected {want.dtype}; convert it"
+                    f" (for example with .astype(jnp.{want.dtype})) before passing it."
+                )
+            lead = shape[: len(shape) - n]
+            if batch is not None and lead != batch:
+                raise ValueError(f"{where} has batch shape {lead}, but other leaves have {batch}.")
+            batch = lead
+        return batch if batch is not None else ()
+
+    def check_batch(self, batch: Transition, name: str = "batch") -> tuple[int, ...]:
+        """Check a batch of transitions against the spec; return its batch shape.
+
+        Catches the classic `(batch, 1)` reward against a `(batch,)` value at trace time.
+        """
+        lead = self.obs_batch_shape(batch.obs, f"{name}.obs")
+        next_lead = self.obs_batch_shape(batch.next_obs, f"{name}.next_obs")
+        if next_lead != lead:
+            raise ValueError(f"{name}.next_obs has batch shape {next_lead}, {name}.obs has {lead}.")
+        for field in ("reward", "terminated", "truncated"):
+            shape = tuple(jnp.shape(getattr(batch, field)))
+            if shape != lead:
+                raise ValueError(
+                    f"{name}.{field} has shape {shape}, expected {lead} (the batch shape of "
+                    f"{name}.obs). A trailing axis of size 1 would broadcast silently against "
+                    f"values of shape {lead}; squeeze it."
+                )
+        want = lead + self.action_shape
+        shape = tuple(jnp.shape(batch.action))
+        if shape != want:
+            raise ValueError(f"{name}.action has shape {shape}, expected {want}.")
+        want_dtype = jnp.int32 if self.discrete else jnp.float32
+        if jnp.result_type(batch.action) != want_dtype:
+            raise ValueError(
+                f"{name}.action has dtype {jnp.result_type(batch.action)}, expected {want_dtype}."
+            )
+        return lead
+
+
+def _box_spec(space: gym.spaces.Box) -> jax.ShapeDtypeStruct:
+    dtype = np.uint8 if space.dtype == np.uint8 else np.float32
+    return jax.ShapeDtypeStruct(tuple(space.shape), np.dtype(dtype))
+
+
+def spec_from_env(env: gym.Env) -> EnvSpec:
+    """Build an EnvSpec from a gymnasium env's observation and action spaces."""
+    obs_space = env.observation_space
+    if isinstance(obs_space, gym.spaces.Box):
+        observation = _box_spec(obs_space)
+    elif isinstance(obs_space, gym.spaces.Dict):
+        observation = tuple(
+            (k, _box_spec(s)) for k, s in sorted(obs_space.spaces.items())  # type: ignore[arg-type]
+        )
+    else:
+        raise TypeError(
+            f"Observation space {obs_space} is not supported; use a Box or a Dict of Boxes."
+        )
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return EnvSpec(observation, (), discrete=True, num_actions=int(space.n))
+    if isinstance(space, gym.spaces.Box):
+        return EnvSpec(
+            observation,
+            tuple(space.shape),
+            action_low=tuple(float(x) for x in np.ravel(space.low)),
+            action_high=tuple(float(x) for x in np.ravel(space.high)),
+        )
+    raise TypeError(f"Action space {space} is not supported; use Box or Discrete.")
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """Make a gymnasium env with eqxrl's standard wrappers.
+
+    Bounded Box actions are rescaled to [-1, 1] (so tanh policies fit every env), float
+    observations become float32, and episode return, length and time are recorded in
+    `info["episode"]`. Terminated and truncated stay separate, as gymnasium returns them.
+    """
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as err:
+        raise ValueError(
+            f"env_id={env_id!r} could not be made by gymnasium: {err}. Registered ids include "
+            f"Pendulum-v1, HalfCheetah-v5, Hopper-v5; see gymnasium.pprint_registry()."
+        ) from err
+    space = env.action_space
+    if (
+        isinstance(space, gym.spaces.Box)
+        and np.all(np.isfinite(space.low))
+        and np.all(np.isfinite(space.high))
+        and not (np.all(space.low == -1.0) and np.all(space.high == 1.0))
+    ):
+        env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    obs_space = env.observation_space
+    if isinstance(obs_space, gym.spaces.Box) and obs_space.dtype == np.float64:
+        env = gym.wrappers.DtypeObservation(env, np.float32)
+    return gym.wrappers.RecordEpisodeStatistics(env)

@@ -1,0 +1,130 @@
+"""One `Logger` for TensorBoard, CSV and (optionally) Weights & Biases. Never call it in jit."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+class Logger:
+    """Write scalar metrics of named groups (`train`, `eval`, ...) to every sink.
+
+    Each group gets `<run_dir>/<group>.csv` with a `step` column; TensorBoard tags are
+    `<group>/<metric>`. With `resume_step`, CSV rows after that step (written by a run that was
+    interrupted before its next checkpoint) are dropped, so a resumed run's files stay clean.
+    """
+
+    def __init__(
+        self,
+        run_dir: str,
+        *,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        wandb_project: str = "eqxrl",
+        config: Mapping[str, Any] | None = None,
+        resume_step: int | None = None,
+    ):
+        self.run_dir = run_dir
+        os.makedirs(run_dir, exist_ok=True)
+        self._fields: dict[str, list[str]] = {}
+        if resume_step is not None:
+            for name in os.listdir(run_dir):
+                if name.endswith(".csv"):
+                    _truncate_csv(os.path.join(run_dir, name), resume_step)
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(run_dir, flush_secs=10)
+        self._wandb = None
+        if wandb:
+            try:
+                import wandb as wandb_lib
+            except ImportError as err:
+                raise ImportError(
+                    "wandb=True needs Weights & Biases: pip install 'eqxrl[wandb]'"
+                ) from err
+            self._wandb = wandb_lib.init(
+                project=wandb_project,
+                name=os.path.basename(run_dir.rstrip("/")),
+                id=os.path.basename(run_dir.rstrip("/")),
+                config=dict(config or {}),
+                dir=run_dir,
+                resume="allow",
+            )
+
+    def log(self, metrics: Mapping[str, Any], step: int, group: str = "train") -> None:
+        """Log a flat dict of scalars (Python numbers or 0-d arrays) at `step`."""
+        row = {k: float(np.asarray(v)) for k, v in metrics.items()}
+        self._write_csv(group, step, row)
+        if self._tb is not None:
+            for k, v in row.items():
+                self._tb.add_scalar(f"{group}/{k}", v, step)
+        if self._wandb is not None:
+            self._wandb.log({f"{group}/{k}": v for k, v in row.items()}, step=step)
+
+    def _write_csv(self, group: str, step: int, row: dict[str, float]) -> None:
+        path = os.path.join(self.run_dir, f"{group}.csv")
+        fields = self._fields.get(group)
+        if fields is None and os.path.exists(path):
+            with open(path, newline="") as f:
+                fields = next(csv.reader(f), None)
+        new = [k for k in row if fields is None or k not in fields]
+        if fields is None or new:
+            # A new metric appeared: rewrite the file with the wider header.
+            old = _read_csv(path) if fields is not None else []
+            fields = ["step", *(fields[1:] if fields else []), *new]
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fields)
+                writer.writeheader()
+                writer.writerows(old)
+        self._fields[group] = fields
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fields).writerow({"step": step, **row})
+
+    def flush(self) -> None:
+        """Flush TensorBoard events to disk."""
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Flush and close every sink."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _read_csv(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _truncate_csv(path: str, last_step: int) -> None:
+    rows = _read_csv(path)
+    if not rows:
+        return
+    kept = [r for r in rows if int(r["step"]) <= last_step]
+    if len(kept) < len(rows):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def read_metrics(path: str) -> dict[str, np.ndarray]:
+    """Read a metrics CSV written by `Logger` into columns (missing values become NaN)."""
+    rows = _read_csv(path)
+    if not rows:
+        return {}
+    return {
+        k: np.array([float(r[k]) if r.get(k) not in (None, "") else math.nan for r in rows])
+        for k in rows[0]
+    }

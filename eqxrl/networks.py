@@ -1,0 +1,256 @@
+"""Networks for RL: MLPs, ensembles, Q/value heads, policies and an encoder wrapper.
+
+Every module maps ONE example to one output (the Equinox convention); batch with `jax.vmap`.
+Stochastic modules take `key=None`: with no key they run deterministically (no dropout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import distrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from .types import Obs
+
+
+def flatten_obs(obs: Obs) -> Float[Array, " obs_dim"]:
+    """Concatenate the ravelled leaves of one observation (dict keys in sorted order)."""
+    return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(obs)])
+
+
+def _linear(in_size: int, out_size: int, scale: float, *, key: PRNGKeyArray) -> eqx.nn.Linear:
+    """A Linear layer with variance-scaling (fan-avg, uniform) weights and zero bias.
+
+    With `scale=1` this is Xavier-uniform, the initialisation jaxrl_m's networks used.
+    """
+    layer = eqx.nn.Linear(in_size, out_size, key=key)
+    init = jax.nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+    weight = init(key, (out_size, in_size), jnp.float32)
+    return eqx.tree_at(lambda m: (m.weight, m.bias), layer, (weight, jnp.zeros(out_size)))
+
+
+class MLP(eqx.Module):
+    """Linear layers with an activation between them, optional dropout and LayerNorm.
+
+    Hidden layer order is Linear -> Dropout -> LayerNorm -> activation (as in DroQ).
+    """
+
+    layers: tuple[eqx.nn.Linear, ...]
+    norms: tuple[eqx.nn.LayerNorm, ...] | None
+    activation: Callable[[Array], Array] = eqx.field(static=True)
+    activate_final: bool = eqx.field(static=True)
+    dropout_rate: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        out_size: int,
+        hidden: Sequence[int] = (256, 256),
+        *,
+        activation: Callable[[Array], Array] = jax.nn.relu,
+        activate_final: bool = False,
+        layer_norm: bool = False,
+        dropout_rate: float = 0.0,
+        final_init_scale: float = 1.0,
+        key: PRNGKeyArray,
+    ):
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
+        sizes = (in_size, *hidden, out_size)
+        keys = jax.random.split(key, len(sizes) - 1)
+        n = len(sizes) - 1
+        self.layers = tuple(
+            _linear(a, b, final_init_scale if i == n - 1 else 1.0, key=k)
+            for i, (a, b, k) in enumerate(zip(sizes[:-1], sizes[1:], keys, strict=True))
+        )
+        normed = sizes[1:] if activate_final else sizes[1:-1]
+        self.norms = tuple(eqx.nn.LayerNorm(s) for s in normed) if layer_norm else None
+        self.activation = activation
+        self.activate_final = activate_final
+        self.dropout_rate = dropout_rate
+
+    def __call__(
+        self, x: Float[Array, " in_size"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " out_size"]:
+        n = len(self.layers)
+        keys = jax.random.split(key, n) if key is not None else [None] * n
+        for i, (layer, k) in enumerate(zip(self.layers, keys, strict=True)):
+            x = layer(x)
+            if i < n - 1 or self.activate_final:
+                if k is not None and self.dropout_rate > 0.0:
+                    keep = jax.random.bernoulli(k, 1.0 - self.dropout_rate, x.shape)
+                    x = jnp.where(keep, x / (1.0 - self.dropout_rate), 0.0)
+                if self.norms is not None:
+                    x = self.norms[i](x)
+                x = self.activation(x)
+        return x
+
+
+class Ensemble(eqx.Module):
+    """`num` independent copies of a module, stored stacked and applied with `filter_vmap`.
+
+    Calling it on one example returns outputs with a leading `(num, ...)` axis.
+    """
+
+    stacked: PyTree
+    num: int = eqx.field(static=True)
+
+    def __init__(self, make: Callable[[PRNGKeyArray], eqx.Module], num: int, *, key: PRNGKeyArray):
+        if num < 1:
+            raise ValueError(f"An Ensemble needs num >= 1 members, got {num}.")
+        self.stacked = eqx.filter_vmap(make)(jax.random.split(key, num))
+        self.num = num
+
+    def __call__(self, *args: Any, key: PRNGKeyArray | None = None) -> PyTree:
+        if key is None:
+            return eqx.filter_vmap(lambda m: m(*args))(self.stacked)
+        keys = jax.random.split(key, self.num)
+        return eqx.filter_vmap(lambda m, k: m(*args, key=k))(self.stacked, keys)
+
+    def member(self, i: int) -> eqx.Module:
+        """The i-th member as a plain module."""
+        arrays, static = eqx.partition(self.stacked, eqx.is_array)
+        return eqx.combine(jax.tree.map(lambda x: x[i], arrays), static)
+
+
+class QFunction(eqx.Module):
+    """Q(s, a) for continuous actions: an MLP on the flat observation and action."""
+
+    net: MLP
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden=(256, 256), *, key, **mlp_kwargs):
+        self.net = MLP(obs_dim + action_dim, 1, hidden, key=key, **mlp_kwargs)
+
+    def __call__(
+        self, obs: Obs, action: Float[Array, " action_dim"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, ""]:
+        return self.net(jnp.concatenate([flatten_obs(obs), action]), key=key)[0]
+
+
+class ValueFunction(eqx.Module):
+    """V(s): an MLP on the flat observation."""
+
+    net: MLP
+
+    def __init__(self, obs_dim: int, hidden=(256, 256), *, key, **mlp_kwargs):
+        self.net = MLP(obs_dim, 1, hidden, key=key, **mlp_kwargs)
+
+    def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, ""]:
+        return self.net(flatten_obs(obs), key=key)[0]
+
+
+class DiscreteQFunction(eqx.Module):
+    """Q(s, .) for discrete actions: one output per action."""
+
+    net: MLP
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden=(256, 256), *, key, **mlp_kwargs):
+        self.net = MLP(obs_dim, num_actions, hidden, key=key, **mlp_kwargs)
+
+    def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, " actions"]:
+        return self.net(flatten_obs(obs), key=key)
+
+
+class TanhMultivariateNormalDiag(distrax.Transformed):
+    """A diagonal Gaussian squashed by tanh; its mode is tanh of the Gaussian's mean."""
+
+    def __init__(self, loc: Array, scale: Array):
+        base = distrax.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+        super().__init__(base, distrax.Block(distrax.Tanh(), ndims=1))
+
+    def mode(self) -> Array:
+        return jnp.tanh(self.distribution.mode())
+
+
+class GaussianPolicy(eqx.Module):
+    """A diagonal Gaussian policy, optionally tanh-squashed to [-1, 1].
+
+    The std is state-dependent (a second head) or a learned free parameter; its log is clipped
+    to [log_std_min, log_std_max]. `temperature` multiplies the std: `temperature=0` gives a
+    distribution whose samples are its mode.
+    """
+
+    trunk: MLP
+    mean_head: eqx.nn.Linear
+    log_std_head: eqx.nn.Linear | None
+    log_std: Float[Array, " action_dim"] | None
+    log_std_min: float = eqx.field(static=True)
+    log_std_max: float = eqx.field(static=True)
+    tanh_squash: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        *,
+        tanh_squash: bool = True,
+        state_dependent_std: bool = True,
+        log_std_min: float = -10.0,
+        log_std_max: float = 2.0,
+        final_init_scale: float = 1e-2,
+        key: PRNGKeyArray,
+        **mlp_kwargs: Any,
+    ):
+        if not log_std_min < log_std_max:
+            raise ValueError(f"Need log_std_min < log_std_max, got {log_std_min}, {log_std_max}.")
+        k1, k2, k3 = jax.random.split(key, 3)
+        width = hidden[-1] if hidden else obs_dim
+        self.trunk = MLP(obs_dim, width, hidden[:-1], activate_final=True, key=k1, **mlp_kwargs)
+        self.mean_head = _linear(width, action_dim, final_init_scale, key=k2)
+        if state_dependent_std:
+            self.log_std_head = _linear(width, action_dim, final_init_scale, key=k3)
+            self.log_std = None
+        else:
+            self.log_std_head = None
+            self.log_std = jnp.zeros(action_dim)
+        self.log_std_min = log_std_min
+        self.log_std_max = log_std_max
+        self.tanh_squash = tanh_squash
+
+    def __call__(
+        self, obs: Obs, *, temperature: Float[Array, ""] | float = 1.0, key=None
+    ) -> distrax.Distribution:
+        h = self.trunk(flatten_obs(obs), key=key)
+        mean = self.mean_head(h)
+        log_std = self.log_std_head(h) if self.log_std_head is not None else self.log_std
+        std = jnp.exp(jnp.clip(log_std, self.log_std_min, self.log_std_max)) * temperature
+        if self.tanh_squash:
+            return TanhMultivariateNormalDiag(mean, std)
+        return distrax.MultivariateNormalDiag(loc=mean, scale_diag=std)
+
+
+class CategoricalPolicy(eqx.Module):
+    """A categorical policy over discrete actions; logits are divided by `temperature`."""
+
+    net: MLP
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden=(256, 256), *, key, **mlp_kwargs):
+        self.net = MLP(obs_dim, num_actions, hidden, final_init_scale=1e-2, key=key, **mlp_kwargs)
+
+    def __call__(
+        self, obs: Obs, *, temperature: Float[Array, ""] | float = 1.0, key=None
+    ) -> distrax.Categorical:
+        logits = self.net(flatten_obs(obs), key=key)
+        greedy = jnp.where(logits >= jnp.max(logits), 0.0, -jnp.inf)
+        safe = jnp.where(temperature > 0, temperature, 1.0)
+        return distrax.Categorical(logits=jnp.where(temperature > 0, logits / safe, greedy))
+
+
+class WithEncoder(eqx.Module):
+    """Put an encoder in front of any head: `head(encoder(obs), *args)`.
+
+    Pass the same encoder instance to several heads to share it in your own code; within one
+    module tree Equinox treats the copies as separate parameters.
+    """
+
+    encoder: eqx.Module
+    head: eqx.Module
+
+    def __call__(self, obs: Obs, *args: Any, key: PRNGKeyArray | None = None, **kwargs: Any):
+        return self.head(self.encoder(obs), *args, key=key, **kwargs)

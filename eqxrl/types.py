@@ -1,0 +1,53 @@
+"""Array aliases shared across eqxrl, and the `Transition` batch type."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Scalar, Shaped
+
+# An observation is an array or a nested PyTree of arrays (for example {"pixels", "state"}).
+Obs = PyTree[Shaped[Array, "..."]]
+Key = PRNGKeyArray
+FloatScalar = Float[Array, ""]
+Metrics = dict[str, Scalar]
+Hyper = Float[ArrayLike, ""]  # a hyperparameter that may be a Python float or a (vmapped) array
+
+
+class Transition(eqx.Module):
+    """One transition, or a batch of them with shared leading (batch) axes.
+
+    `terminated` marks true terminal states (the bootstrap stops); `truncated` marks episodes
+    cut by a time limit (the bootstrap continues). They are kept apart on purpose.
+    """
+
+    obs: Obs
+    action: Shaped[Array, "..."]
+    reward: Float[Array, "*batch"]
+    next_obs: Obs
+    terminated: Bool[Array, "*batch"]
+    truncated: Bool[Array, "*batch"]
+
+    def __check_init__(self):
+        batch = jnp.shape(self.reward)
+        for name in ("terminated", "truncated"):
+            shape = jnp.shape(getattr(self, name))
+            if shape != batch:
+                raise ValueError(
+                    f"Transition.{name} has shape {shape} but Transition.reward has shape "
+                    f"{batch}; reward, terminated and truncated must share the batch shape."
+                )
+        for name in ("obs", "action", "next_obs"):
+            for path, leaf in jax.tree_util.tree_leaves_with_path(getattr(self, name)):
+                shape = jnp.shape(leaf)
+                if shape[: len(batch)] != batch:
+                    raise ValueError(
+                        f"Transition.{name}{jax.tree_util.keystr(path)} has shape {shape}, whose "
+                        f"leading axes do not match the batch shape {batch} of Transition.reward."
+                    )
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """The shared leading shape (empty for a single transition)."""
+        return jnp.shape(self.reward)
