@@ -21,6 +21,7 @@ from .envs import spec_from_env as spec_from_env
 from .evaluation import evaluate as evaluate
 from .evaluation import make_eval_envs as make_eval_envs
 from .evaluation import normalized_score as normalized_score
+from .jit import jit as jit
 from .logging import Logger as Logger
 from .loops import print_summary as print_summary
 from .loops import train_online as train_online

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -184,5 +185,7 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     obs_space = env.observation_space
     if isinstance(obs_space, gym.spaces.Box) and obs_space.dtype == np.float64:
-        env = gym.wrappers.DtypeObservation(env, np.float32)
+        with warnings.catch_warnings():  # the float32 Box it builds warns about the cast
+            warnings.simplefilter("ignore", UserWarning)
+            env = gym.wrappers.DtypeObservation(env, np.float32)
     return gym.wrappers.RecordEpisodeStatistics(env)

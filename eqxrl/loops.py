@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import equinox as eqx
 import jax
@@ -25,10 +25,12 @@ from . import checkpoints
 from .data import ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
 from .evaluation import evaluate, make_eval_envs
+from .jit import jit
 from .logging import Logger
 from .types import Transition
 
 
+@runtime_checkable
 class OnlineConfig(Protocol):
     """The run settings `train_online` reads from an algorithm's `Config`."""
 
@@ -79,13 +81,13 @@ def make_online_step(spec: EnvSpec, config: Any, update: Callable, act: Callable
     metrics (averaged over the updates) and whether all of them are finite.
     """
 
-    @eqx.filter_jit(donate="all")
+    @jit(donate=(0,))
     def random_step(carry: Carry, transition: tuple, obs):
         key, k = jax.random.split(carry.key)
         buffer = carry.buffer.add(Transition(*transition))
         return Carry(carry.state, buffer, key), _random_action(spec, k)
 
-    @eqx.filter_jit(donate="all")
+    @jit(donate=(0,))
     def train_step(carry: Carry, transition: tuple, obs):
         key, k_update, k_act = jax.random.split(carry.key, 3)
         buffer = carry.buffer.add(Transition(*transition))
@@ -157,7 +159,7 @@ def train_online(
     spec = spec_from_env(env)
     eval_envs = make_eval_envs(config.env_id, config.eval_episodes)
     random_step, train_step = make_online_step(spec, config, update, act)
-    policy = eqx.filter_jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
+    policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
 
     def fresh_carry(key):
         k_init, k_loop = jax.random.split(key)

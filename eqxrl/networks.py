@@ -6,6 +6,7 @@ Stochastic modules take `key=None`: with no key they run deterministically (no d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -156,6 +157,36 @@ class DiscreteQFunction(eqx.Module):
         return self.net(flatten_obs(obs), key=key)
 
 
+def _own_broadcasting(cls: type) -> type:
+    """Let distrax broadcast inside its own methods when rank promotion is strict.
+
+    distrax adds sample-shaped and parameter-shaped arrays internally; eqxrl's tests make
+    implicit rank promotion an error to catch broadcasting bugs in *our* code, so the
+    distributions we return allow it just for distrax's internals.
+    """
+    for name in ("sample", "sample_and_log_prob", "log_prob", "entropy", "mode", "mean"):
+        method = getattr(cls, name)
+
+        @functools.wraps(method)
+        def wrapped(self, *args, _method=method, **kwargs):
+            with jax.numpy_rank_promotion("allow"):
+                return _method(self, *args, **kwargs)
+
+        setattr(cls, name, wrapped)
+    return cls
+
+
+@_own_broadcasting
+class MultivariateNormalDiag(distrax.MultivariateNormalDiag):
+    """distrax's diagonal Gaussian."""
+
+
+@_own_broadcasting
+class Categorical(distrax.Categorical):
+    """distrax's categorical distribution."""
+
+
+@_own_broadcasting
 class TanhMultivariateNormalDiag(distrax.Transformed):
     """A diagonal Gaussian squashed by tanh; its mode is tanh of the Gaussian's mean."""
 
@@ -222,7 +253,7 @@ class GaussianPolicy(eqx.Module):
         std = jnp.exp(jnp.clip(log_std, self.log_std_min, self.log_std_max)) * temperature
         if self.tanh_squash:
             return TanhMultivariateNormalDiag(mean, std)
-        return distrax.MultivariateNormalDiag(loc=mean, scale_diag=std)
+        return MultivariateNormalDiag(loc=mean, scale_diag=std)
 
 
 class CategoricalPolicy(eqx.Module):
@@ -235,11 +266,11 @@ class CategoricalPolicy(eqx.Module):
 
     def __call__(
         self, obs: Obs, *, temperature: Float[Array, ""] | float = 1.0, key=None
-    ) -> distrax.Categorical:
+    ) -> Categorical:
         logits = self.net(flatten_obs(obs), key=key)
         greedy = jnp.where(logits >= jnp.max(logits), 0.0, -jnp.inf)
         safe = jnp.where(temperature > 0, temperature, 1.0)
-        return distrax.Categorical(logits=jnp.where(temperature > 0, logits / safe, greedy))
+        return Categorical(logits=jnp.where(temperature > 0, logits / safe, greedy))
 
 
 class WithEncoder(eqx.Module):

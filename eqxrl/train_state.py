@@ -65,7 +65,7 @@ class TrainState(eqx.Module):
         Returns the new state and `{"loss": loss, "grad_norm": ..., **aux}`.
         """
         (loss, aux), grads = value_and_grad(loss_fn, self.model, *args, **kwargs)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return self.apply_gradients(grads), metrics
 
 

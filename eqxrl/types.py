@@ -43,8 +43,10 @@ class Transition(eqx.Module):
                 shape = jnp.shape(leaf)
                 if shape[: len(batch)] != batch:
                     raise ValueError(
-                        f"Transition.{name}{jax.tree_util.keystr(path)} has shape {shape}, whose "
-                        f"leading axes do not match the batch shape {batch} of Transition.reward."
+                        f"Transition.reward has shape {batch}, but Transition.{name}"
+                        f"{jax.tree_util.keystr(path)} has shape {shape}: reward, terminated and "
+                        f"truncated must have exactly the leading (batch) axes of {name}. A "
+                        "trailing axis of size 1 on the reward is the usual cause; squeeze it."
                     )
 
     @property

@@ -1,0 +1,88 @@
+import dataclasses
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import pytest
+
+from eqxrl import MLP, CheckpointError, ReplayBuffer, TrainState, load_config
+from eqxrl import checkpoints as ck
+from eqxrl.train_state import optax
+
+from .conftest import assert_trees_equal
+
+TX = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    lr: float = 1e-3
+    hidden: tuple[int, ...] = (8,)
+
+
+def make_tree(seed=0, hidden=(8,)):
+    key = jax.random.key(seed)
+    model = MLP(3, 2, hidden, key=key)
+    buf = ReplayBuffer.create({"x": jnp.zeros(3)}, 5).add({"x": jnp.ones(3)})
+    return {"state": TrainState.create(model, TX), "buffer": buf, "key": jax.random.split(key)[0]}
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    tree = make_tree()
+    path = str(tmp_path / "a.ckpt")
+    ck.save(path, tree, config=Cfg(), meta={"step": 3})
+    like = eqx.filter_eval_shape(make_tree, 1)
+    restored, meta = ck.restore(path, like, config=Cfg())
+    assert meta == {"step": 3}
+    assert_trees_equal(restored, tree)
+    assert jax.tree.structure(restored) == jax.tree.structure(tree)
+
+
+def test_corrupt_and_truncated_files(tmp_path):
+    path = str(tmp_path / "a.ckpt")
+    ck.save(path, make_tree())
+    blob = open(path, "rb").read()
+    open(path, "wb").write(blob[:-10])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        ck.restore(path, make_tree())
+    open(path, "wb").write(b"garbage")
+    with pytest.raises(CheckpointError, match="not an eqxrl checkpoint"):
+        ck.restore(path, make_tree())
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        ck.restore(str(tmp_path / "missing.ckpt"), make_tree())
+
+
+def test_other_config_or_layout_is_named(tmp_path):
+    path = str(tmp_path / "a.ckpt")
+    ck.save(path, make_tree(), config=Cfg())
+    with pytest.raises(CheckpointError, match=r"lr: 0.001 in the checkpoint vs 0.01 given"):
+        ck.restore(path, make_tree(), config=Cfg(lr=1e-2))
+    with pytest.raises(CheckpointError, match=r"has shape \(8, 3\).*expects \(16, 3\)"):
+        ck.restore(path, make_tree(hidden=(16,)))
+    with pytest.raises(CheckpointError, match="does not match the expected state layout"):
+        ck.restore(path, {"other": jnp.zeros(2)})
+
+
+def test_killed_write_leaves_previous_checkpoint_readable(tmp_path):
+    directory = str(tmp_path)
+    tree = make_tree()
+    ck.save(ck.checkpoint_path(directory, 10), tree)
+    # A run killed while writing step 20 leaves only a partial temporary file behind.
+    with open(ck.checkpoint_path(directory, 20) + ".tmp-99999", "wb") as f:
+        f.write(b"partial")
+    assert [s for s, _ in ck.list_checkpoints(directory)] == [10]
+    restored, _ = ck.restore(ck.list_checkpoints(directory)[-1][1], tree)
+    assert_trees_equal(restored, tree)
+    ck.save(ck.checkpoint_path(directory, 30), tree)
+    ck.save(ck.checkpoint_path(directory, 40), tree)
+    ck.prune(directory, keep=2)
+    assert [s for s, _ in ck.list_checkpoints(directory)] == [30, 40]
+    assert not [n for n in os.listdir(directory) if ".tmp-" in n]
+
+
+def test_load_config(tmp_path):
+    (tmp_path / "config.json").write_text('{"lr": 0.5, "hidden": [4, 4]}')
+    assert load_config(Cfg, str(tmp_path)) == Cfg(lr=0.5, hidden=(4, 4))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_config(Cfg, str(tmp_path / "nope"))

@@ -1,0 +1,85 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqxrl
+from eqxrl import Dataset, ReplayBuffer
+
+
+def row(i):
+    return {"x": jnp.full((2,), i, jnp.float32), "i": jnp.asarray(i, jnp.int32)}
+
+
+def test_ring_buffer_wraps_and_reaches_capacity():
+    buf = ReplayBuffer.create(row(0), capacity=4)
+    for i in range(1, 4):
+        buf = buf.add(row(i))
+    assert int(buf.size) == 3 and int(buf.position) == 3
+    buf = buf.add(row(4))  # the last slot is used (jaxrl_m never filled it)
+    assert int(buf.size) == 4 and int(buf.position) == 0
+    np.testing.assert_array_equal(buf.data["i"], [1, 2, 3, 4])
+    buf = buf.add(row(5)).add(row(6))  # overwrite the oldest
+    assert int(buf.size) == 4 and int(buf.position) == 2
+    np.testing.assert_array_equal(buf.data["i"], [5, 6, 3, 4])
+    np.testing.assert_array_equal(buf.to_dataset().data["i"], [3, 4, 5, 6])
+
+
+def test_sampling_only_touches_filled_slots():
+    buf = ReplayBuffer.create(row(0), capacity=100)
+    for i in range(1, 6):
+        buf = buf.add(row(i))
+    sample = buf.sample(jax.random.key(0), 1000)
+    assert set(np.asarray(sample["i"]).tolist()) == {1, 2, 3, 4, 5}
+
+
+def test_add_and_sample_are_jittable_and_pure():
+    buf = ReplayBuffer.create(row(0), capacity=8)
+
+    @eqxrl.jit
+    def step(buf, r, key):
+        buf = buf.add(r)
+        return buf, buf.sample(key, 3)
+
+    new, batch = step(buf, row(7), jax.random.key(0))
+    assert int(new.size) == 1 and int(buf.size) == 0  # the input is unchanged
+    np.testing.assert_array_equal(batch["i"], [7, 7, 7])
+
+
+def test_add_batch_wraps_around():
+    buf = ReplayBuffer.create(row(0), capacity=5)
+    rows = jax.tree.map(lambda *x: jnp.stack(x), *[row(i) for i in range(1, 8)][:4])
+    buf = buf.add_batch(rows)
+    rows = jax.tree.map(lambda *x: jnp.stack(x), *[row(i) for i in range(5, 8)])
+    buf = buf.add_batch(rows)
+    assert int(buf.size) == 5 and int(buf.position) == 2
+    np.testing.assert_array_equal(buf.data["i"], [6, 7, 3, 4, 5])
+
+
+def test_from_dataset_that_fills_the_buffer():
+    data = Dataset({"x": jnp.arange(6.0), "i": jnp.arange(6)})
+    buf = ReplayBuffer.from_dataset(data, capacity=6)
+    assert int(buf.size) == 6 and int(buf.position) == 0
+    buf = ReplayBuffer.from_dataset(data, capacity=4)  # keeps the newest rows
+    np.testing.assert_array_equal(buf.data["i"], [2, 3, 4, 5])
+    buf = ReplayBuffer.from_dataset(data, capacity=10)
+    assert int(buf.size) == 6 and int(buf.position) == 6
+
+
+def test_row_mismatch_is_named():
+    buf = ReplayBuffer.create(row(0), capacity=4)
+    bad = {"x": jnp.zeros(3), "i": jnp.asarray(0, jnp.int32)}
+    with pytest.raises(ValueError, match=r"row\['x'\] has shape \(3,\).*stores \(2,\)"):
+        buf.add(bad)
+    with pytest.raises(ValueError, match="capacity must be >= 1"):
+        ReplayBuffer.create(row(0), 0)
+
+
+def test_dataset_checks_and_samples_reproducibly():
+    data = Dataset({"obs": {"a": jnp.zeros((10, 2))}, "r": jnp.arange(10.0)})
+    assert len(data) == 10
+    a = data.sample(jax.random.key(0), 4)
+    b = data.sample(jax.random.key(0), 4)
+    np.testing.assert_array_equal(a["r"], b["r"])
+    with pytest.raises(ValueError, match="same leading axis"):
+        Dataset({"obs": jnp.zeros((10, 2)), "r": jnp.zeros(9)})

@@ -1,0 +1,113 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eqxrl import (
+    MLP,
+    CategoricalPolicy,
+    DiscreteQFunction,
+    Ensemble,
+    GaussianPolicy,
+    QFunction,
+    ValueFunction,
+    WithEncoder,
+    flatten_obs,
+)
+
+KEY = jax.random.key(0)
+
+
+def test_mlp_shapes_layernorm_and_dropout():
+    mlp = MLP(4, 2, (16, 16), layer_norm=True, dropout_rate=0.5, key=KEY)
+    x = jnp.ones(4)
+    assert mlp(x).shape == (2,)
+    assert len(mlp.norms) == 2
+    # No key: deterministic (inference). A key: dropout draws depend on it.
+    np.testing.assert_array_equal(mlp(x), mlp(x))
+    a, b = mlp(x, key=jax.random.key(1)), mlp(x, key=jax.random.key(2))
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(a, mlp(x, key=jax.random.key(1)))
+    with pytest.raises(ValueError, match="dropout_rate"):
+        MLP(4, 2, dropout_rate=1.0, key=KEY)
+
+
+def test_mlp_init_is_xavier_uniform_with_zero_bias():
+    mlp = MLP(300, 200, (), key=KEY)
+    w = mlp.layers[0].weight
+    bound = np.sqrt(6 / (300 + 200))
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    assert not np.any(mlp.layers[0].bias)
+
+
+def test_ensemble_members_differ_and_stack():
+    ens = Ensemble(lambda k: QFunction(3, 2, (8,), key=k), 4, key=KEY)
+    q = ens(jnp.ones(3), jnp.ones(2))
+    assert q.shape == (4,)
+    assert len(set(np.round(np.asarray(q), 6))) == 4
+    member = ens.member(2)
+    np.testing.assert_allclose(member(jnp.ones(3), jnp.ones(2)), q[2], rtol=1e-6)
+    batched = jax.vmap(ens, out_axes=1)(jnp.ones((5, 3)), jnp.ones((5, 2)))
+    assert batched.shape == (4, 5)
+
+
+def test_heads_shapes_on_dict_obs():
+    obs = {"a": jnp.ones(2), "b": jnp.ones((2, 2))}
+    assert flatten_obs(obs).shape == (6,)
+    assert ValueFunction(6, (8,), key=KEY)(obs).shape == ()
+    assert DiscreteQFunction(6, 5, (8,), key=KEY)(obs).shape == (5,)
+    assert QFunction(6, 2, (8,), key=KEY)(obs, jnp.ones(2)).shape == ()
+
+
+def test_tanh_gaussian_log_prob_matches_direct_computation():
+    policy = GaussianPolicy(3, 2, (8, 8), key=KEY)
+    obs = jnp.array([0.5, -1.0, 2.0])
+    dist = policy(obs)
+    action, log_prob = dist.sample_and_log_prob(seed=jax.random.key(3))
+    # Direct: Gaussian density of u = atanh(a), minus log|d tanh/du| = log(1 - tanh(u)^2).
+    h = policy.trunk(obs)
+    mean = policy.mean_head(h)
+    std = jnp.exp(jnp.clip(policy.log_std_head(h), -10.0, 2.0))
+    u = jnp.arctanh(action)
+    gauss = jnp.sum(-0.5 * ((u - mean) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi))
+    direct = gauss - jnp.sum(jnp.log(1 - jnp.tanh(u) ** 2))
+    np.testing.assert_allclose(log_prob, direct, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dist.log_prob(action), log_prob, rtol=1e-4, atol=1e-4)
+    assert np.all(np.abs(action) < 1)
+
+
+def test_temperature_zero_gives_the_mode():
+    policy = GaussianPolicy(3, 2, (8,), key=KEY)
+    obs = jnp.ones(3)
+    sample = policy(obs, temperature=0.0).sample(seed=jax.random.key(1))
+    np.testing.assert_allclose(sample, policy(obs).mode(), rtol=1e-6)
+    wide = policy(obs, temperature=2.0).distribution.stddev()
+    np.testing.assert_allclose(wide, 2 * policy(obs).distribution.stddev(), rtol=1e-6)
+
+
+def test_gaussian_policy_with_learned_std_and_no_tanh():
+    policy = GaussianPolicy(3, 2, (8,), tanh_squash=False, state_dependent_std=False,
+                            log_std_min=-5.0, key=KEY)
+    assert policy.log_std.shape == (2,)
+    dist = policy(jnp.ones(3))
+    np.testing.assert_allclose(dist.stddev(), jnp.ones(2), rtol=1e-6)  # exp(0)
+
+
+def test_categorical_temperature():
+    policy = CategoricalPolicy(3, 4, (8,), key=KEY)
+    obs = jnp.ones(3)
+    logits = policy.net(flatten_obs(obs))
+    greedy = policy(obs, temperature=0.0).sample(seed=jax.random.key(0))
+    assert int(greedy) == int(jnp.argmax(logits))
+    np.testing.assert_allclose(policy(obs, temperature=0.5).probs, jax.nn.softmax(logits / 0.5),
+                               rtol=1e-5)
+
+
+def test_with_encoder_and_grad():
+    encoder = MLP(6, 4, (8,), key=KEY)
+    head = ValueFunction(4, (8,), key=KEY)
+    net = WithEncoder(encoder, head)
+    assert net(jnp.ones(6)).shape == ()
+    grads = eqx.filter_grad(lambda m: m(jnp.ones(6)))(net)
+    assert jnp.any(grads.encoder.layers[0].weight != 0)
