@@ -14,6 +14,7 @@ if _os.environ.get("EQXRL_TYPECHECK", "0") not in ("", "0", "false", "False"):
 from .checkpoints import CheckpointError as CheckpointError
 from .checkpoints import load_config as load_config
 from .data import Dataset as Dataset
+from .data import Normalizer as Normalizer
 from .data import ReplayBuffer as ReplayBuffer
 from .envs import EnvSpec as EnvSpec
 from .envs import make_env as make_env
@@ -38,6 +39,8 @@ from .networks import flatten_obs as flatten_obs
 from .train_state import TrainState as TrainState
 from .train_state import polyak as polyak
 from .train_state import value_and_grad as value_and_grad
+from .tree import tree_stack as tree_stack
+from .tree import tree_unstack as tree_unstack
 from .types import Metrics as Metrics
 from .types import Obs as Obs
 from .types import Transition as Transition

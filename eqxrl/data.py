@@ -144,3 +144,35 @@ class ReplayBuffer(eqx.Module):
                     f"{jnp.result_type(x)}; the buffer stores {buf.shape[1:]} {buf.dtype}."
                 )
 
+
+
+class Normalizer(eqx.Module):
+    """Observation normalisation `(obs - mean) / std` whose statistics live in the state.
+
+    Keep it as a field of an algorithm's `State` and apply it in both `update` and `act`, so
+    the statistics of the training data travel with checkpoints and are used at evaluation.
+    Works on one observation or a batch (leading axes), and on nested observations.
+    """
+
+    mean: PyTree
+    std: PyTree
+
+    @classmethod
+    def identity(cls, example_obs: PyTree) -> Normalizer:
+        """A normaliser that changes nothing, laid out like one observation."""
+        return cls(jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), example_obs),
+                   jax.tree.map(lambda x: jnp.ones(jnp.shape(x), jnp.float32), example_obs))
+
+    @classmethod
+    def from_data(cls, obs: PyTree, eps: float = 1e-3) -> Normalizer:
+        """Statistics over the leading axis of a batch of observations; std floored at `eps`."""
+        mean = jax.tree.map(lambda x: jnp.mean(x.astype(jnp.float32), axis=0), obs)
+        std = jax.tree.map(lambda x: jnp.maximum(jnp.std(x.astype(jnp.float32), axis=0), eps), obs)
+        return cls(mean, std)
+
+    def __call__(self, obs: PyTree) -> PyTree:
+        def norm(x, mean, std):
+            lead = (1,) * (jnp.ndim(x) - jnp.ndim(mean))  # explicit: no implicit rank promotion
+            return (x - mean.reshape(lead + mean.shape)) / std.reshape(lead + std.shape)
+
+        return jax.tree.map(norm, obs, self.mean, self.std)

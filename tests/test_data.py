@@ -83,3 +83,17 @@ def test_dataset_checks_and_samples_reproducibly():
     np.testing.assert_array_equal(a["r"], b["r"])
     with pytest.raises(ValueError, match="same leading axis"):
         Dataset({"obs": jnp.zeros((10, 2)), "r": jnp.zeros(9)})
+
+
+def test_normalizer_on_single_batched_and_nested_obs():
+    from eqxrl import Normalizer
+
+    obs = {"a": jnp.array([[1.0, 10.0], [3.0, 30.0]]), "b": jnp.array([[5.0], [5.0]])}
+    norm = Normalizer.from_data(obs)
+    out = norm(obs)
+    np.testing.assert_allclose(out["a"], [[-1.0, -1.0], [1.0, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(out["b"], [[0.0], [0.0]])  # std floored, no division by zero
+    single = norm({"a": jnp.array([2.0, 20.0]), "b": jnp.array([5.0])})
+    np.testing.assert_allclose(single["a"], [0.0, 0.0], atol=1e-6)
+    ident = Normalizer.identity({"a": jnp.zeros(2), "b": jnp.zeros(1)})
+    np.testing.assert_allclose(ident(obs)["a"], obs["a"])
