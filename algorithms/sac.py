@@ -23,8 +23,8 @@ import tyro
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from eqxrl import (
-    EnvSpec,
     Ensemble,
+    EnvSpec,
     GaussianPolicy,
     Metrics,
     Obs,
@@ -113,22 +113,37 @@ class Config:
     """show a progress bar and evaluation lines"""
 
     def __post_init__(self):
-        positive = ("total_steps", "batch_size", "buffer_size", "utd", "num_critics",
-                    "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval",
-                    "keep_checkpoints", "start_steps")
+        positive = (
+            "total_steps",
+            "batch_size",
+            "buffer_size",
+            "utd",
+            "num_critics",
+            "eval_interval",
+            "eval_episodes",
+            "log_interval",
+            "checkpoint_interval",
+            "keep_checkpoints",
+            "start_steps",
+        )
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
+                )
         for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}."
+                )
         if not 0 < self.tau <= 1:
             raise ValueError(f"--tau must be in (0, 1], got {self.tau}.")
         if not 0 <= self.discount <= 1:
             raise ValueError(f"--discount must be in [0, 1], got {self.discount}.")
         if self.batch_size > self.buffer_size:
             raise ValueError(
-                f"--batch-size ({self.batch_size}) must not exceed --buffer-size ({self.buffer_size})."
+                f"--batch-size ({self.batch_size}) must not exceed "
+                f"--buffer-size ({self.buffer_size})."
             )
         m = self.num_min_critics
         if m is not None and not 1 <= m <= self.num_critics:
@@ -183,7 +198,9 @@ def sample_actions(
 ) -> tuple[Float[Array, "batch action_dim"], Float[Array, " batch"]]:
     """Sample an action and its log-probability for each observation of a batch."""
     n = jax.tree.leaves(obs)[0].shape[0]
-    return jax.vmap(lambda o, k: actor(o).sample_and_log_prob(seed=k))(obs, jax.random.split(key, n))
+    return jax.vmap(lambda o, k: actor(o).sample_and_log_prob(seed=k))(
+        obs, jax.random.split(key, n)
+    )
 
 
 def ensemble_q(critic: Ensemble, obs: Obs, action, key=None) -> Float[Array, "ensemble batch"]:
@@ -232,7 +249,8 @@ def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
     """Build actor, critics, targets and temperature for `spec`."""
     if spec.discrete:
         raise ValueError(
-            f"SAC needs a continuous (Box) action space, but the env has Discrete({spec.num_actions})."
+            "SAC needs a continuous (Box) action space, but the env has "
+            f"Discrete({spec.num_actions})."
         )
     bounds = (spec.action_low, spec.action_high)
     if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
@@ -242,13 +260,21 @@ def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
         )
     k_actor, k_critic = jax.random.split(key)
     actor = GaussianPolicy(
-        spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
-        log_std_max=config.log_std_max, key=k_actor,
+        spec.obs_dim,
+        spec.action_dim,
+        config.hidden_dims,
+        log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max,
+        key=k_actor,
     )
     critic = Ensemble(
         lambda k: QFunction(
-            spec.obs_dim, spec.action_dim, config.hidden_dims, layer_norm=config.critic_layer_norm,
-            dropout_rate=config.critic_dropout, key=k,
+            spec.obs_dim,
+            spec.action_dim,
+            config.hidden_dims,
+            layer_norm=config.critic_layer_norm,
+            dropout_rate=config.critic_dropout,
+            key=k,
         ),
         config.num_critics,
         key=k_critic,
@@ -258,7 +284,9 @@ def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
         actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
         critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
-        temperature=TrainState.create(Temperature(log_alpha), ADAM, learning_rate=config.temperature_lr),
+        temperature=TrainState.create(
+            Temperature(log_alpha), ADAM, learning_rate=config.temperature_lr
+        ),
         discount=jnp.asarray(config.discount, jnp.float32),
         tau=jnp.asarray(config.tau, jnp.float32),
         target_entropy=jnp.asarray(config.target_entropy_per_dim * spec.action_dim, jnp.float32),
@@ -276,9 +304,13 @@ def update(
     alpha = state.temperature.model()
 
     next_action, next_log_prob = sample_actions(state.actor.model, batch.next_obs, k_next)
-    next_q = ensemble_q(state.target_critic, batch.next_obs, next_action, k_target if dropout else None)
+    next_q = ensemble_q(
+        state.target_critic, batch.next_obs, next_action, k_target if dropout else None
+    )
     if config.num_min_critics is not None and config.num_min_critics < config.num_critics:
-        subset = jax.random.choice(k_subset, config.num_critics, (config.num_min_critics,), replace=False)
+        subset = jax.random.choice(
+            k_subset, config.num_critics, (config.num_min_critics,), replace=False
+        )
         next_q = next_q[subset]
     next_value = jnp.min(next_q, axis=0)
     if config.backup_entropy:

@@ -24,8 +24,8 @@ import optax
 import tyro
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from algorithms import sac  # noqa: E402
 import eqxrl  # noqa: E402
+from algorithms import sac  # noqa: E402
 from eqxrl import EnvSpec, Transition  # noqa: E402
 
 
@@ -63,14 +63,25 @@ def mlp(params, x):
 def plain_init(key, a: Args):
     ks = jax.random.split(key, 8)
     sizes_c = [a.obs_dim + a.action_dim, a.hidden, a.hidden, 1]
-    critic = [jax.vmap(lambda k, i=i: dense_init(k, sizes_c[i], sizes_c[i + 1]))(jax.random.split(ks[i], 2))
-              for i in range(3)]
+    critic = [
+        jax.vmap(lambda k, i=i: dense_init(k, sizes_c[i], sizes_c[i + 1]))(
+            jax.random.split(ks[i], 2)
+        )
+        for i in range(3)
+    ]
     trunk = [dense_init(ks[3], a.obs_dim, a.hidden), dense_init(ks[4], a.hidden, a.hidden)]
-    actor = {"trunk": trunk, "mean": dense_init(ks[5], a.hidden, a.action_dim, 1e-2),
-             "log_std": dense_init(ks[6], a.hidden, a.action_dim, 1e-2)}
+    actor = {
+        "trunk": trunk,
+        "mean": dense_init(ks[5], a.hidden, a.action_dim, 1e-2),
+        "log_std": dense_init(ks[6], a.hidden, a.action_dim, 1e-2),
+    }
     tx = optax.adam(3e-4)
-    params = {"actor": actor, "critic": critic, "target": jax.tree.map(jnp.copy, critic),
-              "log_alpha": jnp.zeros(())}
+    params = {
+        "actor": actor,
+        "critic": critic,
+        "target": jax.tree.map(jnp.copy, critic),
+        "log_alpha": jnp.zeros(()),
+    }
     opt = {k: tx.init(params[k]) for k in ("actor", "critic", "log_alpha")}
     return params, opt
 
@@ -123,8 +134,12 @@ def plain_update(params, opt, batch, key, target_entropy):
     g = jax.grad(lambda la: jnp.exp(la) * (entropy - target_entropy))(params["log_alpha"])
     upd, opt_t = tx.update(g, opt["log_alpha"], params["log_alpha"])
     target_p = jax.tree.map(lambda o, t: 0.005 * o + 0.995 * t, critic, params["target"])
-    new = {"actor": actor, "critic": critic, "target": target_p,
-           "log_alpha": optax.apply_updates(params["log_alpha"], upd)}
+    new = {
+        "actor": actor,
+        "critic": critic,
+        "target": target_p,
+        "log_alpha": optax.apply_updates(params["log_alpha"], upd),
+    }
     return new, {"critic": opt_c, "actor": opt_a, "log_alpha": opt_t}
 
 
@@ -163,8 +178,12 @@ def matmul_peak(n=2048, reps=10):
 
 
 def main(a: Args):
-    spec = EnvSpec(jax.ShapeDtypeStruct((a.obs_dim,), np.dtype("float32")), (a.action_dim,),
-                   action_low=(-1.0,) * a.action_dim, action_high=(1.0,) * a.action_dim)
+    spec = EnvSpec(
+        jax.ShapeDtypeStruct((a.obs_dim,), np.dtype("float32")),
+        (a.action_dim,),
+        action_low=(-1.0,) * a.action_dim,
+        action_high=(1.0,) * a.action_dim,
+    )
     config = sac.Config(hidden_dims=(a.hidden, a.hidden), batch_size=a.batch_size)
     key = jax.random.key(0)
     batch = make_batch(key, a)
@@ -174,27 +193,30 @@ def main(a: Args):
     # eqxrl: the update as users write it, compiled with eqxrl.jit (filtered, asynchronous
     # dispatch), state donated. `--filter-jit` measures eqx.filter_jit instead, which blocks on
     # every call.
-    state = jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, sac.init(key, spec, config))
-    if a.filter_jit:
-        compile_ = eqx.filter_jit(donate="all-except-first")
-    else:
-        compile_ = eqxrl.jit(donate=(1,))
+    state = jax.tree.map(
+        lambda x: jnp.copy(x) if eqx.is_array(x) else x, sac.init(key, spec, config)
+    )
+    compile_ = eqx.filter_jit(donate="all-except-first") if a.filter_jit else eqxrl.jit(donate=(1,))
     eqx_step = compile_(lambda b, s, k: sac.update(s, b, k, config)[0])
 
     @compile_
     def eqx_scan(bs, s, k):
         def body(s, xs):
             return sac.update(s, xs[0], xs[1], config)[0], None
+
         return jax.lax.scan(body, s, (bs, jax.random.split(k, a.scan_length)))[0]
 
     # plain JAX: dict params, jax.jit, same maths.
     params, opt = plain_init(key, a)
-    plain_step = jax.jit(lambda p, o, b, k: plain_update(p, o, b, k, target_entropy), donate_argnums=(0, 1))
+    plain_step = jax.jit(
+        lambda p, o, b, k: plain_update(p, o, b, k, target_entropy), donate_argnums=(0, 1)
+    )
 
     @jax.jit
     def plain_scan(p, o, bs, k):
         def body(c, xs):
             return plain_update(*c, xs[0], xs[1], target_entropy), None
+
         return jax.lax.scan(body, (p, o), (bs, jax.random.split(k, a.scan_length)))[0]
 
     holder = {"eqx": state, "plain": (params, opt)}
@@ -219,8 +241,12 @@ def main(a: Args):
     def run_plain_scan():
         holder["plain"] = jax.block_until_ready(plain_scan(*holder["plain"], batches, key))
 
-    cost = jax.jit(lambda p, o, b, k: plain_update(p, o, b, k, target_entropy)).lower(
-        params, opt, batch, key).compile().cost_analysis()
+    cost = (
+        jax.jit(lambda p, o, b, k: plain_update(p, o, b, k, target_entropy))
+        .lower(params, opt, batch, key)
+        .compile()
+        .cost_analysis()
+    )
     cost = cost[0] if isinstance(cost, list) else cost
     flops_per_update = float(cost.get("flops", float("nan")))
     peak = matmul_peak()
@@ -239,11 +265,18 @@ def main(a: Args):
         gflops = ups_eqx * flops_per_update / 1e9
         rows.append((path, ups_eqx, ups_plain, ups_eqx / ups_plain, gflops, gflops * 1e9 / peak))
 
-    print(f"SAC update, obs {a.obs_dim}, action {a.action_dim}, {a.hidden}x{a.hidden}, "
-          f"batch {a.batch_size}, on {jax.devices()[0].device_kind} ({jax.device_count()} device)")
-    print(f"XLA cost analysis: {flops_per_update / 1e6:.1f} MFLOP per update; "
-          f"measured f32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'path':<12}{'eqxrl upd/s':>14}{'plain upd/s':>14}{'ratio':>8}{'GFLOP/s':>10}{'% peak':>8}")
+    print(
+        f"SAC update, obs {a.obs_dim}, action {a.action_dim}, {a.hidden}x{a.hidden}, "
+        f"batch {a.batch_size}, on {jax.devices()[0].device_kind} ({jax.device_count()} device)"
+    )
+    print(
+        f"XLA cost analysis: {flops_per_update / 1e6:.1f} MFLOP per update; "
+        f"measured f32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"{'path':<12}{'eqxrl upd/s':>14}{'plain upd/s':>14}{'ratio':>8}"
+        f"{'GFLOP/s':>10}{'% peak':>8}"
+    )
     for path, ue, up, ratio, gf, frac in rows:
         print(f"{path:<12}{ue:>14.1f}{up:>14.1f}{ratio:>8.3f}{gf:>10.1f}{100 * frac:>7.1f}%")
 

@@ -25,6 +25,7 @@ from .evaluation import normalized_score as normalized_score
 from .jit import jit as jit
 from .logging import Logger as Logger
 from .loops import print_summary as print_summary
+from .loops import train_offline as train_offline
 from .loops import train_online as train_online
 from .networks import MLP as MLP
 from .networks import CategoricalPolicy as CategoricalPolicy

@@ -139,11 +139,14 @@ def restore(path: str, like: PyTree, *, config: Any = None) -> tuple[PyTree, dic
     if config is not None:
         want, have = config_dict(config), header["config"]
         diff = {
-            k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have))
+            k: (have.get(k), want.get(k))
+            for k in sorted(set(want) | set(have))
             if have.get(k) != want.get(k)
         }
         if diff:
-            shown = ", ".join(f"{k}: {a!r} in the checkpoint vs {b!r} given" for k, (a, b) in diff.items())
+            shown = ", ".join(
+                f"{k}: {a!r} in the checkpoint vs {b!r} given" for k, (a, b) in diff.items()
+            )
             raise CheckpointError(f"{path!r} belongs to a different config ({shown}).")
     saved = {name: (shape, dtype) for name, shape, dtype in header["layout"]}
     with np.load(io.BytesIO(payload)) as npz:
@@ -187,8 +190,11 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     """`(step, path)` of complete checkpoints in `directory`, oldest first."""
     if not os.path.isdir(directory):
         return []
-    found = [(int(m.group(1)), os.path.join(directory, n)) for n in os.listdir(directory)
-             if (m := _NAME.match(n))]
+    found = [
+        (int(m.group(1)), os.path.join(directory, n))
+        for n in os.listdir(directory)
+        if (m := _NAME.match(n))
+    ]
     return sorted(found)
 
 

@@ -71,7 +71,9 @@ class ReplayBuffer(eqx.Module):
         """An empty buffer laid out like one `example` row (for example a `Transition`)."""
         if capacity < 1:
             raise ValueError(f"ReplayBuffer capacity must be >= 1, got {capacity}.")
-        data = jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.result_type(x)), example)
+        data = jax.tree.map(
+            lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.result_type(x)), example
+        )
         zero = jnp.zeros((), jnp.int32)
         return cls(data=data, position=zero, size=zero, capacity=capacity)
 
@@ -145,7 +147,6 @@ class ReplayBuffer(eqx.Module):
                 )
 
 
-
 class Normalizer(eqx.Module):
     """Observation normalisation `(obs - mean) / std` whose statistics live in the state.
 
@@ -160,8 +161,10 @@ class Normalizer(eqx.Module):
     @classmethod
     def identity(cls, example_obs: PyTree) -> Normalizer:
         """A normaliser that changes nothing, laid out like one observation."""
-        return cls(jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), example_obs),
-                   jax.tree.map(lambda x: jnp.ones(jnp.shape(x), jnp.float32), example_obs))
+        return cls(
+            jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), example_obs),
+            jax.tree.map(lambda x: jnp.ones(jnp.shape(x), jnp.float32), example_obs),
+        )
 
     @classmethod
     def from_data(cls, obs: PyTree, eps: float = 1e-3) -> Normalizer:

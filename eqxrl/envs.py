@@ -142,7 +142,8 @@ def spec_from_env(env: gym.Env) -> EnvSpec:
         observation = _box_spec(obs_space)
     elif isinstance(obs_space, gym.spaces.Dict):
         observation = tuple(
-            (k, _box_spec(s)) for k, s in sorted(obs_space.spaces.items())  # type: ignore[arg-type]
+            (k, _box_spec(s))
+            for k, s in sorted(obs_space.spaces.items())  # type: ignore[arg-type]
         )
     else:
         raise TypeError(

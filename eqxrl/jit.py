@@ -42,7 +42,9 @@ def _split(tree: Any) -> tuple[Any, Any]:
 
 def _merge(dynamic: list, static: tuple) -> Any:
     treedef, leaves = static
-    return jax.tree.unflatten(treedef, [d if s is None else s for d, s in zip(dynamic, leaves, strict=True)])
+    return jax.tree.unflatten(
+        treedef, [d if s is None else s for d, s in zip(dynamic, leaves, strict=True)]
+    )
 
 
 def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
@@ -74,6 +76,7 @@ def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
 
     call.lower = lambda *args, **kwargs: compiled.lower(  # type: ignore[attr-defined]
         _Static((tuple(_split(a)[1] for a in args), _split(kwargs)[1])),
-        *(_split(a)[0] for a in args), _split(kwargs)[0],
+        *(_split(a)[0] for a in args),
+        _split(kwargs)[0],
     )
     return call

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoints
-from .data import ReplayBuffer
+from .data import Dataset, ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
 from .evaluation import evaluate, make_eval_envs
 from .jit import jit
@@ -96,7 +96,9 @@ def make_online_step(spec: EnvSpec, config: Any, update: Callable, act: Callable
             k_sample, k_loss = jax.random.split(k)
             return update(state, buffer.sample(k_sample, config.batch_size), k_loss, config)
 
-        state, metrics = jax.lax.scan(one_update, carry.state, jax.random.split(k_update, config.utd))
+        state, metrics = jax.lax.scan(
+            one_update, carry.state, jax.random.split(k_update, config.utd)
+        )
         metrics = {k: jnp.mean(v) for k, v in metrics.items()}
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         batch_obs = jax.tree.map(lambda x: x[None], obs)
@@ -136,6 +138,162 @@ def default_run_dir(algo: str, config: Any) -> str:
     return os.path.join("runs", f"{algo}__{config.env_id}__s{config.seed}__{stamp}")
 
 
+def _fresh_copy(tree: Any) -> Any:
+    # A state may share arrays between leaves (a target network that starts as a copy of the
+    # online one); donation needs every buffer once, so give each leaf its own.
+    return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
+
+
+class _Run:
+    """What both loops share: the run folder, logs, evaluation, checkpoints and summary.
+
+    `host` is the JSON-able bookkeeping saved as checkpoint metadata; `step` counts env steps
+    (online) or updates (offline).
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        algo: str,
+        act: Callable,
+        resume: bool,
+        total: int,
+        unit: str,
+        host: dict[str, Any],
+        reference: tuple[float, float] | None = None,
+    ):
+        run_dir = config.run_dir or default_run_dir(algo, config)
+        self.config = dataclasses.replace(config, run_dir=run_dir)  # saved, for --resume
+        self.algo, self.resume, self.reference = algo, resume, reference
+        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        self.host = {
+            "step": 0,
+            "last_eval": None,
+            "best_eval": None,
+            "last_score": None,
+            "wall_time": 0.0,
+        } | host
+        self.eval_envs = make_eval_envs(config.env_id, config.eval_episodes)
+        self.policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
+        self.total, self.unit = total, unit
+        self.logger: Logger | None = None
+        self.bar: Any = None
+
+    def restore(self, like: Any) -> Any:
+        """Load the newest checkpoint into `like`; its metadata becomes `host`."""
+        found = checkpoints.list_checkpoints(self.ckpt_dir)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume {self.config.run_dir!r}: no checkpoint in {self.ckpt_dir!r}."
+            )
+        tree, self.host = checkpoints.restore(found[-1][1], like, config=self.config)
+        return tree
+
+    def start(self) -> None:
+        """Write config.json (new runs), open the logger and the progress bar."""
+        config = self.config
+        if not self.resume:
+            with open(os.path.join(config.run_dir, "config.json"), "w") as f:
+                json.dump(checkpoints.config_dict(config), f, indent=2)
+        self.logger = Logger(
+            config.run_dir,
+            tensorboard=config.tensorboard,
+            wandb=config.wandb,
+            config=checkpoints.config_dict(config),
+            resume_step=self.host["step"] if self.resume else None,
+        )
+        self.session_start = time.perf_counter()
+        self.start_step, self.wall_before = self.host["step"], self.host["wall_time"]
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.host["step"],
+            unit=self.unit,
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=not config.progress,
+            desc=f"{self.algo} {config.env_id}",
+        )
+
+    def rate(self) -> float:
+        """Steps (or updates) per second in this session."""
+        return (self.host["step"] - self.start_step) / max(
+            time.perf_counter() - self.session_start, 1e-9
+        )
+
+    def check_finite(self, finite: jax.Array, metrics: dict[str, Any]) -> None:
+        """With nan_check on, stop with an error that names the metric and the step."""
+        if self.config.nan_check and not bool(finite):
+            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))]
+            raise FloatingPointError(
+                f"Non-finite {bad} at {self.unit} {self.host['step']} (nan_check is on). The "
+                f"last checkpoint in {self.ckpt_dir!r} holds the state before it."
+            )
+
+    def evaluate(self, state: Any) -> dict[str, float]:
+        """Evaluate the deterministic policy, log it and show it."""
+        step = self.host["step"]
+        stats = evaluate(
+            lambda o: self.policy(state, o),
+            self.eval_envs,
+            seed=_seed(self.config.seed, 1, step),
+            reference=self.reference,
+        )
+        self.logger.log(stats, step, group="eval")
+        self.host["last_eval"] = stats["return_mean"]
+        self.host["last_score"] = stats.get("normalized_score_mean")
+        self.host["best_eval"] = max(self.host["best_eval"] or -np.inf, stats["return_mean"])
+        self.bar.set_postfix(eval_return=f"{stats['return_mean']:.1f}")
+        if self.config.progress:
+            score = (
+                f", normalized score {stats['normalized_score_mean']:.1f}"
+                if "normalized_score_mean" in stats
+                else ""
+            )
+            tqdm.write(
+                f"{self.unit} {step}: eval return {stats['return_mean']:.1f} ± "
+                f"{stats['return_std']:.1f} over {self.config.eval_episodes} episodes{score}"
+            )
+        return stats
+
+    def save(self, tree: Any) -> None:
+        """Checkpoint `tree` with `host` as metadata, atomically; keep the newest few."""
+        self.host["wall_time"] = self.wall_before + time.perf_counter() - self.session_start
+        checkpoints.save(
+            checkpoints.checkpoint_path(self.ckpt_dir, self.host["step"]),
+            tree,
+            config=self.config,
+            meta=self.host,
+        )
+        checkpoints.prune(self.ckpt_dir, self.config.keep_checkpoints)
+
+    def close(self, interrupted: bool, **extra: Any) -> dict[str, Any]:
+        """Close every sink and write `summary.json`; return the summary."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.logger is not None:
+            self.logger.close()
+        self.eval_envs.close()
+        config = self.config
+        summary = {
+            "algo": self.algo,
+            "env_id": config.env_id,
+            "seed": config.seed,
+            "run_dir": config.run_dir,
+            "unit": self.unit,
+            "steps": self.host["step"],
+            "final_eval_return": self.host["last_eval"],
+            "final_normalized_score": self.host["last_score"],
+            "best_eval_return": self.host["best_eval"],
+            "wall_time_s": round(self.wall_before + time.perf_counter() - self.session_start, 1),
+            "per_second": round(self.rate(), 1),
+            "interrupted": interrupted,
+        } | extra
+        with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        return summary
+
+
 def train_online(
     config: OnlineConfig,
     *,
@@ -151,151 +309,237 @@ def train_online(
     `checkpoints/` and `summary.json`. With `resume=True`, continues from the newest
     checkpoint in `config.run_dir`; on CPU the result equals an uninterrupted run.
     """
-    run_dir = config.run_dir or default_run_dir(algo, config)
-    config = dataclasses.replace(config, run_dir=run_dir)  # saved with the run, for --resume
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    os.makedirs(ckpt_dir, exist_ok=True)
+    run = _Run(
+        config,
+        algo,
+        act,
+        resume,
+        config.total_steps,
+        "step",
+        {"episode": 0, "episode_actions": [], "episodes_done": 0, "episode_returns": []},
+    )
+    config = run.config
     env = make_env(config.env_id)
     spec = spec_from_env(env)
-    eval_envs = make_eval_envs(config.env_id, config.eval_episodes)
     random_step, train_step = make_online_step(spec, config, update, act)
-    policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
 
     def fresh_carry(key):
         k_init, k_loop = jax.random.split(key)
         buffer = ReplayBuffer.create(spec.example_transition(), config.buffer_size)
-        carry = Carry(init(k_init, spec, config), buffer, k_loop)
-        # A state may share arrays between leaves (a target network that starts as a copy of
-        # the online one); donation needs every buffer once, so give each leaf its own.
-        return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, carry)
+        return _fresh_copy(Carry(init(k_init, spec, config), buffer, k_loop))
 
     key = jax.random.key(config.seed)
-    host = {"step": 0, "episode": 0, "episode_actions": [], "episodes_done": 0,
-            "episode_returns": [], "last_eval": None, "best_eval": None, "wall_time": 0.0}
     if resume:
-        found = checkpoints.list_checkpoints(ckpt_dir)
-        if not found:
-            raise FileNotFoundError(f"--resume {run_dir!r}: no checkpoint in {ckpt_dir!r}.")
-        step, path = found[-1]
-        like = {"carry": eqx.filter_eval_shape(fresh_carry, key),
-                "action": eqx.filter_eval_shape(_random_action, spec, key)}
-        tree, meta = checkpoints.restore(path, like, config=config)
-        carry, action, host = tree["carry"], tree["action"], meta
-        obs, _ = env.reset(seed=_seed(config.seed, host["episode"]))
-        for a in host["episode_actions"]:  # replay the unfinished episode: envs are seeded
+        tree = run.restore(
+            {
+                "carry": eqx.filter_eval_shape(fresh_carry, key),
+                "action": eqx.filter_eval_shape(_random_action, spec, key),
+            }
+        )
+        carry, action = tree["carry"], tree["action"]
+        obs, _ = env.reset(seed=_seed(config.seed, run.host["episode"]))
+        for a in run.host["episode_actions"]:  # replay the unfinished episode: envs are seeded
             obs, *_ = env.step(np.asarray(a, dtype=np.asarray(action).dtype))
     else:
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump(checkpoints.config_dict(config), f, indent=2)
         carry = fresh_carry(key)
         obs, _ = env.reset(seed=_seed(config.seed, 0))
         key, k = jax.random.split(carry.key)
         carry = Carry(carry.state, carry.buffer, key)
         action = _random_action(spec, k)
 
-    logger = Logger(run_dir, tensorboard=config.tensorboard, wandb=config.wandb,
-                    config=checkpoints.config_dict(config), resume_step=host["step"] if resume else None)
-
-    def save():
-        tree = {"carry": carry, "action": action}
-        checkpoints.save(checkpoints.checkpoint_path(ckpt_dir, host["step"]), tree,
-                         config=config, meta=host)
-        checkpoints.prune(ckpt_dir, config.keep_checkpoints)
-
-    def run_eval():
-        stats = evaluate(lambda o: policy(carry.state, o), eval_envs,
-                         seed=_seed(config.seed, 1, host["step"]))
-        logger.log(stats, host["step"], group="eval")
-        host["last_eval"] = stats["return_mean"]
-        host["best_eval"] = max(host["best_eval"] or -np.inf, stats["return_mean"])
-        return stats
-
-    session_start, start_step, wall_before = time.perf_counter(), host["step"], host["wall_time"]
-    bar = tqdm(total=config.total_steps, initial=host["step"], unit="step", dynamic_ncols=True,
-               disable=not config.progress, desc=f"{algo} {config.env_id}")
-    stopped_early = False
+    host = run.host
+    interrupted = False
     try:
+        run.start()
         with _StopFlag() as stop:
             while host["step"] < config.total_steps:
                 if stop.requested:
-                    stopped_early = True
+                    interrupted = True
                     break
                 action_np = np.asarray(action)
                 next_obs, reward, terminated, truncated, info = env.step(action_np)
-                transition = (obs, action_np, np.float32(reward), next_obs,
-                              np.bool_(terminated), np.bool_(truncated))
+                transition = (
+                    obs,
+                    action_np,
+                    np.float32(reward),
+                    next_obs,
+                    np.bool_(terminated),
+                    np.bool_(truncated),
+                )
                 episode_actions = host["episode_actions"] + [action_np.tolist()]
-                episode = host["episode"]
-                episode_returns = host["episode_returns"]
+                episode, episode_returns = host["episode"], host["episode_returns"]
                 if terminated or truncated:
                     episode_returns = episode_returns + [float(info["episode"]["r"])]
                     episode += 1
                     episode_actions = []
                     next_obs, _ = env.reset(seed=_seed(config.seed, episode))
                 step = host["step"] + 1
+                metrics = None
                 if step < config.start_steps:
                     carry, action = random_step(carry, transition, next_obs)
-                    metrics = None
                 else:
                     carry, action, metrics, finite = train_step(carry, transition, next_obs)
-                    if config.nan_check and not bool(finite):
-                        bad = [k for k, v in metrics.items() if not np.isfinite(np.asarray(v))]
-                        raise FloatingPointError(
-                            f"Non-finite {bad} at env step {step} (nan_check is on). The last "
-                            f"checkpoint in {ckpt_dir!r} holds the state before it."
-                        )
                 obs = next_obs
-                host.update(step=step, episode=episode, episode_actions=episode_actions,
-                            episode_returns=episode_returns,
-                            episodes_done=host["episodes_done"] + (episode - host["episode"]))
-                bar.update(1)
+                host.update(
+                    step=step,
+                    episode=episode,
+                    episode_actions=episode_actions,
+                    episode_returns=episode_returns,
+                    episodes_done=host["episodes_done"] + (episode - host["episode"]),
+                )
+                if metrics is not None:
+                    run.check_finite(finite, metrics)
+                run.bar.update(1)
                 if metrics is not None and step % config.log_interval == 0:
                     row = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     if host["episode_returns"]:
                         row["episode_return"] = float(np.mean(host["episode_returns"]))
                         host["episode_returns"] = []
-                    row["steps_per_second"] = (step - start_step) / (time.perf_counter() - session_start)
-                    logger.log(row, step)
+                    row["steps_per_second"] = run.rate()
+                    run.logger.log(row, step)
                 if step % config.eval_interval == 0 or step == config.total_steps:
-                    stats = run_eval()
-                    bar.set_postfix(eval_return=f"{stats['return_mean']:.1f}")
-                    if config.progress:
-                        tqdm.write(f"step {step}: eval return {stats['return_mean']:.1f} "
-                                   f"± {stats['return_std']:.1f} over {config.eval_episodes} episodes")
-                host["wall_time"] = wall_before + time.perf_counter() - session_start
+                    run.evaluate(carry.state)
                 if step % config.checkpoint_interval == 0 or step == config.total_steps:
-                    save()
-            if stopped_early:
-                save()
+                    run.save({"carry": carry, "action": action})
+            if interrupted:
+                run.save({"carry": carry, "action": action})
     finally:
-        bar.close()
-        logger.close()
         env.close()
-        eval_envs.close()
-    elapsed = time.perf_counter() - session_start
-    summary = {
-        "algo": algo, "env_id": config.env_id, "seed": config.seed, "run_dir": run_dir,
-        "env_steps": host["step"], "episodes": host["episodes_done"],
-        "final_eval_return": host["last_eval"], "best_eval_return": host["best_eval"],
-        "wall_time_s": round(host["wall_time"], 1),
-        "steps_per_second": round((host["step"] - start_step) / max(elapsed, 1e-9), 1),
-        "interrupted": stopped_early,
-    }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+        summary = run.close(interrupted, episodes=host["episodes_done"])
+    return summary
+
+
+@runtime_checkable
+class OfflineConfig(Protocol):
+    """The run settings `train_offline` reads from an algorithm's `Config`."""
+
+    env_id: str
+    seed: int
+    total_updates: int
+    batch_size: int
+    updates_per_call: int
+    eval_interval: int
+    eval_episodes: int
+    log_interval: int
+    checkpoint_interval: int
+    keep_checkpoints: int
+    run_dir: str | None
+    tensorboard: bool
+    wandb: bool
+    nan_check: bool
+    progress: bool
+
+
+class OfflineCarry(eqx.Module):
+    """What the offline loop's compiled call changes: algorithm state and PRNG key."""
+
+    state: Any
+    key: jax.Array
+
+
+def train_offline(
+    config: OfflineConfig,
+    dataset: Dataset,
+    *,
+    init: Callable,
+    update: Callable,
+    act: Callable,
+    algo: str,
+    resume: bool = False,
+    reference: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Train on a fixed `dataset` of Transitions, evaluating in `config.env_id`.
+
+    The dataset is put on the device once; each compiled call runs up to
+    `config.updates_per_call` updates as a `lax.scan`, sampling batches inside. `reference`
+    = (random return, expert return) adds D4RL-style normalised scores to evaluations. Run
+    folder, logging, checkpoints and exact resume are as in `train_online`.
+    """
+    run = _Run(config, algo, act, resume, config.total_updates, "update", {}, reference)
+    config = run.config
+    env = make_env(config.env_id)
+    spec = spec_from_env(env)
+    env.close()
+    spec.check_batch(dataset.data, name="dataset")  # obs/action layout must match the env
+    data = jax.device_put(dataset)
+
+    @jit(donate=(0,))
+    def train_chunk(carry: OfflineCarry, data: Dataset, n: int):
+        def one_update(state, k):
+            k_sample, k_loss = jax.random.split(k)
+            return update(state, data.sample(k_sample, config.batch_size), k_loss, config)
+
+        key, k = jax.random.split(carry.key)
+        state, metrics = jax.lax.scan(one_update, carry.state, jax.random.split(k, n))
+        metrics = {name: jnp.mean(v) for name, v in metrics.items()}
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+        return OfflineCarry(state, key), metrics, finite
+
+    def fresh_carry(key):
+        k_init, k_loop = jax.random.split(key)
+        return _fresh_copy(OfflineCarry(init(k_init, spec, config), k_loop))
+
+    key = jax.random.key(config.seed)
+    if resume:
+        carry = run.restore({"carry": eqx.filter_eval_shape(fresh_carry, key)})["carry"]
+    else:
+        carry = fresh_carry(key)
+    host = run.host
+    interrupted = False
+    intervals = (config.log_interval, config.eval_interval, config.checkpoint_interval)
+    try:
+        run.start()
+        with _StopFlag() as stop:
+            while host["step"] < config.total_updates:
+                if stop.requested:
+                    interrupted = True
+                    break
+                step = host["step"]
+                # Run up to the next log/eval/checkpoint boundary: a few distinct chunk
+                # lengths at most, each compiled once.
+                n = min(
+                    [config.updates_per_call, config.total_updates - step]
+                    + [i - step % i for i in intervals]
+                )
+                carry, metrics, finite = train_chunk(carry, data, n)
+                host["step"] = step = step + n
+                run.check_finite(finite, metrics)
+                run.bar.update(n)
+                if step % config.log_interval == 0:
+                    row = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    run.logger.log(row | {"updates_per_second": run.rate()}, step)
+                if step % config.eval_interval == 0 or step == config.total_updates:
+                    run.evaluate(carry.state)
+                if step % config.checkpoint_interval == 0 or step == config.total_updates:
+                    run.save({"carry": carry})
+            if interrupted:
+                run.save({"carry": carry})
+    finally:
+        summary = run.close(interrupted)
     return summary
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     """Print a short final summary of a run."""
-    state = "interrupted (resume with --resume " + summary["run_dir"] + ")" if summary["interrupted"] else "done"
-    final = summary["final_eval_return"]
-    best = summary["best_eval_return"]
+    state = (
+        "interrupted (continue with --resume " + summary["run_dir"] + ")"
+        if summary["interrupted"]
+        else "done"
+    )
+    rounded = {
+        k: (None if summary[k] is None else round(summary[k], 1))
+        for k in ("final_eval_return", "best_eval_return", "final_normalized_score")
+    }
+    score = (
+        ""
+        if rounded["final_normalized_score"] is None
+        else f"\n  normalized score {rounded['final_normalized_score']}"
+    )
     print(
         f"\n{summary['algo']} on {summary['env_id']} (seed {summary['seed']}): {state}\n"
-        f"  env steps        {summary['env_steps']} in {summary['wall_time_s']} s "
-        f"({summary['steps_per_second']} steps/s this session)\n"
-        f"  final eval       {final if final is None else round(final, 1)}\n"
-        f"  best eval        {best if best is None else round(best, 1)}\n"
+        f"  {summary['unit'] + 's':<16} {summary['steps']} in {summary['wall_time_s']} s "
+        f"({summary['per_second']} {summary['unit']}s/s this session)\n"
+        f"  final eval       {rounded['final_eval_return']}{score}\n"
+        f"  best eval        {rounded['best_eval_return']}\n"
         f"  run folder       {summary['run_dir']} (tensorboard --logdir {summary['run_dir']})"
     )

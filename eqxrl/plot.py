@@ -91,8 +91,11 @@ def plot(args: PlotArgs) -> str:
             steps = np.intersect1d(steps, other)
         values = np.stack([v[np.isin(s, steps)] for s, v in curves])
         mean = values.mean(0)
-        low, high = ((mean - values.std(0), mean + values.std(0)) if args.spread == "std"
-                     else (values.min(0), values.max(0)))
+        low, high = (
+            (mean - values.std(0), mean + values.std(0))
+            if args.spread == "std"
+            else (values.min(0), values.max(0))
+        )
         label = f"{_label(key, list(groups))} ({len(runs)} seed{'s' * (len(runs) > 1)})"
         ax.plot(steps, mean, label=label)
         ax.fill_between(steps, low, high, alpha=0.25)

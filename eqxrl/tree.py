@@ -21,8 +21,10 @@ def tree_stack(trees: Sequence[PyTree]) -> PyTree:
         raise ValueError("tree_stack needs at least one tree.")
     arrays, static = zip(*(eqx.partition(t, eqx.is_array) for t in trees), strict=True)
     if any(jax.tree.structure(s) != jax.tree.structure(static[0]) for s in static[1:]):
-        raise ValueError("tree_stack: the trees differ in their static parts (structure, "
-                         "optimiser or spec); only array values may differ.")
+        raise ValueError(
+            "tree_stack: the trees differ in their static parts (structure, "
+            "optimiser or spec); only array values may differ."
+        )
     return eqx.combine(jax.tree.map(lambda *xs: jnp.stack(xs), *arrays), static[0])
 
 

@@ -1,4 +1,4 @@
-"""Test-wide strictness: silent broadcasting and dtype promotion are errors (DESIGN.md section 4)."""
+"""Test-wide strictness: silent rank broadcasting is an error (DESIGN.md section 4)."""
 
 import os
 

@@ -42,11 +42,14 @@ def test_round_trip_is_bit_exact(tmp_path):
 def test_corrupt_and_truncated_files(tmp_path):
     path = str(tmp_path / "a.ckpt")
     ck.save(path, make_tree())
-    blob = open(path, "rb").read()
-    open(path, "wb").write(blob[:-10])
+    with open(path, "rb") as f:
+        blob = f.read()
+    with open(path, "wb") as f:
+        f.write(blob[:-10])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         ck.restore(path, make_tree())
-    open(path, "wb").write(b"garbage")
+    with open(path, "wb") as f:
+        f.write(b"garbage")
     with pytest.raises(CheckpointError, match="not an eqxrl checkpoint"):
         ck.restore(path, make_tree())
     with pytest.raises(CheckpointError, match="No checkpoint"):

@@ -35,8 +35,12 @@ def test_discrete_spec():
 
 
 def test_dict_observation_spec():
-    space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,)),
-                             "pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)})
+    space = gym.spaces.Dict(
+        {
+            "state": gym.spaces.Box(-1, 1, (3,)),
+            "pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+        }
+    )
     env = gym.make("Pendulum-v1")
     env.observation_space = space
     spec = spec_from_env(env)
@@ -52,8 +56,9 @@ def test_unknown_env_id_names_the_argument():
         make_env("NoSuchEnv-v0")
 
 
-SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (1,),
-               action_low=(-1.0,), action_high=(1.0,))
+SPEC = EnvSpec(
+    jax.ShapeDtypeStruct((3,), np.dtype("float32")), (1,), action_low=(-1.0,), action_high=(1.0,)
+)
 
 
 def test_obs_shape_and_dtype_errors():
@@ -66,8 +71,10 @@ def test_obs_shape_and_dtype_errors():
 
 def batch(n=4, reward_shape=None, action_dim=1):
     return Transition(
-        obs=jnp.zeros((n, 3)), action=jnp.zeros((n, action_dim)),
-        reward=jnp.zeros(reward_shape or (n,)), next_obs=jnp.zeros((n, 3)),
+        obs=jnp.zeros((n, 3)),
+        action=jnp.zeros((n, action_dim)),
+        reward=jnp.zeros(reward_shape or (n,)),
+        next_obs=jnp.zeros((n, 3)),
         terminated=jnp.zeros(reward_shape or (n,), bool),
         truncated=jnp.zeros(reward_shape or (n,), bool),
     )

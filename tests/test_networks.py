@@ -87,8 +87,9 @@ def test_temperature_zero_gives_the_mode():
 
 
 def test_gaussian_policy_with_learned_std_and_no_tanh():
-    policy = GaussianPolicy(3, 2, (8,), tanh_squash=False, state_dependent_std=False,
-                            log_std_min=-5.0, key=KEY)
+    policy = GaussianPolicy(
+        3, 2, (8,), tanh_squash=False, state_dependent_std=False, log_std_min=-5.0, key=KEY
+    )
     assert policy.log_std.shape == (2,)
     dist = policy(jnp.ones(3))
     np.testing.assert_allclose(dist.stddev(), jnp.ones(2), rtol=1e-6)  # exp(0)
@@ -100,8 +101,9 @@ def test_categorical_temperature():
     logits = policy.net(flatten_obs(obs))
     greedy = policy(obs, temperature=0.0).sample(seed=jax.random.key(0))
     assert int(greedy) == int(jnp.argmax(logits))
-    np.testing.assert_allclose(policy(obs, temperature=0.5).probs, jax.nn.softmax(logits / 0.5),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        policy(obs, temperature=0.5).probs, jax.nn.softmax(logits / 0.5), rtol=1e-5
+    )
 
 
 def test_with_encoder_and_grad():

@@ -17,8 +17,12 @@ from algorithms import sac
 from eqxrl import CheckpointError, EnvSpec, Transition
 from eqxrl import checkpoints as ck
 
-SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
-               action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
+SPEC = EnvSpec(
+    jax.ShapeDtypeStruct((3,), np.dtype("float32")),
+    (2,),
+    action_low=(-1.0, -1.0),
+    action_high=(1.0, 1.0),
+)
 SMALL = sac.Config(hidden_dims=(32, 32), batch_size=16, buffer_size=1000)
 
 
@@ -63,8 +67,9 @@ def test_init_rejects_discrete_and_unscaled_actions():
 
 # ---------------------------------------------------------------- losses by hand
 def test_td_target_bootstraps_through_truncation_only():
-    target = sac.td_target(jnp.array([1.0, 2.0]), jnp.array([False, True]),
-                           jnp.array([10.0, 10.0]), 0.9)
+    target = sac.td_target(
+        jnp.array([1.0, 2.0]), jnp.array([False, True]), jnp.array([10.0, 10.0]), 0.9
+    )
     np.testing.assert_allclose(target, [10.0, 2.0])
 
 
@@ -102,7 +107,9 @@ def test_temperature_loss_and_gradient_by_hand():
     temp = sac.Temperature(jnp.log(jnp.asarray(2.0)))
     loss, aux = sac.temperature_loss(temp, jnp.asarray(1.5), jnp.asarray(-1.0))
     np.testing.assert_allclose(loss, 5.0, rtol=1e-6)  # 2 * (1.5 - (-1))
-    grad = eqx.filter_grad(lambda t: sac.temperature_loss(t, jnp.asarray(1.5), jnp.asarray(-1.0))[0])(temp)
+    grad = eqx.filter_grad(
+        lambda t: sac.temperature_loss(t, jnp.asarray(1.5), jnp.asarray(-1.0))[0]
+    )(temp)
     np.testing.assert_allclose(grad.log_value, 5.0, rtol=1e-6)  # d/dlogα of α·2.5
 
 
@@ -129,31 +136,42 @@ def test_vmap_over_seeds_equals_separate_runs():
     v_step = eqxrl.jit(jax.vmap(lambda s, k: sac.update(s, batch, k, SMALL)[0]))
     states = jax.vmap(lambda k: sac.init(k, SPEC, SMALL))(keys)
     for i in range(3):
-        states = v_step(states, jax.vmap(lambda k: jax.random.fold_in(k, i))(keys))
+        states = v_step(states, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i))
     for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
         state = sac.init(keys[seed], SPEC, SMALL)
         for i in range(3):
             state = step(state, jax.random.fold_in(keys[seed], i))
-        for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
-                        jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
+        for a, b in zip(
+            jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
+            jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)),
+            strict=True,
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_sweep_of_hyperparameters_is_one_program():
     lrs, taus = [1e-4, 1e-3, 1e-2], [0.005, 0.01, 0.05]
-    states = eqxrl.tree_stack([
-        sac.init(jax.random.key(0), SPEC, dataclasses.replace(SMALL, critic_lr=lr, tau=tau))
-        for lr, tau in zip(lrs, taus, strict=True)
-    ])
+    states = eqxrl.tree_stack(
+        [
+            sac.init(jax.random.key(0), SPEC, dataclasses.replace(SMALL, critic_lr=lr, tau=tau))
+            for lr, tau in zip(lrs, taus, strict=True)
+        ]
+    )
     np.testing.assert_allclose(states.critic.opt_state.hyperparams["learning_rate"], lrs)
     batch = make_batch(jax.random.key(1))
     update = eqx.debug.assert_max_traces(sac.update, max_traces=1)
     sweep = eqxrl.jit(jax.vmap(lambda s, k: update(s, batch, k, SMALL)[0], in_axes=(0, None)))
     new = sweep(states, jax.random.key(2))
     # The same gradients scaled by different learning rates move the critics by different amounts.
-    moved = [float(jnp.abs(n.critic.model.stacked.net.layers[0].weight
-                           - o.critic.model.stacked.net.layers[0].weight).mean())
-             for n, o in zip(eqxrl.tree_unstack(new), eqxrl.tree_unstack(states), strict=True)]
+    moved = [
+        float(
+            jnp.abs(
+                n.critic.model.stacked.net.layers[0].weight
+                - o.critic.model.stacked.net.layers[0].weight
+            ).mean()
+        )
+        for n, o in zip(eqxrl.tree_unstack(new), eqxrl.tree_unstack(states), strict=True)
+    ]
     assert moved[0] < moved[1] < moved[2]
 
 
@@ -178,21 +196,38 @@ def test_act_checks_observations_and_stays_in_bounds():
 
 
 def test_redq_and_droq_options_run():
-    config = dataclasses.replace(SMALL, num_critics=5, num_min_critics=2, critic_dropout=0.01,
-                                 critic_layer_norm=True, actor_q_reduction="mean")
+    config = dataclasses.replace(
+        SMALL,
+        num_critics=5,
+        num_min_critics=2,
+        critic_dropout=0.01,
+        critic_layer_norm=True,
+        actor_q_reduction="mean",
+    )
     state = sac.init(jax.random.key(0), SPEC, config)
     state, metrics = eqxrl.jit(lambda s, b, k: sac.update(s, b, k, config))(
-        state, make_batch(jax.random.key(1)), jax.random.key(2))
+        state, make_batch(jax.random.key(1)), jax.random.key(2)
+    )
     assert np.isfinite(float(metrics["critic/loss"]))
     assert state.critic.model.num == 5
 
 
 # ---------------------------------------------------------------- the script
 def tiny(tmp_path, name="run", **kw):
-    fields = dict(env_id="Pendulum-v1", total_steps=400, start_steps=100, batch_size=32,
-                  buffer_size=1000, hidden_dims=(32, 32), eval_interval=200, eval_episodes=2,
-                  log_interval=50, checkpoint_interval=100, run_dir=str(tmp_path / name),
-                  progress=False)
+    fields = dict(
+        env_id="Pendulum-v1",
+        total_steps=400,
+        start_steps=100,
+        batch_size=32,
+        buffer_size=1000,
+        hidden_dims=(32, 32),
+        eval_interval=200,
+        eval_episodes=2,
+        log_interval=50,
+        checkpoint_interval=100,
+        run_dir=str(tmp_path / name),
+        progress=False,
+    )
     return sac.Config(**(fields | kw))
 
 
@@ -202,7 +237,7 @@ def test_main_writes_the_run_folder(tmp_path, capsys):
     names = set(os.listdir(run))
     assert {"config.json", "train.csv", "eval.csv", "summary.json", "checkpoints"} <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
-    assert summary["env_steps"] == 400 and summary["final_eval_return"] is not None
+    assert summary["steps"] == 400 and summary["final_eval_return"] is not None
     assert json.loads((run / "config.json").read_text())["env_id"] == "Pendulum-v1"
     assert "final eval" in capsys.readouterr().out
 
@@ -235,10 +270,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     make_env = eqxrl.loops.make_env
     monkeypatch.setattr(eqxrl.loops, "make_env", lambda env_id: InterruptAt(make_env(env_id), 250))
     summary = sac.main(broken)
-    assert summary["interrupted"] and summary["env_steps"] == 250  # mid-episode, after learning began
+    assert summary["interrupted"] and summary["steps"] == 250  # mid-episode, after learning began
     monkeypatch.setattr(eqxrl.loops, "make_env", make_env)
     summary = sac.main(sac.Config(resume=str(tmp_path / "broken")))
-    assert summary["env_steps"] == 400 and not summary["interrupted"]
+    assert summary["steps"] == 400 and not summary["interrupted"]
 
     a, meta_a = final_state(tmp_path / "straight")
     b, meta_b = final_state(tmp_path / "broken")
@@ -246,7 +281,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     _, payload_b = ck.read_header(b)
     assert payload_a == payload_b  # bit-exact: every network, optimiser, buffer row and key
     assert meta_a["last_eval"] == meta_b["last_eval"]
-    assert (tmp_path / "straight" / "eval.csv").read_text() == (tmp_path / "broken" / "eval.csv").read_text()
+    assert (tmp_path / "straight" / "eval.csv").read_text() == (
+        tmp_path / "broken" / "eval.csv"
+    ).read_text()
 
 
 def test_resume_with_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
@@ -266,7 +303,7 @@ def test_nan_check_names_the_metric_and_step(tmp_path):
         return state, metrics | {"critic/loss": metrics["critic/loss"] * jnp.nan}
 
     config = tiny(tmp_path, nan_check=True)
-    with pytest.raises(FloatingPointError, match=r"Non-finite \['critic/loss'\] at env step 100"):
+    with pytest.raises(FloatingPointError, match=r"Non-finite \['critic/loss'\] at step 100"):
         eqxrl.train_online(config, init=sac.init, update=poisoned, act=sac.act, algo="sac")
 
 
@@ -278,7 +315,12 @@ def test_unknown_env_and_discrete_env_errors(tmp_path):
 
 
 def test_help_documents_every_flag():
-    out = subprocess.run([sys.executable, "algorithms/sac.py", "--help"], capture_output=True,
-                         text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "algorithms/sac.py", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     for text in ("--env-id", "--num-min-critics", "REDQ", "--resume", "update-to-data"):
         assert text in out.stdout

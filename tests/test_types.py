@@ -34,6 +34,8 @@ def test_obs_with_other_batch_is_rejected():
 
 def test_nested_obs():
     fields = make()
-    fields["obs"] = fields["next_obs"] = {"pixels": jnp.zeros((4, 8, 8, 3), jnp.uint8),
-                                          "state": jnp.zeros((4, 2))}
+    fields["obs"] = fields["next_obs"] = {
+        "pixels": jnp.zeros((4, 8, 8, 3), jnp.uint8),
+        "state": jnp.zeros((4, 2)),
+    }
     assert Transition(**fields).batch_shape == (4,)
