@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from eqxrl.logging import Logger
+from eqxrl.plot import PlotArgs, group_runs, plot
+
+
+def fake_run(path, seed, returns, lr=3e-4):
+    path.mkdir()
+    (path / "config.json").write_text(
+        json.dumps({"env_id": "Hopper-v5", "seed": seed, "actor_lr": lr, "run_dir": str(path)})
+    )
+    logger = Logger(str(path), tensorboard=False)
+    for step, r in zip((1000, 2000, 3000), returns, strict=True):
+        logger.log({"return_mean": r}, step, group="eval")
+    logger.close()
+    return str(path)
+
+
+def test_groups_seeds_and_writes_png(tmp_path):
+    runs = [fake_run(tmp_path / f"s{i}", i, [i, 10 + i, 20 + i]) for i in range(3)]
+    runs.append(fake_run(tmp_path / "other", 0, [0, 1, 2], lr=1e-3))
+    groups = group_runs(runs)
+    assert sorted(len(g) for g in groups.values()) == [1, 3]
+    out = plot(PlotArgs(runs=tuple(runs), out=str(tmp_path / "curve.png")))
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_metric_is_named(tmp_path):
+    run = fake_run(tmp_path / "a", 0, [1, 2, 3])
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        plot(PlotArgs(runs=(run,), metric="nope", out=str(tmp_path / "x.png")))
