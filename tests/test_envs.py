@@ -94,3 +94,9 @@ def test_trailing_reward_axis_is_caught_with_both_shapes():
 def test_check_batch_rejects_wrong_action():
     with pytest.raises(ValueError, match=r"batch.action has shape \(4, 2\), expected \(4, 1\)"):
         SPEC.check_batch(batch(action_dim=2))
+
+
+def test_check_batch_rejects_wrong_action_dtype():
+    wrong = eqx.tree_at(lambda b: b.action, batch(), jnp.zeros((4, 1), jnp.int32))
+    with pytest.raises(ValueError, match="batch.action has dtype int32, expected float32"):
+        SPEC.check_batch(wrong)
