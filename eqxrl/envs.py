@@ -122,7 +122,7 @@ class EnvSpec:
         shape = tuple(jnp.shape(batch.action))
         if shape != want:
             raise ValueError(f"{name}.action has shape {shape}, expected {want}.")
-        want_dtype = jnp.int32 if self.discrete else jnp.float32
+        want_dtype = np.dtype(np.int32 if self.discrete else np.float32)
         if jnp.result_type(batch.action) != want_dtype:
             raise ValueError(
                 f"{name}.action has dtype {jnp.result_type(batch.action)}, expected {want_dtype}."
