@@ -16,6 +16,13 @@ from .checkpoints import load_config as load_config
 from .data import Dataset as Dataset
 from .data import Normalizer as Normalizer
 from .data import ReplayBuffer as ReplayBuffer
+from .datasets import DatasetError as DatasetError
+from .datasets import DatasetInfo as DatasetInfo
+from .datasets import episode_ends as episode_ends
+from .datasets import episode_returns as episode_returns
+from .datasets import load_dataset as load_dataset
+from .datasets import preprocess as preprocess
+from .datasets import save_dataset as save_dataset
 from .envs import EnvSpec as EnvSpec
 from .envs import make_env as make_env
 from .envs import spec_from_env as spec_from_env

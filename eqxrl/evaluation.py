@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import jax
 import numpy as np
+from jaxtyping import ArrayLike
 
 from .envs import make_env
 
@@ -19,10 +20,10 @@ def make_eval_envs(env_id: str, num_episodes: int, **kwargs: Any) -> gym.vector.
     return gym.vector.SyncVectorEnv([lambda: make_env(env_id, **kwargs)] * num_episodes)
 
 
-def normalized_score(returns: np.ndarray, reference: tuple[float, float]) -> np.ndarray:
+def normalized_score(returns: ArrayLike, reference: tuple[float, float]) -> np.ndarray:
     """D4RL-style normalised score: 100 * (return - random) / (expert - random)."""
     low, high = reference
-    return 100.0 * (np.asarray(returns) - low) / (high - low)
+    return np.asarray(100.0 * (np.asarray(returns, np.float64) - low) / (high - low))
 
 
 def evaluate(

@@ -1,0 +1,501 @@
+"""Make offline datasets (D4RL-style HDF5, or Minari) from policies and training runs.
+
+  random         uniformly random actions             ("random")
+  policy         a trained run's policy, optionally noisy  ("medium", "expert")
+  replay         a trained run's replay buffer        ("medium-replay")
+  concat         datasets joined end to end           ("medium-expert")
+
+  python -m eqxrl.collect random --env-id Hopper-v5 --num-steps 1000000 --output data/h-random.hdf5
+  python -m eqxrl.collect policy --run-dir runs/hopper --output data/hopper-expert.hdf5
+  python -m eqxrl.collect replay --run-dir runs/hopper_medium --output data/h-mreplay.hdf5
+  python -m eqxrl.collect concat --inputs data/a.hdf5 data/b.hdf5 --output data/ab.hdf5
+
+An output ending in .hdf5/.h5 is written as a D4RL-style file; any other output is a folder
+for a Minari dataset (needs `pip install minari`). Envs are made with `eqxrl.make_env`, so
+actions are in [-1, 1] and observations float32. Collection is a pure function of the seed:
+episode `i` is reset with the seed `episode_seed(seed, 0, i)` and the policy's key at step `t`
+is `fold_in(fold_in(key(seed), 0), t)`; reference returns use stream 1 instead of 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+from jaxtyping import Array, Float, PRNGKeyArray
+from tqdm.auto import tqdm
+
+from . import checkpoints
+from .data import Dataset, ReplayBuffer
+from .datasets import (
+    DatasetError,
+    DatasetInfo,
+    concatenate,
+    episode_returns,
+    load_dataset,
+    save_dataset,
+    with_episode_cuts,
+)
+from .envs import EnvSpec, make_env, spec_from_env
+from .loops import Carry
+from .types import Obs, Transition
+
+# One observation (no batch axis) and a key -> one action. Must be jittable.
+PolicyFn = Callable[[Obs, PRNGKeyArray], Array]
+
+
+def episode_seed(seed: int, stream: int, episode: int) -> int:
+    """The reset seed of `episode` in an independent `stream` (0 data, 1 reference returns)."""
+    return int(np.random.SeedSequence([seed, stream, episode]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _continuous_spec(env_id: str) -> EnvSpec:
+    env = make_env(env_id)
+    try:
+        spec = spec_from_env(env)
+    finally:
+        env.close()
+    if spec.discrete:
+        raise ValueError(
+            f"env_id={env_id!r} has a Discrete({spec.num_actions}) action space; eqxrl.collect "
+            "makes datasets for continuous (Box) actions only."
+        )
+    return spec
+
+
+# ---------------------------------------------------------------------------- policies
+def random_policy(spec: EnvSpec) -> PolicyFn:
+    """Uniformly random actions in [-1, 1] (eqxrl's rescaled action space)."""
+
+    def policy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
+        return jax.random.uniform(key, spec.action_shape, minval=-1.0, maxval=1.0)
+
+    return policy
+
+
+def add_noise(policy: PolicyFn, noise_std: float = 0.0, epsilon: float = 0.0) -> PolicyFn:
+    """Add Gaussian noise of std `noise_std`, take a uniform action with probability
+    `epsilon`, and clip to [-1, 1]."""
+
+    def noisy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
+        k_policy, k_noise, k_coin, k_random = jax.random.split(key, 4)
+        action = policy(obs, k_policy)
+        action = action + noise_std * jax.random.normal(k_noise, action.shape, action.dtype)
+        uniform = jax.random.uniform(k_random, action.shape, action.dtype, -1.0, 1.0)
+        action = jnp.where(jax.random.uniform(k_coin) < epsilon, uniform, action)
+        return jnp.clip(action, -1.0, 1.0)
+
+    return noisy
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A training run of `train_online`, restored from one of its checkpoints."""
+
+    run_dir: str
+    step: int
+    config: Any
+    state: Any
+    buffer: ReplayBuffer
+    spec: EnvSpec
+    act: Callable
+
+
+def load_run(run_dir: str, algo: str = "algorithms.sac", step: int | None = None) -> Run:
+    """Restore the algorithm state and replay buffer of a run folder's checkpoint.
+
+    `algo` is the module of the algorithm that made the run (its `Config`, `init` and `act`
+    are used); `step` picks a checkpoint, the newest by default.
+    """
+    module = importlib.import_module(algo)
+    config = checkpoints.load_config(module.Config, run_dir)
+    found = checkpoints.list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    if not found:
+        raise FileNotFoundError(f"run_dir={run_dir!r} has no checkpoint in its checkpoints/.")
+    if step is None:
+        step, path = found[-1]
+    else:
+        paths = dict(found)
+        if step not in paths:
+            raise ValueError(
+                f"step={step}: no such checkpoint in {run_dir!r}; it has steps {sorted(paths)}."
+            )
+        path = paths[step]
+    spec = _continuous_spec(config.env_id)
+
+    def template(key):  # the layout train_online saves: {"carry": Carry, "action": ...}
+        k_init, k_loop = jax.random.split(key)
+        buffer = ReplayBuffer.create(spec.example_transition(), config.buffer_size)
+        return Carry(module.init(k_init, spec, config), buffer, k_loop)
+
+    like = {
+        "carry": eqx.filter_eval_shape(template, jax.random.key(0)),
+        "action": jax.ShapeDtypeStruct(spec.action_shape, jnp.float32),
+    }
+    tree, _ = checkpoints.restore(path, like, config=config)
+    carry = tree["carry"]
+    return Run(
+        run_dir=run_dir,
+        step=int(step),
+        config=config,
+        state=carry.state,
+        buffer=carry.buffer,
+        spec=spec,
+        act=module.act,
+    )
+
+
+def run_policy(
+    run: Run, deterministic: bool = False, noise_std: float = 0.0, epsilon: float = 0.0
+) -> PolicyFn:
+    """The run's policy (sampled, or its mode with `deterministic`), with optional noise."""
+
+    def policy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
+        batch = jax.tree.map(lambda x: jnp.asarray(x)[None], obs)
+        return run.act(run.state, batch, key, deterministic=deterministic)[0]
+
+    return add_noise(policy, noise_std, epsilon)
+
+
+def replay_dataset(run: Run) -> Dataset:
+    """The run's replay buffer, oldest row first, with its episode ends marked."""
+    return with_episode_cuts(run.buffer.to_dataset())
+
+
+# ---------------------------------------------------------------------------- collection
+def _write(buffer: Any, index: int | slice, value: Any) -> None:
+    """`buffer[index] = value` for an array or a dict of them (dict observations)."""
+    if isinstance(buffer, dict):
+        for k, b in buffer.items():
+            _write(b, index, value[k])
+    else:
+        buffer[index] = value
+
+
+def _rollout(
+    env_id: str,
+    policy: PolicyFn,
+    seed: int,
+    stream: int,
+    num_steps: int | None,
+    num_episodes: int | None,
+    progress: bool,
+) -> tuple[dict[str, Any], int]:
+    """Step `policy` until `num_steps` steps or `num_episodes` episodes; host arrays."""
+    env = make_env(env_id)
+    base = jax.random.fold_in(jax.random.key(seed), stream)
+    # One compiled call per env step; the step index is traced, so it compiles once.
+    step_fn = jax.jit(lambda obs, t: policy(obs, jax.random.fold_in(base, t)))
+    obs, _ = env.reset(seed=episode_seed(seed, stream, 0))
+    rows: dict[str, Any] = {}
+    chunk = num_steps if num_steps is not None else 1024
+    t, episode = 0, 0
+    bar = tqdm(total=num_steps, unit="step", disable=not progress, desc=f"collect {env_id}")
+    try:
+        while (num_steps is None or t < num_steps) and (
+            num_episodes is None or episode < num_episodes
+        ):
+            action = np.asarray(step_fn(obs, t), np.float32)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            row = {
+                "observations": obs,
+                "actions": action,
+                "rewards": np.float32(reward),
+                "next_observations": next_obs,
+                "terminals": bool(terminated),
+                "timeouts": bool(truncated),
+            }
+            if not rows or t == len(rows["rewards"]):  # grow the preallocated arrays
+                size = t + max(chunk, t)
+                grown = jax.tree.map(
+                    lambda x, n=size: np.zeros((n, *np.shape(x)), np.asarray(x).dtype), row
+                )
+                for key, old in rows.items():
+                    _write(grown[key], slice(0, t), old)
+                rows = grown
+            for key, value in row.items():
+                _write(rows[key], t, value)
+            t += 1
+            bar.update(1)
+            if terminated or truncated:
+                episode += 1
+                obs, _ = env.reset(seed=episode_seed(seed, stream, episode))
+            else:
+                obs = next_obs
+    finally:
+        bar.close()
+        env.close()
+    rows = jax.tree.map(lambda x: x[:t], rows)
+    return rows, episode
+
+
+def collect_episodes(
+    env_id: str, policy_fn: PolicyFn, num_steps: int, seed: int = 0, *, progress: bool = False
+) -> Dataset:
+    """`num_steps` transitions of `policy_fn` in `make_env(env_id)`, episode after episode.
+
+    The last episode is usually unfinished; its last row is marked truncated (a cut), so
+    every episode of the dataset ends. The result depends only on the arguments.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    _continuous_spec(env_id)
+    rows, _ = _rollout(env_id, policy_fn, seed, 0, num_steps, None, progress)
+    rows["timeouts"][-1] |= not rows["terminals"][-1]
+    transition = Transition(
+        obs=jax.tree.map(jnp.asarray, rows["observations"]),
+        action=jnp.asarray(rows["actions"]),
+        reward=jnp.asarray(rows["rewards"]),
+        next_obs=jax.tree.map(jnp.asarray, rows["next_observations"]),
+        terminated=jnp.asarray(rows["terminals"]),
+        truncated=jnp.asarray(rows["timeouts"]),
+    )
+    return Dataset(transition)
+
+
+def rollout_returns(
+    env_id: str, policy_fn: PolicyFn, num_episodes: int, seed: int = 0
+) -> np.ndarray:
+    """Returns of `num_episodes` complete episodes of `policy_fn` (for reference scores).
+
+    Uses reset seeds and keys independent of `collect_episodes` with the same seed.
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    rows, _ = _rollout(env_id, policy_fn, seed, 1, None, num_episodes, False)
+    ends = rows["terminals"] | rows["timeouts"]
+    starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
+    return np.add.reduceat(rows["rewards"].astype(np.float64), starts)
+
+
+# ---------------------------------------------------------------------------- CLI
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Output:
+    output: str
+    """where to write: a .hdf5/.h5 file (D4RL style), or a folder for a Minari dataset"""
+    seed: int = 0
+    """seed of env resets and policy keys: the same seed gives the same dataset"""
+    ref_min_score: float | None = None
+    """return of a random policy for normalised scores; default: measured (--ref-episodes)"""
+    ref_max_score: float | None = None
+    """expert return for normalised scores; default: the deterministic return of
+    --reference-run's policy (policy/replay: of --run-dir's policy, so give an expert run
+    or this flag when the data is not expert)"""
+    reference_run: str | None = None
+    """run folder of the expert policy that defines --ref-max-score"""
+    ref_episodes: int = 10
+    """episodes over which reference returns are averaged"""
+    algo: str = "algorithms.sac"
+    """module of the algorithm that made the run folders (Config, init, act)"""
+    progress: bool = True
+    """show a progress bar and a summary"""
+
+    def __post_init__(self):
+        if self.ref_episodes < 1:
+            raise ValueError(f"--ref-episodes must be >= 1, got {self.ref_episodes}.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Random(_Output):
+    """A dataset of uniformly random actions ("random")."""
+
+    env_id: str
+    """gymnasium environment id (continuous actions)"""
+    num_steps: int = 1_000_000
+    """transitions to collect"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_steps < 1:
+            raise ValueError(f"--num-steps must be >= 1, got {self.num_steps}.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Policy(_Output):
+    """A dataset of a trained run's policy ("medium", "expert")."""
+
+    run_dir: str
+    """run folder of train_online (config.json and checkpoints/)"""
+    step: int | None = None
+    """checkpoint step to use; default: the newest"""
+    num_steps: int = 1_000_000
+    """transitions to collect"""
+    deterministic: bool = False
+    """act with the policy's mode instead of sampling from it"""
+    noise_std: float = 0.0
+    """std of Gaussian noise added to each action (before clipping to [-1, 1])"""
+    epsilon: float = 0.0
+    """probability of a uniformly random action at each step"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_steps < 1:
+            raise ValueError(f"--num-steps must be >= 1, got {self.num_steps}.")
+        if self.noise_std < 0:
+            raise ValueError(f"--noise-std must be >= 0, got {self.noise_std}.")
+        if not 0 <= self.epsilon <= 1:
+            raise ValueError(f"--epsilon must be in [0, 1], got {self.epsilon}.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Replay(_Output):
+    """A trained run's replay buffer as a dataset ("medium-replay")."""
+
+    run_dir: str
+    """run folder of train_online (config.json and checkpoints/)"""
+    step: int | None = None
+    """checkpoint step to use; default: the newest"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Concat:
+    """Datasets of one env joined end to end ("medium-expert")."""
+
+    inputs: tuple[str, ...]
+    """datasets to join, in order (.hdf5/.h5 files or Minari folders)"""
+    output: str
+    """where to write: a .hdf5/.h5 file (D4RL style), or a folder for a Minari dataset"""
+    ref_min_score: float | None = None
+    """random-policy return; default: that of the inputs (which must agree)"""
+    ref_max_score: float | None = None
+    """expert return; default: that of the inputs (which must agree)"""
+    progress: bool = True
+    """print a summary"""
+
+    def __post_init__(self):
+        if len(self.inputs) < 1:
+            raise ValueError("--inputs needs at least one dataset.")
+
+
+def _agreed(values: list, name: str) -> Any:
+    distinct = sorted({v for v in values if v is not None}, key=str)
+    if len(distinct) > 1:
+        raise DatasetError(
+            f"concat: the inputs disagree on {name} ({distinct}); pass "
+            f"--{name.replace('_', '-')} to choose."
+        )
+    return distinct[0] if distinct else None
+
+
+def _concat(config: Concat) -> tuple[Dataset, DatasetInfo]:
+    loaded = [load_dataset(path) for path in config.inputs]
+    infos = [info for _, info in loaded]
+    low = config.ref_min_score
+    high = config.ref_max_score
+    info = DatasetInfo(
+        env_id=_agreed([i.env_id for i in infos], "env_id"),
+        ref_min_score=low
+        if low is not None
+        else _agreed([i.ref_min_score for i in infos], "ref_min_score"),
+        ref_max_score=high
+        if high is not None
+        else _agreed([i.ref_max_score for i in infos], "ref_max_score"),
+        source="concat " + " + ".join(config.inputs),
+    )
+    return concatenate([d for d, _ in loaded]), info
+
+
+def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInfo]:
+    """Build the dataset and info that `config` describes (without writing them)."""
+    if isinstance(config, Concat):
+        dataset, info = _concat(config)
+        return dataset, dataclasses.replace(info, num_episodes=int(episode_returns(dataset).size))
+    run = None
+    if isinstance(config, Random):
+        env_id = config.env_id
+        dataset = collect_episodes(
+            env_id,
+            random_policy(_continuous_spec(env_id)),
+            config.num_steps,
+            config.seed,
+            progress=config.progress,
+        )
+        source = "random"
+    else:
+        run = load_run(config.run_dir, config.algo, config.step)
+        env_id = run.config.env_id
+        if isinstance(config, Policy):
+            policy = run_policy(run, config.deterministic, config.noise_std, config.epsilon)
+            dataset = collect_episodes(
+                env_id, policy, config.num_steps, config.seed, progress=config.progress
+            )
+            mode = "mode" if config.deterministic else "sampled"
+            source = (
+                f"policy {config.run_dir} step {run.step} ({mode}, noise_std "
+                f"{config.noise_std}, epsilon {config.epsilon})"
+            )
+        else:
+            dataset = replay_dataset(run)
+            source = f"replay buffer {config.run_dir} step {run.step}"
+    low, high = config.ref_min_score, config.ref_max_score
+    if low is None:
+        spec = _continuous_spec(env_id)
+        low = float(
+            np.mean(rollout_returns(env_id, random_policy(spec), config.ref_episodes, config.seed))
+        )
+    reference_dir = config.reference_run or (run.run_dir if run is not None else None)
+    if high is None and reference_dir is not None:
+        expert = (
+            run
+            if run is not None and reference_dir == run.run_dir
+            else load_run(reference_dir, config.algo)
+        )
+        if expert.config.env_id != env_id:
+            raise ValueError(
+                f"--reference-run {reference_dir!r} is a run on "
+                f"{expert.config.env_id!r}, but the data is from {env_id!r}."
+            )
+        high = float(
+            np.mean(
+                rollout_returns(
+                    env_id, run_policy(expert, deterministic=True), config.ref_episodes, config.seed
+                )
+            )
+        )
+    info = DatasetInfo(
+        env_id=env_id,
+        ref_min_score=low,
+        ref_max_score=high,
+        num_episodes=int(episode_returns(dataset).size),
+        source=source,
+    )
+    return dataset, info
+
+
+def main(config: Random | Policy | Replay | Concat) -> DatasetInfo:
+    """Make the dataset, write it to `config.output`, print a summary, and return its info."""
+    dataset, info = make(config)
+    save_dataset(config.output, dataset, info)
+    if config.progress:
+        returns = np.asarray(episode_returns(dataset))
+        line = (
+            f"wrote {config.output}: {dataset.size} transitions, {info.num_episodes} episodes, "
+            f"episode return {returns.mean():.1f} ± {returns.std():.1f} "
+            f"(reference min {info.ref_min_score}, max {info.ref_max_score})"
+        )
+        if info.reference is not None:
+            line += f", normalised {float(np.mean(info.normalized_score(returns))):.1f}"
+        print(line)
+    return info
+
+
+def cli(args: list[str] | None = None) -> DatasetInfo:
+    """Parse the command line (or `args`) and run `main`."""
+    config = tyro.extras.subcommand_cli_from_dict(
+        {"random": Random, "policy": Policy, "replay": Replay, "concat": Concat},
+        description=__doc__,
+        args=args,
+    )
+    return main(config)
+
+
+if __name__ == "__main__":
+    cli()
