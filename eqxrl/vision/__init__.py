@@ -1,0 +1,34 @@
+"""Vision for eqxrl: image encoders, preprocessing, augmentations and pixel-observation envs."""
+
+from .augmentations import augment_batch as augment_batch
+from .augmentations import color_jitter as color_jitter
+from .augmentations import compose as compose
+from .augmentations import gaussian_blur as gaussian_blur
+from .augmentations import gaussian_kernel as gaussian_kernel
+from .augmentations import random_flip as random_flip
+from .augmentations import random_shift as random_shift
+from .augmentations import solarize as solarize
+from .encoders import ENCODERS as ENCODERS
+from .encoders import AtariEncoder as AtariEncoder
+from .encoders import ImpalaEncoder as ImpalaEncoder
+from .encoders import make_encoder as make_encoder
+from .pooling import Flatten as Flatten
+from .pooling import GlobalAveragePool as GlobalAveragePool
+from .pooling import SpatialLearnedEmbeddings as SpatialLearnedEmbeddings
+from .pooling import SpatialSoftmax as SpatialSoftmax
+from .pooling import make_pooling as make_pooling
+from .preprocess import IMAGENET_MEAN as IMAGENET_MEAN
+from .preprocess import IMAGENET_STD as IMAGENET_STD
+from .preprocess import PixelEncoder as PixelEncoder
+from .preprocess import normalize as normalize
+from .preprocess import resize as resize
+from .preprocess import stack_frames as stack_frames
+from .preprocess import to_float as to_float
+from .resnet import BatchNorm as BatchNorm
+from .resnet import ResNetV1 as ResNetV1
+from .resnet import ResNetV2 as ResNetV2
+from .vit import VIT_SIZES as VIT_SIZES
+from .vit import ViT as ViT
+from .wrappers import configure_headless_rendering as configure_headless_rendering
+from .wrappers import make_pixel_env as make_pixel_env
+from .wrappers import resize_frame as resize_frame

@@ -1,0 +1,144 @@
+"""Vision Transformer (Dosovitskiy et al. 2021): Ti/S/B sizes, class-token or mean pooling."""
+
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._layers import check_float_image, conv2d, linear, normal, to_chw
+
+__all__ = ["VIT_SIZES", "ViT"]
+
+VIT_SIZES = {
+    # name: (width, depth, heads, mlp width)
+    "Ti": (192, 12, 3, 768),
+    "S": (384, 12, 6, 1536),
+    "B": (768, 12, 12, 3072),
+    "L": (1024, 24, 16, 4096),
+}
+"""Standard ViT sizes as (width, depth, heads, mlp width)."""
+
+
+class _Block(eqx.Module):
+    norm1: eqx.nn.LayerNorm
+    attention: eqx.nn.MultiheadAttention
+    norm2: eqx.nn.LayerNorm
+    mlp1: eqx.nn.Linear
+    mlp2: eqx.nn.Linear
+    dropout: eqx.nn.Dropout
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, *, key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.norm1 = eqx.nn.LayerNorm(dim, eps=1e-6)
+        # Built abstractly, then filled with cheaply drawn projections (see _layers.uniform).
+        attention = eqx.filter_eval_shape(
+            lambda: eqx.nn.MultiheadAttention(
+                heads,
+                dim,
+                use_query_bias=True,
+                use_key_bias=True,
+                use_value_bias=True,
+                use_output_bias=True,
+                key=jax.random.key(0),
+            )
+        )
+        projections = tuple(linear(dim, dim, key=k) for k in jax.random.split(k1, 4))
+        self.attention = eqx.tree_at(
+            lambda a: (a.query_proj, a.key_proj, a.value_proj, a.output_proj),
+            attention,
+            projections,
+        )
+        self.norm2 = eqx.nn.LayerNorm(dim, eps=1e-6)
+        self.mlp1 = linear(dim, mlp_dim, key=k2)
+        self.mlp2 = linear(mlp_dim, dim, key=k3)
+        self.dropout = eqx.nn.Dropout(dropout)
+
+    def __call__(self, x: Float[Array, "tokens dim"], key) -> Float[Array, "tokens dim"]:
+        k1, k2 = (None, None) if key is None else jax.random.split(key)
+        y = jax.vmap(self.norm1)(x)
+        x = x + self.dropout(self.attention(y, y, y), key=k1)
+        y = jax.vmap(self.mlp2)(jax.nn.gelu(jax.vmap(self.mlp1)(jax.vmap(self.norm2)(x))))
+        return x + self.dropout(y, key=k2)
+
+
+class ViT(eqx.Module):
+    """Pre-norm ViT encoder without classifier head; `(h, w, c) -> (width,)` features.
+
+    `pooling="cls"` reads a learned class token; `"mean"` averages the patch tokens (and then
+    has no class token). Sizes: `VIT_SIZES`. `dropout > 0` needs a `key` in training mode.
+    """
+
+    patch_embed: eqx.nn.Conv2d
+    cls_token: Float[Array, "1 dim"] | None
+    pos_embed: Float[Array, "tokens dim"]
+    blocks: _Block  # one block whose arrays are stacked along a leading depth axis
+    norm: eqx.nn.LayerNorm
+    depth: int = eqx.field(static=True)
+    patch_size: int = eqx.field(static=True)
+    image_size: tuple[int, int] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        *,
+        size: Literal["Ti", "S", "B", "L"] = "Ti",
+        patch_size: int = 16,
+        image_size: tuple[int, int] = (224, 224),
+        pooling: Literal["cls", "mean"] = "cls",
+        dropout: float = 0.0,
+        key: PRNGKeyArray,
+    ):
+        if size not in VIT_SIZES:
+            raise ValueError(f"ViT: size must be one of {sorted(VIT_SIZES)}; got {size!r}.")
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"ViT: pooling must be 'cls' or 'mean'; got {pooling!r}.")
+        height, width = image_size
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"ViT: image_size {image_size} is not a multiple of patch_size {patch_size}; "
+                "resize the images (eqxrl.vision.PixelEncoder(resize=...)) or change patch_size."
+            )
+        dim, depth, heads, mlp_dim = VIT_SIZES[size]
+        k_patch, k_cls, k_pos, k_blocks = jax.random.split(key, 4)
+        self.patch_size, self.image_size = patch_size, image_size
+        self.patch_embed = conv2d(in_channels, dim, patch_size, stride=patch_size, key=k_patch)
+        num_tokens = (height // patch_size) * (width // patch_size)
+        if pooling == "cls":
+            self.cls_token = normal(k_cls, (1, dim), 0.02)
+            num_tokens += 1
+        else:
+            self.cls_token = None
+        self.pos_embed = normal(k_pos, (num_tokens, dim), 0.02)
+        # Identical blocks are stacked and run with lax.scan: one block is compiled, not 12.
+        make_block = lambda k: _Block(dim, heads, mlp_dim, dropout, key=k)
+        self.blocks = eqx.filter_vmap(make_block)(jax.random.split(k_blocks, depth))
+        self.depth = depth
+        self.norm = eqx.nn.LayerNorm(dim, eps=1e-6)
+
+    def __call__(
+        self, x: Float[Array, "height width channels"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " dim"]:
+        """Encode one float image of exactly `image_size`."""
+        check_float_image(x, "ViT")
+        if x.shape[:2] != self.image_size:
+            raise ValueError(
+                f"ViT was built for image_size={self.image_size}; got an image of "
+                f"{x.shape[:2]}. Rebuild it with image_size={x.shape[:2]} or resize."
+            )
+        patches = self.patch_embed(to_chw(x))  # (dim, h / p, w / p)
+        tokens = jnp.reshape(patches, (patches.shape[0], -1)).T  # (h * w / p^2, dim)
+        if self.cls_token is not None:
+            tokens = jnp.concatenate([self.cls_token, tokens])
+        tokens = tokens + self.pos_embed
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+
+        def run_block(tokens, xs):
+            block_params, block_key = xs
+            return eqx.combine(block_params, static)(tokens, block_key), None
+
+        keys = None if key is None else jax.random.split(key, self.depth)
+        tokens, _ = jax.lax.scan(run_block, tokens, (params, keys))
+        tokens = jax.vmap(self.norm)(tokens)
+        return tokens[0] if self.cls_token is not None else jnp.mean(tokens, axis=0)
