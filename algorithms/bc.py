@@ -1,0 +1,249 @@
+"""Behaviour cloning for continuous actions, with optional top-k% filtering ("%BC").
+
+Run:   python algorithms/bc.py --dataset data/hopper-expert-v2.hdf5
+Filtered BC on the best 10% of episodes:  ... --top-fraction 0.1
+Help:  python algorithms/bc.py --help
+Resume an interrupted run:  python algorithms/bc.py --resume runs/<name>
+
+A Gaussian (or tanh-squashed Gaussian) policy is fitted to the dataset's actions by maximum
+likelihood −E[log π(a|s)], or by the squared error of its mode (`--loss mse`). With
+`--top-fraction k`, only the transitions of the best k·100% of episodes by undiscounted return
+are kept (episodes end at terminated or truncated rows; see `eqxrl.datasets`). The defaults
+make the policy the same network as IQL's actor (no tanh, learned state-independent std,
+log-std ≥ −5), so BC is IQL's actor loss with every weight 1: the baseline offline RL must beat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from eqxrl import (
+    Dataset,
+    EnvSpec,
+    GaussianPolicy,
+    Metrics,
+    Obs,
+    TrainState,
+    Transition,
+    datasets,
+    load_config,
+    print_summary,
+    train_offline,
+)
+
+
+# ---------------------------------------------------------------------------- config
+def _flag(field: str) -> str:
+    """The command-line flag of a Config field: `actor_lr` -> `--actor-lr`."""
+    return "--" + field.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Behaviour cloning on a D4RL-style offline dataset with continuous actions."""
+
+    dataset: str = ""
+    """path to a D4RL-style HDF5 dataset (required unless --resume)"""
+    env_id: str | None = None
+    """gymnasium env for evaluation; None reads it from the dataset's metadata"""
+    preset: Literal["locomotion", "antmaze", "none"] = "none"
+    """data preprocessing: locomotion scales rewards by 1000/(max−min episode return), antmaze
+    subtracts 1 from rewards; both clip actions to ±(1 − 1e-5)"""
+    seed: int = 0
+    """seed for network init, batch sampling and evaluation"""
+    total_updates: int = 1_000_000
+    """gradient updates to train for"""
+    batch_size: int = 256
+    """transitions per gradient update"""
+    updates_per_call: int = 1_000
+    """updates per compiled call (a lax.scan that samples its batches inside)"""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """hidden layer sizes of the policy"""
+    lr: float = 3e-4
+    """policy learning rate"""
+    policy: Literal["gaussian", "tanh_gaussian"] = "gaussian"
+    """policy distribution: a Gaussian (clipped to [-1, 1] when acting) or a tanh-squashed one"""
+    state_dependent_std: bool = False
+    """predict the std from the state (a second head) instead of learning one free std"""
+    loss: Literal["log_likelihood", "mse"] = "log_likelihood"
+    """−log π(a|s), or the squared error of the policy's mode (the std is then not trained)"""
+    top_fraction: float = 1.0
+    """keep only the best fraction of episodes by return (filtered BC); 1.0 keeps all data"""
+    log_std_min: float = -5.0
+    """lower clip of the policy's log-std"""
+    log_std_max: float = 2.0
+    """upper clip of the policy's log-std"""
+    eval_interval: int = 5_000
+    """updates between evaluations"""
+    eval_episodes: int = 10
+    """episodes per evaluation (run as one vectorised env)"""
+    log_interval: int = 1_000
+    """updates between training-metric logs"""
+    checkpoint_interval: int = 100_000
+    """updates between checkpoints"""
+    keep_checkpoints: int = 2
+    """how many recent checkpoints to keep"""
+    run_dir: str | None = None
+    """output folder; default runs/bc__<env>__s<seed>__<time>"""
+    resume: str | None = None
+    """a run folder to continue from its newest checkpoint (its saved config is used)"""
+    tensorboard: bool = True
+    """write TensorBoard events"""
+    wandb: bool = False
+    """also log to Weights & Biases (pip install 'eqxrl[wandb]')"""
+    nan_check: bool = False
+    """stop with an error naming the metric and update when a loss becomes NaN or inf"""
+    progress: bool = True
+    """show a progress bar and evaluation lines"""
+
+    def __post_init__(self):
+        if not self.dataset and self.resume is None:
+            raise ValueError("--dataset is required (a D4RL-style HDF5 file), got ''.")
+        positive = ("total_updates", "batch_size", "updates_per_call", "eval_interval",
+                    "eval_episodes", "log_interval", "checkpoint_interval", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}.")
+        if not 0 < self.top_fraction <= 1:
+            raise ValueError(f"--top-fraction must be in (0, 1], got {self.top_fraction}.")
+        if not self.log_std_min < self.log_std_max:
+            raise ValueError(f"--log-std-min ({self.log_std_min}) must be below --log-std-max "
+                             f"({self.log_std_max}).")
+        if not self.hidden_dims or min(self.hidden_dims) < 1:
+            raise ValueError(f"--hidden-dims must be positive sizes, got {self.hidden_dims}.")
+
+
+# ---------------------------------------------------------------------------- state
+class State(eqx.Module):
+    """Everything BC's update changes: the policy and its optimiser."""
+
+    actor: TrainState  # model: GaussianPolicy
+    spec: EnvSpec = eqx.field(static=True)
+
+
+# One optimiser object, so every State shares the same static field (and compiled program);
+# the learning rate lives in the optimiser state.
+ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+TANH_EPS = 1e-5  # dataset actions are kept this far inside ±1, where atanh is finite
+
+
+# ---------------------------------------------------------------------------- data and losses
+def filter_top_episodes(dataset: Dataset, fraction: float) -> Dataset:
+    """The rows of the best `fraction` of episodes by undiscounted return (at least one).
+
+    Episodes end at terminated or truncated rows (and the last row). Ties keep the earlier
+    episode. Rows keep their order.
+    """
+    ends = np.asarray(datasets.episode_ends(dataset))
+    returns = np.asarray(datasets.episode_returns(dataset))
+    episode = np.concatenate([[0], np.cumsum(ends)[:-1]])  # episode index of every row
+    k = max(1, int(np.ceil(fraction * returns.size - 1e-9)))
+    best = np.argsort(-returns, kind="stable")[:k]
+    return Dataset(dataset[np.flatnonzero(np.isin(episode, best))])
+
+
+def log_likelihood_loss(
+    actor: GaussianPolicy, obs: Obs, action: Float[Array, "batch action_dim"]
+) -> tuple[Float[Array, ""], Metrics]:
+    """−E[log π(a|s)] over dataset pairs; also reports the squared error of the mode."""
+    def one(o, a):
+        dist = actor(o)
+        return dist.log_prob(a), dist.mode()
+
+    log_prob, mode = jax.vmap(one)(obs, action)
+    return -jnp.mean(log_prob), {"log_prob": jnp.mean(log_prob),
+                                 "mse": jnp.mean((mode - action) ** 2)}
+
+
+def mse_loss(
+    actor: GaussianPolicy, obs: Obs, action: Float[Array, "batch action_dim"]
+) -> tuple[Float[Array, ""], Metrics]:
+    """E[‖mode π(·|s) − a‖²] averaged over batch and action dimensions."""
+    mode = jax.vmap(lambda o: actor(o).mode())(obs)
+    loss = jnp.mean((mode - action) ** 2)
+    return loss, {"mse": loss}
+
+
+# ---------------------------------------------------------------------------- init / update / act
+def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
+    """Build the policy for `spec`."""
+    if spec.discrete:
+        raise ValueError(
+            f"This BC needs a continuous (Box) action space, but the env has "
+            f"Discrete({spec.num_actions})."
+        )
+    bounds = (spec.action_low, spec.action_high)
+    if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
+        raise ValueError(
+            f"BC acts in [-1, 1], but the action bounds are {bounds}; make the env with "
+            "eqxrl.make_env (which rescales) or gymnasium.wrappers.RescaleAction."
+        )
+    actor = GaussianPolicy(
+        spec.obs_dim, spec.action_dim, config.hidden_dims,
+        tanh_squash=config.policy == "tanh_gaussian",
+        state_dependent_std=config.state_dependent_std, log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max, key=key,
+    )
+    return State(actor=TrainState.create(actor, ADAM, learning_rate=config.lr), spec=spec)
+
+
+def update(
+    state: State, batch: Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, Metrics]:
+    """One BC step on the (obs, action) pairs of `batch`; `key` is unused."""
+    state.spec.check_batch(batch)
+    action = batch.action
+    if config.policy == "tanh_gaussian":  # log π is infinite at ±1 under tanh
+        action = jnp.clip(action, -1.0 + TANH_EPS, 1.0 - TANH_EPS)
+    loss_fn = log_likelihood_loss if config.loss == "log_likelihood" else mse_loss
+    actor, info = state.actor.apply_loss_fn(loss_fn, batch.obs, action)
+    return dataclasses.replace(state, actor=actor), {f"actor/{k}": v for k, v in info.items()}
+
+
+def act(
+    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+) -> Float[Array, "batch action_dim"]:
+    """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode.
+
+    Samples of the unsquashed Gaussian are clipped to the action bounds.
+    """
+    (n,) = state.spec.obs_batch_shape(obs, "obs")
+    if deterministic:
+        action = jax.vmap(lambda o: state.actor.model(o).mode())(obs)
+    else:
+        keys = jax.random.split(key, n)
+        action = jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, keys)
+    return jnp.clip(action, -1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------- main
+def main(config: Config) -> dict:
+    """Train BC on the (optionally filtered) dataset, print a summary, and return it."""
+    resume = config.resume is not None
+    if resume:
+        config = dataclasses.replace(load_config(Config, config.resume), resume=None)
+    dataset, info = datasets.load_dataset(config.dataset)
+    dataset = datasets.preprocess(dataset, config.preset)
+    if config.top_fraction < 1:
+        dataset = filter_top_episodes(dataset, config.top_fraction)
+    if config.env_id is None:
+        config = dataclasses.replace(config, env_id=info.env_id)
+    summary = train_offline(config, dataset, init=init, update=update, act=act, algo="bc",
+                            resume=resume, reference=info.reference)
+    print_summary(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))

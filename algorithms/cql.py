@@ -1,0 +1,403 @@
+"""Conservative Q-Learning (Kumar et al., 2020), continuous actions, on top of SAC.
+
+Run:   python algorithms/cql.py --dataset data/hopper-medium-v2.hdf5
+Lagrange-tuned α (as the paper does for AntMaze):  ... --cql-lagrange --cql-target-gap 5.0
+Help:  python algorithms/cql.py --help
+Resume an interrupted run:  python algorithms/cql.py --resume runs/<name>
+
+SAC's twin critics, tanh-Gaussian actor and learned entropy temperature, plus the CQL(H)
+regulariser on each critic: α·(E_s[T·log Σ_k exp((Q(s, a_k) − log μ(a_k))/T)] − E_(s,a)~D[Q(s, a)]),
+with a_k drawn `--num-sampled-actions` times each from Uniform[-1, 1] (log μ = log 0.5^action_dim),
+from π(·|s) and from π(·|s') (log μ = log π, importance-sampled; all evaluated at s). With
+`--cql-lagrange`, α is multiplied by α' ≥ 0, learned so the gap stays near `--cql-target-gap`.
+Defaults follow the CQL authors' code for MuJoCo (actor lr 1e-4, critic lr 3e-4, α 5, 10 samples,
+temperature 1, no entropy term in the backup), with the (256, 256) networks of eqxrl's SAC; the
+paper's critics had three hidden layers (`--hidden-dims 256 256 256`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from eqxrl import (
+    Ensemble,
+    EnvSpec,
+    GaussianPolicy,
+    Metrics,
+    Obs,
+    QFunction,
+    TrainState,
+    Transition,
+    datasets,
+    load_config,
+    polyak,
+    print_summary,
+    train_offline,
+)
+
+
+# ---------------------------------------------------------------------------- config
+def _flag(field: str) -> str:
+    """The command-line flag of a Config field: `actor_lr` -> `--actor-lr`."""
+    return "--" + field.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Conservative Q-Learning (SAC-based) on a D4RL-style offline dataset."""
+
+    dataset: str = ""
+    """path to a D4RL-style HDF5 dataset (required unless --resume)"""
+    env_id: str | None = None
+    """gymnasium env for evaluation; None reads it from the dataset's metadata"""
+    preset: Literal["locomotion", "antmaze", "none"] = "none"
+    """data preprocessing: locomotion scales rewards by 1000/(max−min episode return), antmaze
+    subtracts 1 from rewards; both clip actions to ±(1 − 1e-5)"""
+    seed: int = 0
+    """seed for network init, batch sampling and evaluation"""
+    total_updates: int = 1_000_000
+    """gradient updates to train for"""
+    batch_size: int = 256
+    """transitions per gradient update"""
+    updates_per_call: int = 1_000
+    """updates per compiled call (a lax.scan that samples its batches inside)"""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """hidden layer sizes of actor and critics"""
+    actor_lr: float = 1e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temperature_lr: float = 3e-4
+    """entropy-temperature learning rate"""
+    discount: float = 0.99
+    """discount factor γ"""
+    tau: float = 0.005
+    """polyak rate of the target critics"""
+    num_critics: int = 2
+    """critics in the ensemble"""
+    init_temperature: float = 1.0
+    """initial entropy temperature"""
+    target_entropy_per_dim: float = -1.0
+    """target entropy per action dimension (−action_dim in all)"""
+    backup_entropy: bool = False
+    """subtract the entropy term in the critic target (CQL's code uses a deterministic backup)"""
+    cql_alpha: float = 5.0
+    """weight α of the CQL regulariser (multiplied by the learned α' with --cql-lagrange)"""
+    num_sampled_actions: int = 10
+    """actions drawn from each of uniform, π(·|s) and π(·|s') per state for the logsumexp"""
+    cql_temperature: float = 1.0
+    """temperature T of the logsumexp over sampled actions"""
+    cql_lagrange: bool = False
+    """learn α' by dual gradient descent so the CQL gap tracks --cql-target-gap"""
+    cql_target_gap: float = 5.0
+    """target value of the CQL gap (logsumexp Q − data Q) with --cql-lagrange"""
+    cql_lagrange_lr: float = 3e-4
+    """learning rate of log α' with --cql-lagrange"""
+    log_std_min: float = -10.0
+    """lower clip of the actor's log-std"""
+    log_std_max: float = 2.0
+    """upper clip of the actor's log-std"""
+    eval_interval: int = 5_000
+    """updates between evaluations"""
+    eval_episodes: int = 10
+    """episodes per evaluation (run as one vectorised env)"""
+    log_interval: int = 1_000
+    """updates between training-metric logs"""
+    checkpoint_interval: int = 100_000
+    """updates between checkpoints"""
+    keep_checkpoints: int = 2
+    """how many recent checkpoints to keep"""
+    run_dir: str | None = None
+    """output folder; default runs/cql__<env>__s<seed>__<time>"""
+    resume: str | None = None
+    """a run folder to continue from its newest checkpoint (its saved config is used)"""
+    tensorboard: bool = True
+    """write TensorBoard events"""
+    wandb: bool = False
+    """also log to Weights & Biases (pip install 'eqxrl[wandb]')"""
+    nan_check: bool = False
+    """stop with an error naming the metric and update when a loss becomes NaN or inf"""
+    progress: bool = True
+    """show a progress bar and evaluation lines"""
+
+    def __post_init__(self):
+        if not self.dataset and self.resume is None:
+            raise ValueError("--dataset is required (a D4RL-style HDF5 file), got ''.")
+        positive = ("total_updates", "batch_size", "updates_per_call", "num_critics",
+                    "num_sampled_actions", "eval_interval", "eval_episodes", "log_interval",
+                    "checkpoint_interval", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
+        for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature",
+                     "cql_temperature", "cql_lagrange_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{_flag(name)} must be > 0, got {getattr(self, name)}.")
+        if not self.cql_alpha >= 0:
+            raise ValueError(f"--cql-alpha must be >= 0, got {self.cql_alpha}.")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"--tau must be in (0, 1], got {self.tau}.")
+        if not 0 <= self.discount <= 1:
+            raise ValueError(f"--discount must be in [0, 1], got {self.discount}.")
+        if not self.hidden_dims or min(self.hidden_dims) < 1:
+            raise ValueError(f"--hidden-dims must be positive sizes, got {self.hidden_dims}.")
+
+
+# ---------------------------------------------------------------------------- state
+class LogScalar(eqx.Module):
+    """A positive scalar learned in log space (the entropy temperature α, the multiplier α')."""
+
+    log_value: Float[Array, ""]
+
+    def __call__(self) -> Float[Array, ""]:
+        return jnp.exp(self.log_value)
+
+
+class State(eqx.Module):
+    """Everything CQL's update changes. Swept hyperparameters are array leaves."""
+
+    actor: TrainState
+    critic: TrainState  # model: Ensemble of QFunction
+    target_critic: Ensemble
+    temperature: TrainState  # model: LogScalar, the entropy temperature
+    cql_multiplier: TrainState  # model: LogScalar, α' (stays 1 unless --cql-lagrange)
+    discount: Float[Array, ""]
+    tau: Float[Array, ""]
+    target_entropy: Float[Array, ""]
+    cql_alpha: Float[Array, ""]
+    cql_temperature: Float[Array, ""]
+    cql_target_gap: Float[Array, ""]
+    spec: EnvSpec = eqx.field(static=True)
+
+
+# One optimiser object, so every State shares the same static field (and compiled program);
+# learning rates are set per TrainState and live in the optimiser state.
+ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+MAX_MULTIPLIER = 1e6  # α' is clipped to [0, 1e6], as in the CQL authors' code
+
+
+# ---------------------------------------------------------------------------- losses
+def td_target(
+    reward: Float[Array, " batch"],
+    terminated: Bool[Array, " batch"],
+    next_value: Float[Array, " batch"],
+    discount: Float[Array, ""] | float,
+) -> Float[Array, " batch"]:
+    """r + γ·(1 − terminated)·V(s'): truncated episodes keep bootstrapping."""
+    return reward + discount * jnp.where(terminated, 0.0, next_value)
+
+
+def sample_actions(
+    actor: GaussianPolicy, obs: Obs, key: PRNGKeyArray, num: int | None = None
+) -> tuple[Float[Array, " batch *num action_dim"], Float[Array, " batch *num"]]:
+    """An action and its log-probability per observation, or `num` of them (axis 1)."""
+    n = jax.tree.leaves(obs)[0].shape[0]
+    shape = () if num is None else (num,)
+    sample = lambda o, k: actor(o).sample_and_log_prob(seed=k, sample_shape=shape)
+    return jax.vmap(sample)(obs, jax.random.split(key, n))
+
+
+def ensemble_q(critic: Ensemble, obs: Obs, action) -> Float[Array, "ensemble batch"]:
+    """Q-values of every critic on a batch."""
+    return jax.vmap(critic, out_axes=1)(obs, action)
+
+
+def cql_gap(
+    critic: Ensemble,
+    obs: Obs,
+    q_data: Float[Array, "ensemble batch"],
+    sampled_actions: Float[Array, "batch samples action_dim"],
+    log_density: Float[Array, "batch samples"],
+    temperature: Float[Array, ""] | float,
+) -> Float[Array, " ensemble"]:
+    """E_s[T·logsumexp_k((Q(s, a_k) − log μ(a_k))/T)] − E[Q(s, a_data)] for each critic."""
+    q = jax.vmap(lambda o, acts: jax.vmap(lambda a: critic(o, a))(acts))(obs, sampled_actions)
+    q = jnp.moveaxis(q, -1, 0)  # (ensemble, batch, samples)
+    soft_max = temperature * jax.nn.logsumexp((q - log_density[None]) / temperature, axis=-1)
+    return jnp.mean(soft_max, axis=1) - jnp.mean(q_data, axis=1)
+
+
+def critic_loss(
+    critic: Ensemble,
+    batch: Transition,
+    target_q: Float[Array, " batch"],
+    sampled_actions: Float[Array, "batch samples action_dim"],
+    log_density: Float[Array, "batch samples"],
+    cql_weight: Float[Array, ""],
+    target_gap: Float[Array, ""] | float,
+    cql_temperature: Float[Array, ""] | float,
+) -> tuple[Float[Array, ""], Metrics]:
+    """Σ_j [mean TD error² + w·(gap_j − target_gap)]: SAC's critic loss plus CQL's penalty."""
+    q = ensemble_q(critic, batch.obs, batch.action)  # (ensemble, batch)
+    td_loss = jnp.sum(jnp.mean((q - target_q[None]) ** 2, axis=1))
+    gap = cql_gap(critic, batch.obs, q, sampled_actions, log_density, cql_temperature)
+    loss = td_loss + cql_weight * jnp.sum(gap - target_gap)
+    return loss, {"td_loss": td_loss, "cql_gap": jnp.mean(gap), "q_mean": jnp.mean(q),
+                  "target_q_mean": jnp.mean(target_q)}
+
+
+def actor_loss(
+    actor: GaussianPolicy, critic: Ensemble, obs: Obs, alpha: Float[Array, ""], key: PRNGKeyArray
+) -> tuple[Float[Array, ""], Metrics]:
+    """E[α·log π(ã|s) − min_j Q_j(s, ã)] with ã ~ π(·|s) reparameterised."""
+    action, log_prob = sample_actions(actor, obs, key)
+    q = jnp.min(ensemble_q(critic, obs, action), axis=0)
+    loss = jnp.mean(alpha * log_prob - q)
+    return loss, {"entropy": -jnp.mean(log_prob)}
+
+
+def temperature_loss(
+    temperature: LogScalar, entropy: Float[Array, ""], target_entropy: Float[Array, ""]
+) -> tuple[Float[Array, ""], Metrics]:
+    """α·(H − H_target): raises α when the policy's entropy falls below the target."""
+    alpha = temperature()
+    return alpha * (entropy - target_entropy), {"value": alpha}
+
+
+def multiplier_loss(
+    multiplier: LogScalar,
+    gap: Float[Array, ""],
+    cql_alpha: Float[Array, ""] | float,
+    target_gap: Float[Array, ""] | float,
+) -> tuple[Float[Array, ""], Metrics]:
+    """−α'·α·(gap − target): α' grows while the gap exceeds its target, shrinks below it."""
+    value = jnp.clip(multiplier(), 0.0, MAX_MULTIPLIER)
+    return -value * cql_alpha * (gap - target_gap), {"value": value}
+
+
+# ---------------------------------------------------------------------------- init / update / act
+def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
+    """Build actor, critics, targets, temperature and CQL multiplier for `spec`."""
+    if spec.discrete:
+        raise ValueError(
+            f"CQL needs a continuous (Box) action space, but the env has "
+            f"Discrete({spec.num_actions})."
+        )
+    bounds = (spec.action_low, spec.action_high)
+    if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
+        raise ValueError(
+            f"CQL's tanh policy and uniform samples live in [-1, 1], but the action bounds are "
+            f"{bounds}; make the env with eqxrl.make_env (which rescales) or "
+            "gymnasium.wrappers.RescaleAction."
+        )
+    k_actor, k_critic = jax.random.split(key)
+    actor = GaussianPolicy(
+        spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max, key=k_actor,
+    )
+    critic = Ensemble(
+        lambda k: QFunction(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k),
+        config.num_critics,
+        key=k_critic,
+    )
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    log_alpha = LogScalar(jnp.log(f32(config.init_temperature)))
+    return State(
+        actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
+        critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
+        target_critic=critic,
+        temperature=TrainState.create(log_alpha, ADAM, learning_rate=config.temperature_lr),
+        cql_multiplier=TrainState.create(LogScalar(f32(0.0)), ADAM,
+                                         learning_rate=config.cql_lagrange_lr),
+        discount=f32(config.discount),
+        tau=f32(config.tau),
+        target_entropy=f32(config.target_entropy_per_dim * spec.action_dim),
+        cql_alpha=f32(config.cql_alpha),
+        cql_temperature=f32(config.cql_temperature),
+        cql_target_gap=f32(config.cql_target_gap if config.cql_lagrange else 0.0),
+        spec=spec,
+    )
+
+
+def update(
+    state: State, batch: Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, Metrics]:
+    """One CQL step: critics (TD + CQL penalty), actor, temperature, then α' if Lagrange-tuned."""
+    state.spec.check_batch(batch)
+    k_next, k_random, k_curr, k_later, k_actor = jax.random.split(key, 5)
+    alpha = state.temperature.model()
+    n, dim, num = batch.reward.shape[0], state.spec.action_dim, config.num_sampled_actions
+
+    next_action, next_log_prob = sample_actions(state.actor.model, batch.next_obs, k_next)
+    next_value = jnp.min(ensemble_q(state.target_critic, batch.next_obs, next_action), axis=0)
+    if config.backup_entropy:
+        next_value = next_value - alpha * next_log_prob
+    target_q = td_target(batch.reward, batch.terminated, next_value, state.discount)
+
+    # Actions for the logsumexp, all scored at s, each with the log-density it was drawn from.
+    random_actions = jax.random.uniform(k_random, (n, num, dim), minval=-1.0, maxval=1.0)
+    curr_actions, curr_log_prob = sample_actions(state.actor.model, batch.obs, k_curr, num)
+    later_actions, later_log_prob = sample_actions(state.actor.model, batch.next_obs, k_later, num)
+    sampled = jax.lax.stop_gradient(
+        jnp.concatenate([random_actions, curr_actions, later_actions], axis=1))
+    log_density = jax.lax.stop_gradient(jnp.concatenate(
+        [jnp.full((n, num), dim * np.log(0.5), jnp.float32), curr_log_prob, later_log_prob],
+        axis=1))
+    multiplier = jnp.clip(state.cql_multiplier.model(), 0.0, MAX_MULTIPLIER)
+    critic, critic_info = state.critic.apply_loss_fn(
+        critic_loss, batch, target_q, sampled, log_density, state.cql_alpha * multiplier,
+        state.cql_target_gap, state.cql_temperature,
+    )
+    actor, actor_info = state.actor.apply_loss_fn(
+        actor_loss, critic.model, batch.obs, alpha, k_actor
+    )
+    temperature, temp_info = state.temperature.apply_loss_fn(
+        temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]), state.target_entropy
+    )
+    new_state = dataclasses.replace(
+        state,
+        actor=actor,
+        critic=critic,
+        target_critic=polyak(critic.model, state.target_critic, state.tau),
+        temperature=temperature,
+    )
+    metrics = {f"critic/{k}": v for k, v in critic_info.items()}
+    metrics |= {f"actor/{k}": v for k, v in actor_info.items()}
+    metrics |= {f"temperature/{k}": v for k, v in temp_info.items() if k != "grad_norm"}
+    if config.cql_lagrange:
+        cql_multiplier, mult_info = state.cql_multiplier.apply_loss_fn(
+            multiplier_loss, jax.lax.stop_gradient(critic_info["cql_gap"]), state.cql_alpha,
+            state.cql_target_gap,
+        )
+        new_state = dataclasses.replace(new_state, cql_multiplier=cql_multiplier)
+        metrics |= {f"cql_multiplier/{k}": v for k, v in mult_info.items() if k != "grad_norm"}
+    return new_state, metrics
+
+
+def act(
+    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+) -> Float[Array, "batch action_dim"]:
+    """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
+    (n,) = state.spec.obs_batch_shape(obs, "obs")
+    if deterministic:
+        return jax.vmap(lambda o: state.actor.model(o).mode())(obs)
+    return jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, jax.random.split(key, n))
+
+
+# ---------------------------------------------------------------------------- main
+def main(config: Config) -> dict:
+    """Train CQL on the dataset, print a summary, and return it."""
+    resume = config.resume is not None
+    if resume:
+        config = dataclasses.replace(load_config(Config, config.resume), resume=None)
+    dataset, info = datasets.load_dataset(config.dataset)
+    dataset = datasets.preprocess(dataset, config.preset)
+    if config.env_id is None:
+        config = dataclasses.replace(config, env_id=info.env_id)
+    summary = train_offline(config, dataset, init=init, update=update, act=act, algo="cql",
+                            resume=resume, reference=info.reference)
+    print_summary(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))

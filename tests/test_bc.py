@@ -1,0 +1,161 @@
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqxrl
+from algorithms import bc
+from eqxrl import Dataset, EnvSpec, Transition
+
+SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
+               action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
+SMALL = bc.Config(dataset="unused.hdf5", hidden_dims=(32, 32), batch_size=16)
+UPDATE = eqxrl.jit(bc.update)
+
+
+def make_batch(key, n=16, obs_dim=3, action_dim=2):
+    k = jax.random.split(key, 4)
+    return Transition(
+        obs=jax.random.normal(k[0], (n, obs_dim)),
+        action=jax.random.uniform(k[1], (n, action_dim), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)),
+        next_obs=jax.random.normal(k[3], (n, obs_dim)),
+        terminated=jnp.arange(n) % 5 == 0,
+        truncated=jnp.arange(n) % 7 == 0,
+    )
+
+
+def constant_policy(mean, log_std, tanh_squash=False):
+    """A policy that is N(mean, exp(log_std)²), optionally tanh-squashed, for every obs."""
+    actor = bc.GaussianPolicy(3, 2, (8,), tanh_squash=tanh_squash, state_dependent_std=False,
+                              log_std_min=-5.0, key=jax.random.key(0))
+    actor = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, actor)
+    return eqx.tree_at(lambda a: (a.mean_head.bias, a.log_std), actor,
+                       (jnp.asarray(mean), jnp.asarray(log_std)))
+
+
+# ---------------------------------------------------------------- config and init
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("top_fraction", 0.0, r"--top-fraction must be in \(0, 1\], got 0.0"),
+        ("top_fraction", 1.5, r"--top-fraction must be in \(0, 1\], got 1.5"),
+        ("lr", 0.0, r"--lr must be > 0, got 0.0"),
+        ("log_std_min", 3.0, r"--log-std-min \(3.0\) must be below --log-std-max \(2.0\)"),
+        ("batch_size", 0, r"--batch-size must be >= 1, got 0"),
+        ("dataset", "", r"--dataset is required"),
+    ],
+)
+def test_invalid_config_names_the_flag(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SMALL, **{field: value})
+
+
+def test_init_rejects_discrete_actions_and_builds_the_chosen_policy():
+    discrete = EnvSpec(SPEC.observation, (), discrete=True, num_actions=3)
+    with pytest.raises(ValueError, match=r"continuous \(Box\) action space.*Discrete\(3\)"):
+        bc.init(jax.random.key(0), discrete, SMALL)
+    state = bc.init(jax.random.key(0), SPEC, dataclasses.replace(SMALL, policy="tanh_gaussian",
+                                                                 state_dependent_std=True))
+    assert state.actor.model.tanh_squash and state.actor.model.log_std_head is not None
+
+
+# ---------------------------------------------------------------- losses by hand
+def test_log_likelihood_and_mse_losses_by_hand():
+    mean, log_std = np.array([0.1, -0.2]), np.array([-0.5, 0.3])
+    actor = constant_policy(mean, log_std)
+    batch = make_batch(jax.random.key(1), n=4)
+    a, s = np.asarray(batch.action), np.exp(log_std)
+    log_prob = np.sum(-0.5 * ((a - mean) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi), axis=1)
+    loss, aux = bc.log_likelihood_loss(actor, batch.obs, batch.action)
+    np.testing.assert_allclose(loss, -np.mean(log_prob), rtol=1e-5)
+    np.testing.assert_allclose(aux["mse"], np.mean((a - mean) ** 2), rtol=1e-5)
+    loss, _ = bc.mse_loss(actor, batch.obs, batch.action)
+    np.testing.assert_allclose(loss, np.mean((a - mean) ** 2), rtol=1e-5)
+    # The tanh policy's mode is tanh(mean).
+    loss, _ = bc.mse_loss(constant_policy(mean, log_std, True), batch.obs, batch.action)
+    np.testing.assert_allclose(loss, np.mean((a - np.tanh(mean)) ** 2), rtol=1e-5)
+
+
+def test_tanh_log_likelihood_stays_finite_at_the_action_bounds():
+    config = dataclasses.replace(SMALL, policy="tanh_gaussian")
+    state = bc.init(jax.random.key(0), SPEC, config)
+    batch = eqx.tree_at(lambda b: b.action, make_batch(jax.random.key(1)), jnp.ones((16, 2)))
+    _, metrics = UPDATE(state, batch, jax.random.key(2), config)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+# ---------------------------------------------------------------- filtered BC
+def episodes_dataset():
+    # Episodes: rows 0-2 (return 3), 3-4 (return 10, truncated), 5-7 (return -1), 8-9 (return 4,
+    # unfinished at the end of the data).
+    reward = np.array([1, 1, 1, 5, 5, -1, 0, 0, 2, 2], np.float32)
+    terminated = np.zeros(10, bool)
+    terminated[[2, 7]] = True
+    truncated = np.zeros(10, bool)
+    truncated[4] = True
+    n = 10
+    return Dataset(Transition(
+        obs=jnp.arange(n * 3, dtype=jnp.float32).reshape(n, 3),
+        action=jnp.zeros((n, 2)), reward=jnp.asarray(reward), next_obs=jnp.zeros((n, 3)),
+        terminated=jnp.asarray(terminated), truncated=jnp.asarray(truncated),
+    ))
+
+
+@pytest.mark.parametrize(
+    "fraction, rows",
+    [(1.0, list(range(10))), (0.5, [3, 4, 8, 9]), (0.25, [3, 4]), (0.01, [3, 4]),
+     (0.75, [0, 1, 2, 3, 4, 8, 9])],
+)
+def test_filter_top_episodes_keeps_the_best_episodes_in_order(fraction, rows):
+    data = episodes_dataset()
+    kept = bc.filter_top_episodes(data, fraction)
+    np.testing.assert_array_equal(kept.data.obs[:, 0] / 3, rows)
+    np.testing.assert_array_equal(kept.data.reward, np.asarray(data.data.reward)[rows])
+
+
+# ---------------------------------------------------------------- update and act
+@pytest.mark.parametrize("loss", ["log_likelihood", "mse"])
+def test_update_compiles_once_and_fits_the_actions(loss):
+    config = dataclasses.replace(SMALL, loss=loss, lr=3e-3)
+    state = bc.init(jax.random.key(0), SPEC, config)
+    update = eqx.debug.assert_max_traces(bc.update, max_traces=1)
+    step = eqxrl.jit(lambda s, b, k: update(s, b, k, config))
+    batch = make_batch(jax.random.key(1))
+    mse = []
+    for i in range(50):
+        state, metrics = step(state, batch, jax.random.key(i))
+        mse.append(float(metrics["actor/mse"]))
+    assert mse[-1] < 0.5 * mse[0]
+    assert int(state.actor.step) == 50
+
+
+def test_vmap_over_seeds_equals_separate_runs():
+    keys = jax.random.split(jax.random.key(0), 4)
+    batch = make_batch(jax.random.key(1))
+    v_step = eqxrl.jit(jax.vmap(lambda s, k: bc.update(s, batch, k, SMALL)[0]))
+    states = eqxrl.jit(jax.vmap(lambda k: bc.init(k, SPEC, SMALL)))(keys)
+    for i in range(3):
+        states = v_step(states, jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys))
+    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
+        state = bc.init(keys[seed], SPEC, SMALL)
+        for i in range(3):
+            state = UPDATE(state, batch, jax.random.fold_in(keys[seed], i), SMALL)[0]
+        for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
+                        jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_act_checks_observations_and_stays_in_bounds():
+    state = bc.init(jax.random.key(0), SPEC, SMALL)
+    state = eqx.tree_at(lambda s: s.actor.model.log_std, state, jnp.full((2,), 1.5))
+    obs = jnp.ones((64, 3))
+    a = bc.act(state, obs, jax.random.key(1))
+    assert a.shape == (64, 2) and jnp.all(jnp.abs(a) <= 1) and jnp.any(jnp.abs(a) == 1)
+    mode = bc.act(state, obs, jax.random.key(1), deterministic=True)
+    np.testing.assert_array_equal(mode, bc.act(state, obs, jax.random.key(2), deterministic=True))
+    with pytest.raises(ValueError, match=r"obs has shape \(5, 4\), expected \(\.\.\., 3\)"):
+        bc.act(state, jnp.ones((5, 4)), jax.random.key(1))

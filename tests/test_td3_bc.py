@@ -1,0 +1,178 @@
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqxrl
+from algorithms import td3_bc
+from eqxrl import EnvSpec, Normalizer, Transition
+
+SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
+               action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
+SMALL = td3_bc.Config(dataset="unused.hdf5", hidden_dims=(32, 32), batch_size=16)
+UPDATE = eqxrl.jit(td3_bc.update)
+NORM = Normalizer(jnp.array([1.0, -2.0, 0.5]), jnp.array([2.0, 0.5, 3.0]))
+
+
+def make_batch(key, n=16, obs_dim=3, action_dim=2):
+    k = jax.random.split(key, 4)
+    return Transition(
+        obs=jax.random.normal(k[0], (n, obs_dim)),
+        action=jax.random.uniform(k[1], (n, action_dim), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)),
+        next_obs=jax.random.normal(k[3], (n, obs_dim)),
+        terminated=jnp.arange(n) % 5 == 0,
+        truncated=jnp.arange(n) % 7 == 0,
+    )
+
+
+def constant_critic(values, key):
+    """An ensemble whose member i outputs values[i] for every input."""
+    ens = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (4,), key=k), len(values), key=key)
+    ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
+    return eqx.tree_at(lambda e: e.stacked.net.layers[-1].bias, ens, jnp.asarray(values)[:, None])
+
+
+# ---------------------------------------------------------------- config and init
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("alpha", -1.0, r"--alpha must be >= 0, got -1.0"),
+        ("policy_delay", 0, r"--policy-delay must be >= 1, got 0"),
+        ("noise_clip", -0.5, r"--noise-clip must be >= 0, got -0.5"),
+        ("critic_lr", 0.0, r"--critic-lr must be > 0, got 0.0"),
+        ("dataset", "", r"--dataset is required"),
+    ],
+)
+def test_invalid_config_names_the_flag(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SMALL, **{field: value})
+
+
+def test_init_starts_with_an_identity_normaliser():
+    state = td3_bc.init(jax.random.key(0), SPEC, SMALL)
+    obs = jnp.array([[1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(state.obs_norm(obs), obs)
+    assert int(state.step) == 0
+
+
+# ---------------------------------------------------------------- losses by hand
+@pytest.mark.parametrize("q1", [2.0, -4.0])
+def test_actor_loss_normalises_q_by_its_mean_absolute_value(q1):
+    critic = constant_critic([q1, 7.0], jax.random.key(0))  # only the first critic is used
+    actor = td3_bc.DeterministicActor(3, 2, (8,), key=jax.random.key(1))
+    batch = make_batch(jax.random.key(2), n=4)
+    loss, aux = td3_bc.actor_loss(actor, critic, batch.obs, batch.action, 2.5)
+    pi = jax.vmap(actor)(batch.obs)
+    bc = float(jnp.mean((pi - batch.action) ** 2))
+    lam = 2.5 / abs(q1)
+    np.testing.assert_allclose(aux["lambda"], lam, rtol=1e-6)
+    np.testing.assert_allclose(loss, -lam * q1 + bc, rtol=1e-5)
+
+
+def test_actor_loss_treats_lambda_as_a_constant():
+    critic = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (8,), key=k), 2, key=jax.random.key(0))
+    actor = td3_bc.DeterministicActor(3, 2, (8,), key=jax.random.key(1))
+    batch = make_batch(jax.random.key(2), n=8)
+    q = td3_bc.ensemble_q(critic, batch.obs, jax.vmap(actor)(batch.obs))[0]
+    lam = 2.5 / jnp.mean(jnp.abs(q))
+
+    def fixed_lambda(actor):
+        pi = jax.vmap(actor)(batch.obs)
+        q = td3_bc.ensemble_q(critic, batch.obs, pi)[0]
+        return -lam * jnp.mean(q) + jnp.mean((pi - batch.action) ** 2)
+
+    grad = eqx.filter_grad(lambda a: td3_bc.actor_loss(a, critic, batch.obs, batch.action, 2.5)[0])
+    expected = eqx.filter_grad(fixed_lambda)(actor)
+    for a, b in zip(jax.tree.leaves(grad(actor)), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_target_policy_smoothing_noise_is_clipped():
+    actor = td3_bc.DeterministicActor(3, 2, (8,), key=jax.random.key(1))
+    obs = jax.random.normal(jax.random.key(2), (256, 3))
+    mu = jax.vmap(actor)(obs)
+    a = td3_bc.smoothed_target_action(actor, obs, jax.random.key(3), 100.0, 0.5)
+    assert jnp.all(jnp.abs(a) <= 1.0)
+    diff = jnp.abs(a - mu)
+    assert jnp.all(diff <= 0.5 + 1e-6) and jnp.any(jnp.abs(a) == 1.0)
+    same = td3_bc.smoothed_target_action(actor, obs, jax.random.key(3), 0.0, 0.5)
+    np.testing.assert_allclose(same, mu, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- update and act
+def test_actor_and_targets_move_only_every_policy_delay_steps():
+    state = td3_bc.init(jax.random.key(0), SPEC, SMALL)
+    batch = make_batch(jax.random.key(1))
+    one, _ = UPDATE(state, batch, jax.random.key(2), SMALL)
+    assert int(one.step) == 1 and int(one.critic.step) == 1
+    for a, b in zip(jax.tree.leaves(one.actor), jax.tree.leaves(state.actor), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(one.target_critic), jax.tree.leaves(state.target_critic),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    two, _ = UPDATE(one, batch, jax.random.key(3), SMALL)
+    assert int(two.actor.step) == 1  # the actor's first optimiser step, on update 2
+    assert not np.array_equal(two.actor.model.net.layers[0].weight,
+                              one.actor.model.net.layers[0].weight)
+    assert not np.array_equal(two.target_actor.net.layers[0].weight,
+                              one.target_actor.net.layers[0].weight)
+
+
+def test_update_normalises_observations_with_the_state_statistics():
+    state = td3_bc.init(jax.random.key(0), SPEC, SMALL)
+    batch = make_batch(jax.random.key(1))
+    normed = dataclasses.replace(state, obs_norm=NORM)
+    by_state, m1 = UPDATE(normed, batch, jax.random.key(2), SMALL)
+    pre = dataclasses.replace(batch, obs=NORM(batch.obs), next_obs=NORM(batch.next_obs))
+    by_hand, m2 = UPDATE(state, pre, jax.random.key(2), SMALL)
+    np.testing.assert_allclose(m1["critic/loss"], m2["critic/loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(eqx.filter(by_state.critic, eqx.is_inexact_array)),
+                    jax.tree.leaves(eqx.filter(by_hand.critic, eqx.is_inexact_array)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_act_uses_the_normaliser_and_checks_observations():
+    state = dataclasses.replace(td3_bc.init(jax.random.key(0), SPEC, SMALL), obs_norm=NORM)
+    obs = jax.random.normal(jax.random.key(1), (5, 3)) * 3
+    a = td3_bc.act(state, obs, jax.random.key(1))
+    np.testing.assert_allclose(a, jax.vmap(state.actor.model)(NORM(obs)), rtol=1e-6)
+    assert not np.allclose(a, jax.vmap(state.actor.model)(obs))
+    assert a.shape == (5, 2) and jnp.all(jnp.abs(a) <= 1)
+    np.testing.assert_array_equal(a, td3_bc.act(state, obs, jax.random.key(2), deterministic=True))
+    with pytest.raises(ValueError, match=r"obs has shape \(5, 4\), expected \(\.\.\., 3\)"):
+        td3_bc.act(state, jnp.ones((5, 4)), jax.random.key(1))
+
+
+def test_update_compiles_once_and_learns_something():
+    state = td3_bc.init(jax.random.key(0), SPEC, SMALL)
+    update = eqx.debug.assert_max_traces(td3_bc.update, max_traces=1)
+    step = eqxrl.jit(lambda s, b, k: update(s, b, k, SMALL))
+    batch = make_batch(jax.random.key(1))
+    losses = []
+    for i in range(30):  # both the delayed and the skipped actor step, one program
+        state, metrics = step(state, batch, jax.random.key(i))
+        losses.append(float(metrics["critic/loss"]))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert losses[-1] < losses[0]
+    assert int(state.step) == 30 and int(state.actor.step) == 15
+
+
+def test_vmap_over_seeds_equals_separate_runs():
+    keys = jax.random.split(jax.random.key(0), 4)
+    batch = make_batch(jax.random.key(1))
+    v_step = eqxrl.jit(jax.vmap(lambda s, k: td3_bc.update(s, batch, k, SMALL)[0]))
+    states = eqxrl.jit(jax.vmap(lambda k: td3_bc.init(k, SPEC, SMALL)))(keys)
+    states = eqx.tree_at(lambda s: s.obs_norm, states, eqxrl.tree_stack([NORM] * 4))
+    for i in range(3):
+        states = v_step(states, jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys))
+    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
+        state = dataclasses.replace(td3_bc.init(keys[seed], SPEC, SMALL), obs_norm=NORM)
+        for i in range(3):
+            state = UPDATE(state, batch, jax.random.fold_in(keys[seed], i), SMALL)[0]
+        for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
+                        jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
