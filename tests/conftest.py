@@ -2,7 +2,11 @@
 
 import os
 
+# Headless MuJoCo rendering: PyOpenGL must pick EGL before anything imports it, or an EGL
+# context is read through GLX function pointers and frames come back black.
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import jax  # noqa: E402
 

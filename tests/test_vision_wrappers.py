@@ -52,6 +52,7 @@ def test_mujoco_pixels_with_state_and_frame_stack():
     assert env.observation_space.contains(obs)
     for _ in range(3):
         obs, *_ = env.step(env.action_space.sample())
+    assert obs["pixels"].std() > 0, "HalfCheetah rendered black frames"
     # The newest frame sits in the last three channels; the cheetah moved, so frames differ.
     assert not np.array_equal(obs["pixels"][..., :3], obs["pixels"][..., 6:])
     env.close()
