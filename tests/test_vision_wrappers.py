@@ -1,6 +1,8 @@
 """Pixel observations rendered headless from real gymnasium environments."""
 
 import importlib.util
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -42,20 +44,33 @@ def test_mujoco_pixels_of_requested_size():
     env.close()
 
 
+_FRAME_STACK_CHECK = """
+import numpy as np
+from eqxrl.vision import make_pixel_env
+
+env = make_pixel_env("HalfCheetah-v5", size=(32, 32), include_state=True, frame_stack=3)
+obs, _ = env.reset(seed=0)
+assert set(obs) == {"pixels", "state"}
+assert obs["pixels"].shape == (32, 32, 9) and obs["pixels"].dtype == np.uint8
+assert obs["state"].shape == (3 * 17,)
+assert env.observation_space.contains(obs)
+for _ in range(3):
+    obs, *_ = env.step(env.action_space.sample())
+assert obs["pixels"].std() > 0, "HalfCheetah rendered black frames"
+# The newest frame sits in the last three channels; the cheetah moved, so frames differ.
+assert not np.array_equal(obs["pixels"][..., :3], obs["pixels"][..., 6:])
+env.close()
+"""
+
+
 @needs_gl
 def test_mujoco_pixels_with_state_and_frame_stack():
-    env = make_pixel_env("HalfCheetah-v5", size=(32, 32), include_state=True, frame_stack=3)
-    obs, _ = env.reset(seed=0)
-    assert set(obs) == {"pixels", "state"}
-    assert obs["pixels"].shape == (32, 32, 9) and obs["pixels"].dtype == np.uint8
-    assert obs["state"].shape == (3 * 17,)
-    assert env.observation_space.contains(obs)
-    for _ in range(3):
-        obs, *_ = env.step(env.action_space.sample())
-    assert obs["pixels"].std() > 0, "HalfCheetah rendered black frames"
-    # The newest frame sits in the last three channels; the cheetah moved, so frames differ.
-    assert not np.array_equal(obs["pixels"][..., :3], obs["pixels"][..., 6:])
-    env.close()
+    # A fresh interpreter: GL state is per process, and after the whole suite (though after
+    # neither half of it) this env has rendered black frames in the shared test process.
+    result = subprocess.run(
+        [sys.executable, "-c", _FRAME_STACK_CHECK], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pygame") is None, reason="pygame not installed")
