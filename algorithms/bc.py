@@ -178,17 +178,7 @@ def mse_loss(
 # ---------------------------------------------------------------------------- init / update / act
 def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
     """Build the policy for `spec`."""
-    if spec.discrete:
-        raise ValueError(
-            f"This BC needs a continuous (Box) action space, but the env has "
-            f"Discrete({spec.num_actions})."
-        )
-    bounds = (spec.action_low, spec.action_high)
-    if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
-        raise ValueError(
-            f"BC acts in [-1, 1], but the action bounds are {bounds}; make the env with "
-            "eqxrl.make_env (which rescales) or gymnasium.wrappers.RescaleAction."
-        )
+    spec.require_unit_box_actions("BC")
     actor = GaussianPolicy(
         spec.obs_dim, spec.action_dim, config.hidden_dims,
         tanh_squash=config.policy == "tanh_gaussian",

@@ -277,18 +277,7 @@ def multiplier_loss(
 # ---------------------------------------------------------------------------- init / update / act
 def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
     """Build actor, critics, targets, temperature and CQL multiplier for `spec`."""
-    if spec.discrete:
-        raise ValueError(
-            f"CQL needs a continuous (Box) action space, but the env has "
-            f"Discrete({spec.num_actions})."
-        )
-    bounds = (spec.action_low, spec.action_high)
-    if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
-        raise ValueError(
-            f"CQL's tanh policy and uniform samples live in [-1, 1], but the action bounds are "
-            f"{bounds}; make the env with eqxrl.make_env (which rescales) or "
-            "gymnasium.wrappers.RescaleAction."
-        )
+    spec.require_unit_box_actions("CQL")
     k_actor, k_critic = jax.random.split(key)
     actor = GaussianPolicy(
         spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,

@@ -237,17 +237,7 @@ def actor_loss(
 # ---------------------------------------------------------------------------- init / update / act
 def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
     """Build actor, critics, target critics and value network for `spec`."""
-    if spec.discrete:
-        raise ValueError(
-            f"IQL needs a continuous (Box) action space, but the env has "
-            f"Discrete({spec.num_actions})."
-        )
-    bounds = (spec.action_low, spec.action_high)
-    if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
-        raise ValueError(
-            f"IQL acts in [-1, 1], but the action bounds are {bounds}; make the env with "
-            "eqxrl.make_env (which rescales) or gymnasium.wrappers.RescaleAction."
-        )
+    spec.require_unit_box_actions("IQL")
     k_actor, k_critic, k_value = jax.random.split(key, 3)
     actor = GaussianPolicy(
         spec.obs_dim, spec.action_dim, config.hidden_dims, tanh_squash=False,

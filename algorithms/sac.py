@@ -247,17 +247,7 @@ def temperature_loss(
 # ---------------------------------------------------------------------------- init / update / act
 def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
     """Build actor, critics, targets and temperature for `spec`."""
-    if spec.discrete:
-        raise ValueError(
-            "SAC needs a continuous (Box) action space, but the env has "
-            f"Discrete({spec.num_actions})."
-        )
-    bounds = (spec.action_low, spec.action_high)
-    if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
-        raise ValueError(
-            f"SAC's tanh policy acts in [-1, 1], but the action bounds are {bounds}; make the env "
-            "with eqxrl.make_env (which rescales) or gymnasium.wrappers.RescaleAction."
-        )
+    spec.require_unit_box_actions("SAC")
     k_actor, k_critic = jax.random.split(key)
     actor = GaussianPolicy(
         spec.obs_dim,

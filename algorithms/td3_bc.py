@@ -230,17 +230,7 @@ def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
 
     `main` replaces `obs_norm` with the dataset's statistics.
     """
-    if spec.discrete:
-        raise ValueError(
-            f"TD3+BC needs a continuous (Box) action space, but the env has "
-            f"Discrete({spec.num_actions})."
-        )
-    bounds = (spec.action_low, spec.action_high)
-    if bounds != ((-1.0,) * spec.action_dim, (1.0,) * spec.action_dim):
-        raise ValueError(
-            f"TD3+BC's tanh actor acts in [-1, 1], but the action bounds are {bounds}; make the "
-            "env with eqxrl.make_env (which rescales) or gymnasium.wrappers.RescaleAction."
-        )
+    spec.require_unit_box_actions("TD3+BC")
     k_actor, k_critic = jax.random.split(key)
     actor = DeterministicActor(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k_actor)
     critic = Ensemble(

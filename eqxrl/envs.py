@@ -101,6 +101,20 @@ class EnvSpec:
             batch = lead
         return batch if batch is not None else ()
 
+    def require_unit_box_actions(self, algo: str) -> None:
+        """Raise unless actions are continuous and bounded by [-1, 1] (tanh-style policies)."""
+        if self.discrete:
+            raise ValueError(
+                f"{algo} needs a continuous (Box) action space, but the env has "
+                f"Discrete({self.num_actions})."
+            )
+        bounds = (self.action_low, self.action_high)
+        if bounds != ((-1.0,) * self.action_dim, (1.0,) * self.action_dim):
+            raise ValueError(
+                f"{algo} acts in [-1, 1], but the action bounds are {bounds}; make the env with "
+                "eqxrl.make_env (which rescales) or gymnasium.wrappers.RescaleAction."
+            )
+
     def check_batch(self, batch: Transition, name: str = "batch") -> tuple[int, ...]:
         """Check a batch of transitions against the spec; return its batch shape.
 
