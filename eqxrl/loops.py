@@ -149,7 +149,8 @@ def default_run_dir(algo: str, config: Any) -> str:
 
 def _fresh_copy(tree: Any) -> Any:
     # A state may share arrays between leaves (a target network that starts as a copy of the
-    # online one); donation needs every buffer once, so give each leaf its own.
+    # online one); donation needs every buffer once, so give each leaf its own. (Outputs of one
+    # compiled call already are distinct buffers; this keeps eager callers safe too.)
     return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
 
 
@@ -350,7 +351,9 @@ def train_online(
         for a in run.host["episode_actions"]:  # replay the unfinished episode: envs are seeded
             obs, *_ = env.step(np.asarray(a, dtype=np.asarray(action).dtype))
     else:
-        carry = fresh_carry(key)
+        # One compiled call: run eagerly, the network constructors compile ~50 tiny programs
+        # (each init distribution per weight shape), which took ~9 s of a run's start-up.
+        carry = jit(fresh_carry)(key)
         obs, _ = env.reset(seed=_seed(config.seed, 0))
         key, k = jax.random.split(carry.key)
         carry = Carry(carry.state, carry.buffer, key)
@@ -492,7 +495,7 @@ def train_offline(
     if resume:
         carry = run.restore({"carry": eqx.filter_eval_shape(fresh_carry, key)})["carry"]
     else:
-        carry = fresh_carry(key)
+        carry = jit(fresh_carry)(key)  # one compiled call, as in train_online
     host = run.host
     interrupted = False
     intervals = (config.log_interval, config.eval_interval, config.checkpoint_interval)

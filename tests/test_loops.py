@@ -1,9 +1,11 @@
 """The offline loop's mechanics (the online loop is exercised through tests/test_sac.py)."""
 
 import dataclasses
+import importlib
 import os
 import signal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ import eqxrl
 from algorithms import sac
 from eqxrl import Dataset, Transition
 from eqxrl import checkpoints as ck
+
+from .conftest import assert_trees_equal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,3 +119,15 @@ def test_dataset_that_does_not_fit_the_env_is_named(tmp_path):
     wide = Dataset(dataclasses.replace(data.data, action=jnp.zeros((50, 2))))
     with pytest.raises(ValueError, match=r"dataset.action has shape \(50, 2\), expected \(50, 1\)"):
         train(config(tmp_path, "bad"), wide)
+
+
+@pytest.mark.parametrize("name", ["sac", "iql", "cql", "bc", "td3_bc"])
+def test_compiled_init_equals_eager_init(name):
+    # The loops build a run's state in one compiled call (eager construction compiles dozens
+    # of tiny programs); it must be the state a notebook gets from calling init directly.
+    module = importlib.import_module(f"tests.test_{name}")
+    algo = importlib.import_module(f"algorithms.{name}")
+    key = jax.random.key(7)
+    eager = algo.init(key, module.SPEC, module.SMALL)
+    compiled = eqxrl.jit(algo.init)(key, module.SPEC, module.SMALL)
+    assert_trees_equal(compiled, eager)

@@ -1,0 +1,187 @@
+"""Train BC, IQL, CQL and TD3+BC on D4RL-style datasets and print normalised scores as a table.
+
+Run:  python benchmarks/offline_table.py --datasets data/*.hdf5 --total-updates 50000
+      python benchmarks/offline_table.py --datasets data/*.hdf5 --algos iql cql --seeds 0 1 2
+      python benchmarks/offline_table.py --datasets data/*.hdf5 --table-only
+
+Each (dataset, algorithm, seed) is one run of `algorithms/<algo>.py` in a subprocess, written
+to `<out-dir>/<dataset name>/<algo>__s<seed>/`; a run whose `summary.json` already exists
+(and says it finished) is not run again, so an interrupted table continues where it stopped.
+The table gives, per dataset, the normalised score of the data itself (mean episode return
+of the dataset; a last, unfinished episode counts too) and of each algorithm's final
+evaluation (mean ± std over seeds), using the reference returns stored in the dataset. It is
+printed and written to `<out-dir>/table.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+import tyro
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+from eqxrl.datasets import episode_returns, load_dataset  # noqa: E402
+from eqxrl.evaluation import normalized_score  # noqa: E402
+
+Algo = Literal["bc", "iql", "cql", "td3_bc"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    datasets: tuple[str, ...]
+    """D4RL-style .hdf5 files (with reference returns, as `python -m eqxrl.collect` writes)"""
+    algos: tuple[Algo, ...] = ("bc", "iql", "cql", "td3_bc")
+    """algorithms to train, one column each"""
+    seeds: tuple[int, ...] = (0,)
+    """training seeds per (dataset, algorithm)"""
+    total_updates: int = 50_000
+    """gradient updates per run"""
+    eval_episodes: int = 10
+    """episodes of the final evaluation"""
+    eval_interval: int | None = None
+    """updates between evaluations; default: evaluate only at the end"""
+    out_dir: str = "runs/offline_table"
+    """where the runs and table.md go"""
+    jobs: int = 1
+    """runs at the same time (each then gets one XLA CPU thread)"""
+    table_only: bool = False
+    """only read finished runs and print the table"""
+
+    def __post_init__(self):
+        if not self.datasets:
+            raise ValueError("--datasets needs at least one file.")
+        for path in self.datasets:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--datasets: no file {path!r}.")
+        for name, value in (("total_updates", self.total_updates), ("jobs", self.jobs)):
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
+        if self.eval_interval is not None and self.eval_interval < 1:
+            raise ValueError(f"--eval-interval must be >= 1, got {self.eval_interval}.")
+
+
+def dataset_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def run_dir(args: Args, path: str, algo: str, seed: int) -> str:
+    return os.path.join(args.out_dir, dataset_name(path), f"{algo}__s{seed}")
+
+
+def read_summary(directory: str) -> dict | None:
+    """The run's summary if it finished (not interrupted), else None."""
+    try:
+        with open(os.path.join(directory, "summary.json")) as f:
+            summary = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return None if summary.get("interrupted") else summary
+
+
+def command(args: Args, path: str, algo: str, seed: int) -> list[str]:
+    return [
+        sys.executable,
+        os.path.join(ROOT, "algorithms", f"{algo}.py"),
+        "--dataset", path,
+        "--seed", str(seed),
+        "--total-updates", str(args.total_updates),
+        "--eval-interval", str(args.eval_interval or args.total_updates),
+        "--eval-episodes", str(args.eval_episodes),
+        "--run-dir", run_dir(args, path, algo, seed),
+        "--no-progress",
+    ]  # fmt: skip
+
+
+def train(args: Args, path: str, algo: str, seed: int) -> tuple[str, float, int]:
+    """Run one training run (unless finished before); return (label, seconds, exit code)."""
+    directory = run_dir(args, path, algo, seed)
+    label = f"{dataset_name(path)} {algo} s{seed}"
+    if read_summary(directory) is not None:
+        return label, 0.0, 0
+    cmd = command(args, path, algo, seed)
+    if os.path.isdir(os.path.join(directory, "checkpoints")):
+        cmd = [*cmd[:2], "--resume", directory, "--no-progress"]
+    env = dict(os.environ)
+    if args.jobs > 1:  # runs share the CPU: one thread each beats oversubscription
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "")
+            + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        ).strip()
+    os.makedirs(directory, exist_ok=True)
+    start = time.perf_counter()
+    with open(directory + ".log", "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return label, time.perf_counter() - start, code
+
+
+def data_score(path: str) -> tuple[float | None, int]:
+    """Normalised mean episode return of the dataset, and its number of episodes."""
+    dataset, info = load_dataset(path)
+    returns = np.asarray(episode_returns(dataset), np.float64)
+    if info.ref_min_score is None or info.ref_max_score is None:
+        return None, int(returns.size)
+    score = normalized_score(returns, (info.ref_min_score, info.ref_max_score))
+    return float(np.mean(score)), int(returns.size)
+
+
+def table(args: Args) -> str:
+    header = ["dataset", "transitions", "data"] + list(args.algos)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for path in args.datasets:
+        dataset, _ = load_dataset(path)
+        score, episodes = data_score(path)
+        cells = [
+            dataset_name(path),
+            f"{len(dataset):,}",
+            "n/a" if score is None else f"{score:.1f} ({episodes} ep.)",
+        ]
+        for algo in args.algos:
+            scores = [
+                s.get("final_normalized_score")
+                for seed in args.seeds
+                if (s := read_summary(run_dir(args, path, algo, seed))) is not None
+            ]
+            scores = [x for x in scores if x is not None]
+            if not scores:
+                cells.append("–")
+            elif len(scores) == 1:
+                cells.append(f"{scores[0]:.1f}")
+            else:
+                cells.append(f"{np.mean(scores):.1f} ± {np.std(scores):.1f} (n={len(scores)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(args: Args) -> None:
+    if not args.table_only:
+        jobs = [(p, a, s) for p in args.datasets for a in args.algos for s in args.seeds]
+        failed = []
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for label, seconds, code in pool.map(lambda j: train(args, *j), jobs):
+                status = "ok" if code == 0 else f"FAILED (exit {code}, see its .log)"
+                print(f"{label}: {status} in {seconds:.0f} s", flush=True)
+                if code != 0:
+                    failed.append(label)
+        if failed:
+            print(f"{len(failed)} run(s) failed: {failed}", file=sys.stderr)
+    text = (
+        f"Normalised scores after {args.total_updates:,} updates, final evaluation over "
+        f"{args.eval_episodes} episodes; seeds {list(args.seeds)}.\n\n{table(args)}\n"
+    )
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "table.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
