@@ -443,9 +443,11 @@ def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInf
         )
     reference_dir = config.reference_run or (run.run_dir if run is not None else None)
     if high is None and reference_dir is not None:
+        # An explicit --reference-run means its newest checkpoint, even when it is --run-dir
+        # (a medium dataset from an older --step of the expert's own run).
         expert = (
             run
-            if run is not None and reference_dir == run.run_dir
+            if run is not None and config.reference_run is None
             else load_run(reference_dir, config.algo)
         )
         if expert.config.env_id != env_id:

@@ -197,6 +197,26 @@ def test_policy_cli_with_noise_and_reference(sac_run, tmp_path):
     assert eqx.tree_equal(data, again)  # same seed, same dataset
 
 
+def test_reference_run_is_its_newest_checkpoint_even_for_an_older_step(sac_run, tmp_path):
+    # A "medium" dataset from an older checkpoint of the expert's own run: the reference
+    # (expert) return must come from the newest checkpoint, not from the medium policy.
+    info = collect.main(
+        collect.Replay(
+            run_dir=sac_run,
+            step=150,
+            reference_run=sac_run,
+            output=str(tmp_path / "medium-replay.hdf5"),
+            ref_min_score=-1500.0,
+            ref_episodes=1,
+            progress=False,
+        )
+    )
+    newest = collect.load_run(sac_run)
+    expert = collect.rollout_returns(PENDULUM, collect.run_policy(newest, deterministic=True), 1, 0)
+    assert "step 150" in info.source
+    assert info.ref_max_score == pytest.approx(float(expert[0]))
+
+
 def test_replay_and_concat(sac_run, tmp_path):
     replay_out = str(tmp_path / "replay.hdf5")
     replay = collect.Replay(
