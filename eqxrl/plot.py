@@ -19,7 +19,12 @@ import tyro
 
 from .logging import read_metrics
 
-_RUN_ONLY = {"seed", "run_dir", "resume", "progress", "tensorboard", "wandb", "nan_check"}
+# Config fields that do not change what is learned: runs differing only in these are seeds
+# of one curve. (Evaluation and logging intervals change where points fall, not learning.)
+_RUN_ONLY = {
+    "seed", "run_dir", "resume", "progress", "tensorboard", "wandb", "nan_check",
+    "checkpoint_interval", "keep_checkpoints", "log_interval",
+}  # fmt: skip
 
 
 def load_curve(run_dir: str, metric: str = "return_mean") -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +64,7 @@ def _label(key: str, all_keys: list[str]) -> str:
 class PlotArgs:
     """Plot evaluation curves of eqxrl runs."""
 
-    runs: tuple[str, ...]
+    runs: tyro.conf.Positional[tuple[str, ...]]
     """run folders (each with eval.csv and config.json)"""
     out: str = "learning_curve.png"
     """PNG file to write"""
