@@ -28,7 +28,7 @@ from . import checkpoints
 from .data import Dataset, ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
 from .evaluation import evaluate, make_eval_envs
-from .jit import jit
+from .jit import _merge, _split, jit
 from .logging import Logger
 from .types import Transition
 
@@ -76,63 +76,64 @@ def _random_action(spec: EnvSpec, key: jax.Array) -> jax.Array:
 
 
 class _Flat:
-    """A PyTree held as its list of arrays between compiled calls, with the way back.
+    """A PyTree held as its dynamic leaves between compiled calls, with the way back.
 
-    Flattening an Equinox state into leaves and rebuilding it are Python work (~0.1-0.2 ms
-    each for SAC's state); the online loop makes two compiled calls per env step, so it keeps
-    the carry flat and rebuilds the tree only to evaluate, log or checkpoint.
+    Flattening an Equinox state and rebuilding it are Python work (~0.1-0.2 ms each for SAC's
+    state); the online loop makes two compiled calls per env step, so it keeps the carry flat
+    and rebuilds the tree only to evaluate or checkpoint. The split is `eqxrl.jit`'s: arrays
+    are dynamic, everything else stays in the static part.
     """
 
     def __init__(self, example: Any):
-        leaves, self.treedef = jax.tree.flatten(example)
-        self.is_array = tuple(eqx.is_array(x) for x in leaves)
-        self.static = [None if a else x for x, a in zip(leaves, self.is_array, strict=True)]
+        self.static = _split(example)[1]
 
     def flatten(self, tree: Any) -> list:
-        leaves, treedef = jax.tree.flatten(tree)
-        if treedef != self.treedef:
-            raise ValueError(f"Structure changed: expected {self.treedef}, got {treedef}.")
-        return [x for x, a in zip(leaves, self.is_array, strict=True) if a]
+        dynamic, (treedef, _) = _split(tree)
+        if treedef != self.static[0]:
+            raise ValueError(f"Structure changed: expected {self.static[0]}, got {treedef}.")
+        return dynamic
 
-    def rebuild(self, arrays: list) -> Any:
-        it = iter(arrays)
-        leaves = [next(it) if a else x for x, a in zip(self.static, self.is_array, strict=True)]
-        return jax.tree.unflatten(self.treedef, leaves)
+    def rebuild(self, dynamic: list) -> Any:
+        return _merge(dynamic, self.static)
+
+
+class _FlatCarry:
+    """A `Carry` as `(state-and-key leaves, buffer leaves)`: two parts, donated separately."""
+
+    def __init__(self, carry: Carry):
+        self.state_key = _Flat((carry.state, carry.key))
+        self.buffer = _Flat(carry.buffer)
+
+    def flatten(self, carry: Carry) -> tuple[list, list]:
+        return self.state_key.flatten((carry.state, carry.key)), self.buffer.flatten(carry.buffer)
+
+    def rebuild(self, flat: tuple[list, list]) -> Carry:
+        state, key = self.state_key.rebuild(flat[0])
+        return Carry(state, self.buffer.rebuild(flat[1]), key)
 
 
 def make_online_step(spec: EnvSpec, config: Any, update: Callable, act: Callable, carry: Carry):
     """The per-env-step functions `(random_step, train_step, flat)`, built on compiled calls.
 
-    Both take `(flat_carry, transition, obs)`, where `flat_carry = flat.flatten(carry)` (a
-    tuple of array lists; `flat.rebuild` gives the `Carry` back) and `transition` has the
-    fields of one `Transition` as a tuple of host arrays (built inside the compiled call).
-    They store it, and return the new flat carry and the action for `obs`. `train_step` also
-    runs `config.utd` updates and returns their metrics (averaged over the updates) and
-    whether all of them are finite. `carry` is an example of the carry (its structure).
+    Both take `(flat_carry, transition, obs)`, where `flat_carry = flat.flatten(carry)` (and
+    `flat.rebuild` gives the `Carry` back) and `transition` has the fields of one `Transition`
+    as a tuple of host arrays (built inside the compiled call). They store it, and return the
+    new flat carry and the action for `obs`. `train_step` also runs `config.utd` updates and
+    returns their metrics (averaged over the updates) and whether all of them are finite.
+    `carry` is an example of the carry (its structure).
     """
-    state_key = _Flat((carry.state, carry.key))
-    buffer = _Flat(carry.buffer)
-
-    class flat:  # noqa: N801 (a namespace)
-        @staticmethod
-        def flatten(c: Carry) -> tuple[list, list]:
-            return state_key.flatten((c.state, c.key)), buffer.flatten(c.buffer)
-
-        @staticmethod
-        def rebuild(f: tuple[list, list]) -> Carry:
-            (state, key), buf = state_key.rebuild(f[0]), buffer.rebuild(f[1])
-            return Carry(state, buf, key)
+    flat = _FlatCarry(carry)
 
     def store_in(buffer_arrays: list, transition: tuple) -> list:
-        new = buffer.rebuild(buffer_arrays).add(Transition(*transition))
-        return buffer.flatten(new)
+        new = flat.buffer.rebuild(buffer_arrays).add(Transition(*transition))
+        return flat.buffer.flatten(new)
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def random_step_flat(sk_arrays: list, buffer_arrays: list, transition: tuple, obs):
-        state, key = state_key.rebuild(sk_arrays)
+    @functools.partial(jax.jit, donate_argnums=0)
+    def random_step(f: tuple[list, list], transition: tuple, obs):
+        state, key = flat.state_key.rebuild(f[0])
         key, k = jax.random.split(key)
-        buffer_arrays = store_in(buffer_arrays, transition)
-        return (state_key.flatten((state, key)), buffer_arrays), _random_action(spec, k)
+        buffer_arrays = store_in(f[1], transition)
+        return (flat.state_key.flatten((state, key)), buffer_arrays), _random_action(spec, k)
 
     # Storing and learning are two compiled calls on purpose: in one call that both updates
     # the donated buffer and trains on samples from it, XLA copied the whole buffer every
@@ -141,8 +142,8 @@ def make_online_step(spec: EnvSpec, config: Any, update: Callable, act: Callable
 
     @functools.partial(jax.jit, donate_argnums=0)
     def learn(sk_arrays: list, buffer_arrays: list, obs):
-        state, key = state_key.rebuild(sk_arrays)
-        data = buffer.rebuild(buffer_arrays)
+        state, key = flat.state_key.rebuild(sk_arrays)
+        data = flat.buffer.rebuild(buffer_arrays)
         key, k_update, k_act = jax.random.split(key, 3)
 
         def one_update(state, k):
@@ -153,10 +154,7 @@ def make_online_step(spec: EnvSpec, config: Any, update: Callable, act: Callable
         metrics = {k: jnp.mean(v) for k, v in metrics.items()}
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         action = act(state, jax.tree.map(lambda x: x[None], obs), k_act)[0]
-        return state_key.flatten((state, key)), action, metrics, finite
-
-    def random_step(f: tuple[list, list], transition: tuple, obs):
-        return random_step_flat(f[0], f[1], transition, obs)
+        return flat.state_key.flatten((state, key)), action, metrics, finite
 
     def train_step(f: tuple[list, list], transition: tuple, obs):
         buffer_arrays = store(f[1], transition)
@@ -198,8 +196,8 @@ def default_run_dir(algo: str, config: Any) -> str:
 
 def _fresh_copy(tree: Any) -> Any:
     # A state may share arrays between leaves (a target network that starts as a copy of the
-    # online one); donation needs every buffer once, so give each leaf its own. (Outputs of one
-    # compiled call already are distinct buffers; this keeps eager callers safe too.)
+    # online one); donation needs every buffer once, so give each leaf its own. The loops call
+    # this inside one compiled call, where the copies cost nothing.
     return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
 
 
