@@ -29,7 +29,8 @@ import tyro
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
-from eqxrl.datasets import episode_returns, load_dataset  # noqa: E402
+from eqxrl.data import Dataset  # noqa: E402
+from eqxrl.datasets import DatasetInfo, episode_returns, load_dataset  # noqa: E402
 from eqxrl.evaluation import normalized_score  # noqa: E402
 
 Algo = Literal["bc", "iql", "cql", "td3_bc"]
@@ -78,11 +79,8 @@ class Args:
                 )
 
     def updates_of(self, algo: str) -> int:
-        for item in self.updates:
-            name, _, count = item.partition("=")
-            if name == algo:
-                return int(count)
-        return self.total_updates
+        counts = dict(item.partition("=")[::2] for item in self.updates)
+        return int(counts.get(algo, self.total_updates))
 
 
 def dataset_name(path: str) -> str:
@@ -139,14 +137,12 @@ def train(args: Args, path: str, algo: str, seed: int) -> tuple[str, float, int]
     return label, time.perf_counter() - start, code
 
 
-def data_score(path: str) -> tuple[float | None, int]:
+def data_score(dataset: Dataset, info: DatasetInfo) -> tuple[float | None, int]:
     """Normalised mean episode return of the dataset, and its number of episodes."""
-    dataset, info = load_dataset(path)
     returns = np.asarray(episode_returns(dataset), np.float64)
     if info.ref_min_score is None or info.ref_max_score is None:
         return None, int(returns.size)
-    score = normalized_score(returns, (info.ref_min_score, info.ref_max_score))
-    return float(np.mean(score)), int(returns.size)
+    return float(np.mean(normalized_score(returns, info.reference))), int(returns.size)
 
 
 def table(args: Args) -> str:
@@ -155,8 +151,8 @@ def table(args: Args) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for path in args.datasets:
-        dataset, _ = load_dataset(path)
-        score, episodes = data_score(path)
+        dataset, info = load_dataset(path)
+        score, episodes = data_score(dataset, info)
         cells = [
             dataset_name(path),
             f"{len(dataset):,}",
