@@ -361,6 +361,54 @@ def test_obs_normalizer_uses_dataset_statistics():
     np.testing.assert_allclose(jnp.mean(norm(data.data.obs), axis=0), [0.0, 0.0], atol=1e-6)
 
 
+def test_check_unit_actions_by_hand():
+    data = ds.from_d4rl_dict(next_obs_arrays())  # actions -1 ... 1, both ends included
+    assert ds.check_unit_actions(data) is None
+    wide = np.array([[-1.0], [-0.5], [0.0], [0.5], [1.0], [1.5]])
+    with pytest.raises(DatasetError) as e:
+        ds.check_unit_actions(ds.from_d4rl_dict(next_obs_arrays() | {"actions": wide}), "x.hdf5")
+    message = str(e.value)
+    assert message.startswith("x.hdf5: actions range from -1.0 to 1.5 (1 of 6 rows")
+    assert "eqxrl's envs take actions in [-1, 1]" in message
+    assert "pass --rescale-actions to map the env's action bounds [low, high] to [-1, 1]" in message
+    assert "or rescale the file yourself" in message
+    # No tolerance: the float32 just above 1 is outside.
+    above = wide.astype(np.float32)
+    above[5, 0] = np.nextafter(np.float32(1), np.float32(2))
+    with pytest.raises(DatasetError, match=r"dataset: actions range from -1.0 to 1.00000011"):
+        ds.check_unit_actions(ds.from_d4rl_dict(next_obs_arrays() | {"actions": above}))
+    discrete = next_obs_arrays() | {"actions": np.array([0, 1, 2, 1, 0, 2])}
+    assert ds.check_unit_actions(ds.from_d4rl_dict(discrete)) is None
+
+
+def test_rescale_actions_by_hand():
+    actions = np.array([[0.0, -2.0], [4.0, 2.0], [1.0, 0.0], [2.0, 1.0], [3.0, -1.0], [0.5, 2.0]])
+    data = ds.from_d4rl_dict(next_obs_arrays() | {"actions": actions})
+    unit = ds.rescale_actions(data, np.array([0.0, -2.0]), np.array([4.0, 2.0]))
+    expected = [[-1.0, -1.0], [1.0, 1.0], [-0.5, 0.0], [0.0, 0.5], [0.5, -0.5], [-0.75, 1.0]]
+    np.testing.assert_array_equal(unit.data.action, np.float32(expected))
+    assert unit.data.action.dtype == jnp.float32
+    ds.check_unit_actions(unit)
+    same = dataclasses.replace(unit.data, action=data.data.action)
+    assert eqx.tree_equal(same, data.data)  # only the actions change
+    # Floats apply to every dimension.
+    one = ds.rescale_actions(ds.from_d4rl_dict(next_obs_arrays()), -2.0, 2.0)
+    np.testing.assert_array_equal(one.data.action[:, 0], [-0.5, -0.25, 0, 0.25, 0.5, 0.5])
+    with pytest.raises(ValueError, match=r"dimension \(1,\) has low 2.0 and high 2.0"):
+        ds.rescale_actions(data, [0.0, 2.0], [4.0, 2.0])
+    with pytest.raises(ValueError, match=r"dimension \(0,\) has low -inf and high 4.0"):
+        ds.rescale_actions(data, [-np.inf, -2.0], [4.0, 2.0])
+    with pytest.raises(
+        DatasetError, match=r"first at row 1, dimension \(0,\): 4.0 not in \[0.0, 3.0\]"
+    ):
+        ds.rescale_actions(data, [0.0, -2.0], [3.0, 2.0])
+    with pytest.raises(ValueError, match=r"low has shape \(3,\) .* actions have shape \(2,\)"):
+        ds.rescale_actions(data, [0.0, 0.0, 0.0], 1.0)
+    discrete = ds.from_d4rl_dict(next_obs_arrays() | {"actions": np.array([0, 1, 2, 1, 0, 2])})
+    with pytest.raises(DatasetError, match="int32 \\(discrete\\)"):
+        ds.rescale_actions(discrete, 0.0, 2.0)
+
+
 def test_discrete_actions_stay_integers():
     arrays = next_obs_arrays() | {"actions": np.array([0, 1, 2, 1, 0, 2])}
     t = ds.from_d4rl_dict(arrays).data
