@@ -11,10 +11,8 @@
   python -m eqxrl.collect concat --inputs data/a.hdf5 data/b.hdf5 --output data/ab.hdf5
 
 An output ending in .hdf5/.h5 is written as a D4RL-style file; any other output is a folder
-for a Minari dataset (needs `pip install minari`). Envs are made with `eqxrl.make_env`, so
-actions are in [-1, 1] and observations float32. Collection is a pure function of the seed:
-episode `i` is reset with the seed `episode_seed(seed, 0, i)` and the policy's key at step `t`
-is `fold_in(fold_in(key(seed), 0), t)`; reference returns use stream 1 instead of 0.
+for a Minari dataset (needs `pip install minari`); it is checked before collection starts.
+Episodes are rolled out by `eqxrl.rollouts` (actions in [-1, 1], a pure function of --seed).
 """
 
 from __future__ import annotations
@@ -31,69 +29,30 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
-from tqdm.auto import tqdm
 
 from . import checkpoints
 from .data import Dataset, ReplayBuffer
 from .datasets import (
     DatasetError,
     DatasetInfo,
+    check_writable,
     concatenate,
     episode_returns,
     load_dataset,
     save_dataset,
     with_episode_cuts,
 )
-from .envs import EnvSpec, make_env, spec_from_env
+from .envs import EnvSpec
 from .loops import Carry
-from .types import Obs, Transition
-
-# One observation (no batch axis) and a key -> one action. Must be jittable.
-PolicyFn = Callable[[Obs, PRNGKeyArray], Array]
-
-
-def episode_seed(seed: int, stream: int, episode: int) -> int:
-    """The reset seed of `episode` in an independent `stream` (0 data, 1 reference returns)."""
-    return int(np.random.SeedSequence([seed, stream, episode]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def _continuous_spec(env_id: str) -> EnvSpec:
-    env = make_env(env_id)
-    try:
-        spec = spec_from_env(env)
-    finally:
-        env.close()
-    if spec.discrete:
-        raise ValueError(
-            f"env_id={env_id!r} has a Discrete({spec.num_actions}) action space; eqxrl.collect "
-            "makes datasets for continuous (Box) actions only."
-        )
-    return spec
-
-
-# ---------------------------------------------------------------------------- policies
-def random_policy(spec: EnvSpec) -> PolicyFn:
-    """Uniformly random actions in [-1, 1] (eqxrl's rescaled action space)."""
-
-    def policy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
-        return jax.random.uniform(key, spec.action_shape, minval=-1.0, maxval=1.0)
-
-    return policy
-
-
-def add_noise(policy: PolicyFn, noise_std: float = 0.0, epsilon: float = 0.0) -> PolicyFn:
-    """Add Gaussian noise of std `noise_std`, take a uniform action with probability
-    `epsilon`, and clip to [-1, 1]."""
-
-    def noisy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
-        k_policy, k_noise, k_coin, k_random = jax.random.split(key, 4)
-        action = policy(obs, k_policy)
-        action = action + noise_std * jax.random.normal(k_noise, action.shape, action.dtype)
-        uniform = jax.random.uniform(k_random, action.shape, action.dtype, -1.0, 1.0)
-        action = jnp.where(jax.random.uniform(k_coin) < epsilon, uniform, action)
-        return jnp.clip(action, -1.0, 1.0)
-
-    return noisy
+from .rollouts import (
+    PolicyFn,
+    add_noise,
+    collect_episodes,
+    continuous_spec,
+    random_policy,
+    rollout_returns,
+)
+from .types import Obs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +88,7 @@ def load_run(run_dir: str, algo: str = "algorithms.sac", step: int | None = None
                 f"step={step}: no such checkpoint in {run_dir!r}; it has steps {sorted(paths)}."
             )
         path = paths[step]
-    spec = _continuous_spec(config.env_id)
+    spec = continuous_spec(config.env_id)
 
     def template(key):  # the layout train_online saves: {"carry": Carry, "action": ...}
         k_init, k_loop = jax.random.split(key)
@@ -170,113 +129,6 @@ def replay_dataset(run: Run) -> Dataset:
     return with_episode_cuts(run.buffer.to_dataset())
 
 
-# ---------------------------------------------------------------------------- collection
-def _write(buffer: Any, index: int | slice, value: Any) -> None:
-    """`buffer[index] = value` for an array or a dict of them (dict observations)."""
-    if isinstance(buffer, dict):
-        for k, b in buffer.items():
-            _write(b, index, value[k])
-    else:
-        buffer[index] = value
-
-
-def _rollout(
-    env_id: str,
-    policy: PolicyFn,
-    seed: int,
-    stream: int,
-    num_steps: int | None,
-    num_episodes: int | None,
-    progress: bool,
-) -> tuple[dict[str, Any], int]:
-    """Step `policy` until `num_steps` steps or `num_episodes` episodes; host arrays."""
-    env = make_env(env_id)
-    base = jax.random.fold_in(jax.random.key(seed), stream)
-    # One compiled call per env step; the step index is traced, so it compiles once.
-    step_fn = jax.jit(lambda obs, t: policy(obs, jax.random.fold_in(base, t)))
-    obs, _ = env.reset(seed=episode_seed(seed, stream, 0))
-    rows: dict[str, Any] = {}
-    chunk = num_steps if num_steps is not None else 1024
-    t, episode = 0, 0
-    bar = tqdm(total=num_steps, unit="step", disable=not progress, desc=f"collect {env_id}")
-    try:
-        while (num_steps is None or t < num_steps) and (
-            num_episodes is None or episode < num_episodes
-        ):
-            action = np.asarray(step_fn(obs, t), np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            row = {
-                "observations": obs,
-                "actions": action,
-                "rewards": np.float32(reward),
-                "next_observations": next_obs,
-                "terminals": bool(terminated),
-                "timeouts": bool(truncated),
-            }
-            if not rows or t == len(rows["rewards"]):  # grow the preallocated arrays
-                size = t + max(chunk, t)
-                grown = jax.tree.map(
-                    lambda x, n=size: np.zeros((n, *np.shape(x)), np.asarray(x).dtype), row
-                )
-                for key, old in rows.items():
-                    _write(grown[key], slice(0, t), old)
-                rows = grown
-            for key, value in row.items():
-                _write(rows[key], t, value)
-            t += 1
-            bar.update(1)
-            if terminated or truncated:
-                episode += 1
-                obs, _ = env.reset(seed=episode_seed(seed, stream, episode))
-            else:
-                obs = next_obs
-    finally:
-        bar.close()
-        env.close()
-    rows = jax.tree.map(lambda x: x[:t], rows)
-    return rows, episode
-
-
-def collect_episodes(
-    env_id: str, policy_fn: PolicyFn, num_steps: int, seed: int = 0, *, progress: bool = False
-) -> Dataset:
-    """`num_steps` transitions of `policy_fn` in `make_env(env_id)`, episode after episode.
-
-    The last episode is usually unfinished; its last row is marked truncated (a cut), so
-    every episode of the dataset ends. The result depends only on the arguments.
-    """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
-    _continuous_spec(env_id)
-    rows, _ = _rollout(env_id, policy_fn, seed, 0, num_steps, None, progress)
-    rows["timeouts"][-1] |= not rows["terminals"][-1]
-    transition = Transition(
-        obs=jax.tree.map(jnp.asarray, rows["observations"]),
-        action=jnp.asarray(rows["actions"]),
-        reward=jnp.asarray(rows["rewards"]),
-        next_obs=jax.tree.map(jnp.asarray, rows["next_observations"]),
-        terminated=jnp.asarray(rows["terminals"]),
-        truncated=jnp.asarray(rows["timeouts"]),
-    )
-    return Dataset(transition)
-
-
-def rollout_returns(
-    env_id: str, policy_fn: PolicyFn, num_episodes: int, seed: int = 0
-) -> np.ndarray:
-    """Returns of `num_episodes` complete episodes of `policy_fn` (for reference scores).
-
-    Uses reset seeds and keys independent of `collect_episodes` with the same seed.
-    """
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
-    rows, _ = _rollout(env_id, policy_fn, seed, 1, None, num_episodes, False)
-    ends = rows["terminals"] | rows["timeouts"]
-    starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
-    return np.add.reduceat(rows["rewards"].astype(np.float64), starts)
-
-
-# ---------------------------------------------------------------------------- CLI
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Output:
     output: str
@@ -413,7 +265,7 @@ def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInf
         env_id = config.env_id
         dataset = collect_episodes(
             env_id,
-            random_policy(_continuous_spec(env_id)),
+            random_policy(continuous_spec(env_id)),
             config.num_steps,
             config.seed,
             progress=config.progress,
@@ -437,7 +289,7 @@ def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInf
             source = f"replay buffer {config.run_dir} step {run.step}"
     low, high = config.ref_min_score, config.ref_max_score
     if low is None:
-        spec = _continuous_spec(env_id)
+        spec = continuous_spec(env_id)
         low = float(
             np.mean(rollout_returns(env_id, random_policy(spec), config.ref_episodes, config.seed))
         )
@@ -474,6 +326,7 @@ def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInf
 
 def main(config: Random | Policy | Replay | Concat) -> DatasetInfo:
     """Make the dataset, write it to `config.output`, print a summary, and return its info."""
+    check_writable(config.output, "--output")  # before minutes of collection, not after
     dataset, info = make(config)
     save_dataset(config.output, dataset, info)
     if config.progress:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from algorithms import sac
-from eqxrl import collect
+from eqxrl import collect, rollouts
 from eqxrl import datasets as ds
 from eqxrl.datasets import DatasetError
 
@@ -20,7 +20,7 @@ PENDULUM = "Pendulum-v1"  # 200-step episodes, truncated by the time limit, neve
 
 
 def random_pendulum():
-    return collect.random_policy(collect._continuous_spec(PENDULUM))
+    return rollouts.random_policy(rollouts.continuous_spec(PENDULUM))
 
 
 def assert_consistent(dataset):
@@ -33,7 +33,7 @@ def assert_consistent(dataset):
 
 # ---------------------------------------------------------------- collection
 def test_random_collection_marks_episode_ends_and_is_reproducible():
-    data = collect.collect_episodes(PENDULUM, random_pendulum(), 300, seed=3)
+    data = rollouts.collect_episodes(PENDULUM, random_pendulum(), 300, seed=3)
     t = data.data
     assert data.size == 300 and t.obs.shape == (300, 3) and t.action.shape == (300, 1)
     assert t.obs.dtype == jnp.float32 and t.action.dtype == jnp.float32
@@ -42,16 +42,16 @@ def test_random_collection_marks_episode_ends_and_is_reproducible():
     # Row 199 is the time limit; row 299 ends the unfinished second episode (a cut).
     np.testing.assert_array_equal(np.flatnonzero(t.truncated), [199, 299])
     assert_consistent(data)
-    assert eqx.tree_equal(data, collect.collect_episodes(PENDULUM, random_pendulum(), 300, seed=3))
-    other = collect.collect_episodes(PENDULUM, random_pendulum(), 300, seed=4)
+    assert eqx.tree_equal(data, rollouts.collect_episodes(PENDULUM, random_pendulum(), 300, seed=3))
+    other = rollouts.collect_episodes(PENDULUM, random_pendulum(), 300, seed=4)
     assert not np.array_equal(other.data.action, t.action)
 
 
 def test_rollout_returns_are_full_episodes_and_reproducible():
-    returns = collect.rollout_returns(PENDULUM, random_pendulum(), 3, seed=0)
+    returns = rollouts.rollout_returns(PENDULUM, random_pendulum(), 3, seed=0)
     assert returns.shape == (3,) and np.all(returns < 0)
     # 6 episodes (1200 steps) outgrow the first 1024-row allocation; the copy keeps the data.
-    longer = collect.rollout_returns(PENDULUM, random_pendulum(), 6, seed=0)
+    longer = rollouts.rollout_returns(PENDULUM, random_pendulum(), 6, seed=0)
     assert longer.shape == (6,)
     np.testing.assert_array_equal(longer[:3], returns)
 
@@ -64,9 +64,9 @@ def test_add_noise_clips_and_mixes_random_actions():
     @jax.jit
     def actions(keys):  # (3 policies, 2000 keys, 2)
         policies = (
-            collect.add_noise(big),
-            collect.add_noise(big, epsilon=1.0),
-            collect.add_noise(zero, noise_std=0.1),
+            rollouts.add_noise(big),
+            rollouts.add_noise(big, epsilon=1.0),
+            rollouts.add_noise(zero, noise_std=0.1),
         )
         return jnp.stack([jax.vmap(p, in_axes=(None, 0))(jnp.zeros(3), keys) for p in policies])
 
@@ -80,9 +80,9 @@ def test_add_noise_clips_and_mixes_random_actions():
 
 def test_collection_rejects_discrete_envs_and_bad_flags(tmp_path):
     with pytest.raises(ValueError, match=r"Discrete\(2\) action space"):
-        collect.collect_episodes("CartPole-v1", random_pendulum(), 10, 0)
+        rollouts.collect_episodes("CartPole-v1", random_pendulum(), 10, 0)
     with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
-        collect.collect_episodes(PENDULUM, random_pendulum(), 0, 0)
+        rollouts.collect_episodes(PENDULUM, random_pendulum(), 0, 0)
     with pytest.raises(ValueError, match=r"--epsilon must be in \[0, 1\], got 2.0"):
         collect.Policy(run_dir="x", output="y.hdf5", epsilon=2.0)
     with pytest.raises(ValueError, match="--noise-std must be >= 0, got -1.0"):
@@ -113,9 +113,29 @@ def test_random_cli_writes_a_dataset_with_reference(tmp_path, capsys):
     assert loaded == info
     assert data.size == 250 and info.env_id == PENDULUM and info.source == "random"
     assert info.num_episodes == 2 and info.ref_max_score is None
-    expected = collect.rollout_returns(PENDULUM, random_pendulum(), 2, seed=1)
+    expected = rollouts.rollout_returns(PENDULUM, random_pendulum(), 2, seed=1)
     assert info.ref_min_score == pytest.approx(float(np.mean(expected)))
-    assert eqx.tree_equal(data, collect.collect_episodes(PENDULUM, random_pendulum(), 250, 1))
+    assert eqx.tree_equal(data, rollouts.collect_episodes(PENDULUM, random_pendulum(), 250, 1))
+    assert os.listdir(tmp_path) == ["pendulum-random.hdf5"]  # the write check left nothing
+
+
+def test_unwritable_output_fails_before_collection(tmp_path):
+    # No such env: had collection started, gymnasium would fail first, with another message.
+    args = ["random", "--env-id", "NoSuchEnv-v0", "--num-steps", "10", "--output"]
+    (tmp_path / "afile").write_text("")
+    under_file = tmp_path / "afile" / "out.hdf5"  # a file's "folder": unwritable even for root
+    with pytest.raises(ValueError, match=r"--output .*afile/out\.hdf5.* cannot be written") as e:
+        collect.cli([*args, str(under_file)])
+    message = str(e.value)
+    assert "cannot be created" in message and "is a file, not a folder" in message
+    assert "Fix:" in message
+    (tmp_path / "adir.hdf5").mkdir()
+    with pytest.raises(ValueError, match=r"--output .*adir\.hdf5.*existing directory.*Fix:"):
+        collect.cli([*args, str(tmp_path / "adir.hdf5")])
+    (tmp_path / "minari-folder").mkdir()
+    with pytest.raises(ValueError, match=r"--output .*minari-folder.*already exists.*Fix:"):
+        collect.cli([*args, str(tmp_path / "minari-folder")])
+    assert sorted(os.listdir(tmp_path)) == ["adir.hdf5", "afile", "minari-folder"]
 
 
 def test_help_lists_the_subcommands():
@@ -166,7 +186,7 @@ def test_load_run_restores_the_newest_checkpoint(sac_run):
 
 def test_deterministic_policy_collection_follows_sac_act(sac_run):
     run = collect.load_run(sac_run)
-    data = collect.collect_episodes(PENDULUM, collect.run_policy(run, deterministic=True), 50, 0)
+    data = rollouts.collect_episodes(PENDULUM, collect.run_policy(run, deterministic=True), 50, 0)
     mode = sac.act(run.state, data.data.obs, jax.random.key(0), deterministic=True)
     np.testing.assert_allclose(data.data.action, jnp.clip(mode, -1, 1), atol=1e-6)
 
@@ -188,10 +208,10 @@ def test_policy_cli_with_noise_and_reference(sac_run, tmp_path):
     np.testing.assert_array_equal(np.flatnonzero(data.data.truncated), [199, 219])
     assert_consistent(data)
     run = collect.load_run(sac_run)
-    expert = collect.rollout_returns(PENDULUM, collect.run_policy(run, deterministic=True), 1, 0)
+    expert = rollouts.rollout_returns(PENDULUM, collect.run_policy(run, deterministic=True), 1, 0)
     assert info.ref_max_score == pytest.approx(float(expert[0]))
     assert info.ref_min_score == pytest.approx(
-        float(collect.rollout_returns(PENDULUM, random_pendulum(), 1, 0)[0])
+        float(rollouts.rollout_returns(PENDULUM, random_pendulum(), 1, 0)[0])
     )
     again, _ = collect.make(config)
     assert eqx.tree_equal(data, again)  # same seed, same dataset
@@ -212,7 +232,8 @@ def test_reference_run_is_its_newest_checkpoint_even_for_an_older_step(sac_run, 
         )
     )
     newest = collect.load_run(sac_run)
-    expert = collect.rollout_returns(PENDULUM, collect.run_policy(newest, deterministic=True), 1, 0)
+    expert_policy = collect.run_policy(newest, deterministic=True)
+    expert = rollouts.rollout_returns(PENDULUM, expert_policy, 1, 0)
     assert "step 150" in info.source
     assert info.ref_max_score == pytest.approx(float(expert[0]))
 
@@ -293,9 +314,9 @@ class DictObs(gym.ObservationWrapper):
 
 
 def test_dict_observations_are_collected_and_saved(monkeypatch, tmp_path):
-    make_env = collect.make_env
-    monkeypatch.setattr(collect, "make_env", lambda env_id: DictObs(make_env(env_id)))
-    data = collect.collect_episodes(PENDULUM, random_pendulum(), 250, seed=0)
+    make_env = rollouts.make_env
+    monkeypatch.setattr(rollouts, "make_env", lambda env_id: DictObs(make_env(env_id)))
+    data = rollouts.collect_episodes(PENDULUM, random_pendulum(), 250, seed=0)
     obs = data.data.obs
     assert set(obs) == {"state", "angle"} and obs["state"].shape == (250, 3)
     np.testing.assert_array_equal(obs["angle"], obs["state"][:, :2])
