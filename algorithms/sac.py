@@ -13,29 +13,35 @@ DroQ: `--critic-dropout 0.01 --critic-layer-norm --utd 20`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import sys
+from typing import Annotated, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 import tyro
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from eqxrl import (
+    ADAM,
     Ensemble,
     EnvSpec,
     GaussianPolicy,
+    LogScalar,
     Metrics,
     Obs,
+    OnlineRun,
     QFunction,
     TrainState,
     Transition,
-    load_config,
+    cli,
+    ensemble_q,
     polyak,
-    print_summary,
+    sample_actions,
+    td_target,
     train_online,
 )
+from eqxrl.config import at_least, layer_sizes, ordered, positive, within
 
 
 # ---------------------------------------------------------------------------- config
@@ -43,20 +49,7 @@ from eqxrl import (
 class Config:
     """Soft Actor-Critic on a gymnasium env with continuous actions."""
 
-    env_id: str = "HalfCheetah-v5"
-    """gymnasium environment id (continuous actions)"""
-    seed: int = 0
-    """seed for network init, exploration, replay sampling and env resets"""
-    total_steps: int = 1_000_000
-    """environment steps to train for"""
-    start_steps: int = 10_000
-    """steps of uniform random actions before learning starts"""
-    batch_size: int = 256
-    """transitions per gradient update"""
-    buffer_size: int = 1_000_000
-    """replay buffer capacity"""
-    utd: int = 1
-    """updates per env step (update-to-data ratio), run as one compiled lax.scan"""
+    run: Annotated[OnlineRun, tyro.conf.arg(name="")] = OnlineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
     actor_lr: float = 3e-4
@@ -89,128 +82,34 @@ class Config:
     """lower clip of the actor's log-std"""
     log_std_max: float = 2.0
     """upper clip of the actor's log-std"""
-    eval_interval: int = 10_000
-    """env steps between evaluations"""
-    eval_episodes: int = 10
-    """episodes per evaluation (run as one vectorised env)"""
-    log_interval: int = 1_000
-    """env steps between training-metric logs"""
-    checkpoint_interval: int = 50_000
-    """env steps between checkpoints"""
-    keep_checkpoints: int = 2
-    """how many recent checkpoints to keep"""
-    run_dir: str | None = None
-    """output folder; default runs/sac__<env>__s<seed>__<time>"""
-    resume: str | None = None
-    """a run folder to continue from its newest checkpoint (its saved config is used)"""
-    tensorboard: bool = True
-    """write TensorBoard events"""
-    wandb: bool = False
-    """also log to Weights & Biases (pip install 'eqxrl[wandb]')"""
-    nan_check: bool = False
-    """stop with an error naming the metric and step when a loss becomes NaN or inf"""
-    progress: bool = True
-    """show a progress bar and evaluation lines"""
 
     def __post_init__(self):
-        positive = (
-            "total_steps",
-            "batch_size",
-            "buffer_size",
-            "utd",
-            "num_critics",
-            "eval_interval",
-            "eval_episodes",
-            "log_interval",
-            "checkpoint_interval",
-            "keep_checkpoints",
-            "start_steps",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
-                )
-        for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}."
-                )
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"--tau must be in (0, 1], got {self.tau}.")
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"--discount must be in [0, 1], got {self.discount}.")
-        if self.batch_size > self.buffer_size:
-            raise ValueError(
-                f"--batch-size ({self.batch_size}) must not exceed "
-                f"--buffer-size ({self.buffer_size})."
-            )
-        m = self.num_min_critics
-        if m is not None and not 1 <= m <= self.num_critics:
-            raise ValueError(f"--num-min-critics must be in [1, {self.num_critics}], got {m}.")
-        if not 0 <= self.critic_dropout < 1:
-            raise ValueError(f"--critic-dropout must be in [0, 1), got {self.critic_dropout}.")
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise ValueError(f"--hidden-dims must be positive sizes, got {self.hidden_dims}.")
+        layer_sizes(self)
+        positive(self, "actor_lr", "critic_lr", "temperature_lr", "init_temperature")
+        within(self, "tau", 0, 1, open_low=True)
+        within(self, "discount", 0, 1)
+        at_least(self, 1, "num_critics")
+        if self.num_min_critics is not None:
+            within(self, "num_min_critics", 1, self.num_critics)
+        within(self, "critic_dropout", 0, 1, open_high=True)
+        ordered(self, "log_std_min", "log_std_max")
 
 
 # ---------------------------------------------------------------------------- state
-class Temperature(eqx.Module):
-    """The entropy temperature α, learned in log space."""
-
-    log_value: Float[Array, ""]
-
-    def __call__(self) -> Float[Array, ""]:
-        return jnp.exp(self.log_value)
-
-
 class State(eqx.Module):
     """Everything SAC's update changes. Swept hyperparameters are array leaves."""
 
     actor: TrainState
     critic: TrainState  # model: Ensemble of QFunction
     target_critic: Ensemble
-    temperature: TrainState  # model: Temperature
+    temperature: TrainState  # model: LogScalar
     discount: Float[Array, ""]
     tau: Float[Array, ""]
     target_entropy: Float[Array, ""]
     spec: EnvSpec = eqx.field(static=True)
 
 
-# One optimiser object, so every State shares the same static field (and compiled program);
-# learning rates are set per TrainState and live in the optimiser state.
-ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
-
-
 # ---------------------------------------------------------------------------- losses
-def td_target(
-    reward: Float[Array, " batch"],
-    terminated: Bool[Array, " batch"],
-    next_value: Float[Array, " batch"],
-    discount: Float[Array, ""] | float,
-) -> Float[Array, " batch"]:
-    """r + γ·(1 − terminated)·V(s'): truncated episodes keep bootstrapping."""
-    return reward + discount * jnp.where(terminated, 0.0, next_value)
-
-
-def sample_actions(
-    actor: GaussianPolicy, obs: Obs, key: PRNGKeyArray
-) -> tuple[Float[Array, "batch action_dim"], Float[Array, " batch"]]:
-    """Sample an action and its log-probability for each observation of a batch."""
-    n = jax.tree.leaves(obs)[0].shape[0]
-    return jax.vmap(lambda o, k: actor(o).sample_and_log_prob(seed=k))(
-        obs, jax.random.split(key, n)
-    )
-
-
-def ensemble_q(critic: Ensemble, obs: Obs, action, key=None) -> Float[Array, "ensemble batch"]:
-    """Q-values of every critic on a batch; `key` enables dropout."""
-    if key is None:
-        return jax.vmap(critic, out_axes=1)(obs, action)
-    keys = jax.random.split(key, action.shape[0])
-    return jax.vmap(lambda o, a, k: critic(o, a, key=k), out_axes=1)(obs, action, keys)
-
-
 def critic_loss(
     critic: Ensemble, batch: Transition, target_q: Float[Array, " batch"], key=None
 ) -> tuple[Float[Array, ""], Metrics]:
@@ -237,7 +136,7 @@ def actor_loss(
 
 
 def temperature_loss(
-    temperature: Temperature, entropy: Float[Array, ""], target_entropy: Float[Array, ""]
+    temperature: LogScalar, entropy: Float[Array, ""], target_entropy: Float[Array, ""]
 ) -> tuple[Float[Array, ""], Metrics]:
     """α·(H − H_target): raises α when the policy's entropy falls below the target."""
     alpha = temperature()
@@ -269,13 +168,12 @@ def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
         config.num_critics,
         key=k_critic,
     )
-    log_alpha = jnp.log(jnp.asarray(config.init_temperature, jnp.float32))
     return State(
         actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
         critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
         temperature=TrainState.create(
-            Temperature(log_alpha), ADAM, learning_rate=config.temperature_lr
+            LogScalar.create(config.init_temperature), ADAM, learning_rate=config.temperature_lr
         ),
         discount=jnp.asarray(config.discount, jnp.float32),
         tau=jnp.asarray(config.tau, jnp.float32),
@@ -333,7 +231,7 @@ def act(
     state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
-    (n,) = state.spec.obs_batch_shape(obs, "obs")
+    n = state.spec.batch_size(obs, "obs")
     if deterministic:
         return jax.vmap(lambda o: state.actor.model(o).mode())(obs)
     return jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, jax.random.split(key, n))
@@ -341,14 +239,9 @@ def act(
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
-    """Train SAC online, print a summary, and return it."""
-    resume = config.resume is not None
-    if resume:
-        config = dataclasses.replace(load_config(Config, config.resume), resume=None)
-    summary = train_online(config, init=init, update=update, act=act, algo="sac", resume=resume)
-    print_summary(summary)
-    return summary
+    """Train SAC online and return the run's summary."""
+    return train_online(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    cli(main, Config)

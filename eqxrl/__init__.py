@@ -11,8 +11,16 @@ if _os.environ.get("EQXRL_TYPECHECK", "0") not in ("", "0", "false", "False"):
 
     _install_import_hook(["eqxrl"], "beartype.beartype")
 
+from .blocks import ADAM as ADAM
+from .blocks import LogScalar as LogScalar
+from .blocks import ensemble_q as ensemble_q
+from .blocks import every as every
+from .blocks import sample_actions as sample_actions
+from .blocks import td_target as td_target
 from .checkpoints import CheckpointError as CheckpointError
-from .checkpoints import load_config as load_config
+from .config import OfflineRun as OfflineRun
+from .config import OnlineRun as OnlineRun
+from .config import RunConfig as RunConfig
 from .data import Dataset as Dataset
 from .data import Normalizer as Normalizer
 from .data import ReplayBuffer as ReplayBuffer
@@ -29,13 +37,16 @@ from .envs import spec_from_env as spec_from_env
 from .evaluation import evaluate as evaluate
 from .evaluation import make_eval_envs as make_eval_envs
 from .evaluation import normalized_score as normalized_score
+from .harness import cli as cli
+from .harness import print_summary as print_summary
 from .jit import jit as jit
+from .load import LoadedRun as LoadedRun
+from .load import load_policy as load_policy
+from .load import load_run as load_run
 from .logging import Logger as Logger
-from .loops import print_summary as print_summary
-from .loops import train_offline as train_offline
-from .loops import train_online as train_online
 from .networks import MLP as MLP
 from .networks import CategoricalPolicy as CategoricalPolicy
+from .networks import DeterministicPolicy as DeterministicPolicy
 from .networks import DiscreteQFunction as DiscreteQFunction
 from .networks import Ensemble as Ensemble
 from .networks import GaussianPolicy as GaussianPolicy
@@ -44,6 +55,8 @@ from .networks import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
 from .networks import ValueFunction as ValueFunction
 from .networks import WithEncoder as WithEncoder
 from .networks import flatten_obs as flatten_obs
+from .offline import train_offline as train_offline
+from .online import train_online as train_online
 from .train_state import TrainState as TrainState
 from .train_state import polyak as polyak
 from .train_state import value_and_grad as value_and_grad

@@ -128,12 +128,15 @@ def read_header(path: str) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def restore(path: str, like: PyTree, *, config: Any = None) -> tuple[PyTree, dict[str, Any]]:
+def restore(
+    path: str, like: PyTree, *, config: Any = None, strict: bool = True
+) -> tuple[PyTree, dict[str, Any]]:
     """Load the checkpoint at `path` into the structure of `like`; return `(tree, meta)`.
 
     `like` is a template with the right structure, shapes and dtypes (for example from
     `eqx.filter_eval_shape(init, ...)`). With `config`, the file must have been saved with an
-    equal config; any difference is named in the error.
+    equal config; any difference is named in the error. With `strict=False`, saved leaves that
+    `like` does not have are skipped (to load only part of a checkpoint, such as the state).
     """
     header, payload = read_header(path)
     if config is not None:
@@ -149,12 +152,12 @@ def restore(path: str, like: PyTree, *, config: Any = None) -> tuple[PyTree, dic
             )
             raise CheckpointError(f"{path!r} belongs to a different config ({shown}).")
     saved = {name: (shape, dtype) for name, shape, dtype in header["layout"]}
-    with np.load(io.BytesIO(payload)) as npz:
-        arrays = {name: npz[name] for name in npz.files}
     flat, treedef = jax.tree_util.tree_flatten_with_path(like)
     wanted = {jax.tree_util.keystr(p) for p, leaf in flat if _is_array_like(leaf)}
+    with np.load(io.BytesIO(payload)) as npz:
+        arrays = {name: npz[name] for name in npz.files if name in wanted}
     missing = sorted(wanted - set(saved))
-    extra = sorted(set(saved) - wanted)
+    extra = sorted(set(saved) - wanted) if strict else []
     if missing or extra:
         raise CheckpointError(
             f"{path!r} does not match the expected state layout: missing {missing[:5]}, "

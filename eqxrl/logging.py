@@ -26,6 +26,9 @@ class Logger:
         tensorboard: bool = True,
         wandb: bool = False,
         wandb_project: str = "eqxrl",
+        wandb_entity: str | None = None,
+        wandb_group: str | None = None,
+        wandb_id: str | None = None,
         config: Mapping[str, Any] | None = None,
         resume_step: int | None = None,
     ):
@@ -49,10 +52,15 @@ class Logger:
                 raise ImportError(
                     "wandb=True needs Weights & Biases: pip install 'eqxrl[wandb]'"
                 ) from err
+            # The id must be unique per run (W&B ids are global to the project): the run
+            # harness makes a random one and keeps it in the checkpoints, so a resumed run
+            # continues the same W&B run.
             self._wandb = wandb_lib.init(
                 project=wandb_project,
+                entity=wandb_entity,
+                group=wandb_group,
                 name=os.path.basename(run_dir.rstrip("/")),
-                id=os.path.basename(run_dir.rstrip("/")),
+                id=wandb_id,
                 config=dict(config or {}),
                 dir=run_dir,
                 resume="allow",

@@ -256,6 +256,18 @@ class GaussianPolicy(eqx.Module):
         return MultivariateNormalDiag(loc=mean, scale_diag=std)
 
 
+class DeterministicPolicy(eqx.Module):
+    """μ(s) = tanh(MLP(s)): a deterministic policy with actions in [-1, 1] (TD3, TD3+BC)."""
+
+    net: MLP
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden=(256, 256), *, key, **mlp_kwargs):
+        self.net = MLP(obs_dim, action_dim, hidden, key=key, **mlp_kwargs)
+
+    def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, " action_dim"]:
+        return jnp.tanh(self.net(flatten_obs(obs), key=key))
+
+
 class CategoricalPolicy(eqx.Module):
     """A categorical policy over discrete actions; logits are divided by `temperature`."""
 

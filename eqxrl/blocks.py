@@ -1,0 +1,86 @@
+"""Building blocks that several algorithms share: TD targets, ensemble Q-values, sampled
+actions with log-probabilities, a learned log-space scalar, the shared optimiser, and
+"do this every k updates".
+
+They are concepts, not plumbing: each is the same mathematics wherever it is used. What makes
+an algorithm *that* algorithm (its losses, its update order) stays in its file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from .networks import Ensemble
+from .types import Obs
+
+T = TypeVar("T")
+
+# One optimiser object shared by every algorithm, so every `TrainState` built with it has the
+# same static field (one compiled program for all seeds and grid points); each TrainState sets
+# its own learning rate, which lives in the optimiser state as an array.
+ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+
+
+def td_target(
+    reward: Float[Array, " batch"],
+    terminated: Bool[Array, " batch"],
+    next_value: Float[Array, " batch"],
+    discount: Float[Array, ""] | float,
+) -> Float[Array, " batch"]:
+    """r + γ·(1 − terminated)·V(s'): truncated episodes keep bootstrapping."""
+    return reward + discount * jnp.where(terminated, 0.0, next_value)
+
+
+def ensemble_q(
+    critic: Ensemble, obs: Obs, action: Float[Array, "batch action_dim"],
+    key: PRNGKeyArray | None = None,
+) -> Float[Array, "ensemble batch"]:
+    """Q-values of every member of a critic ensemble on a batch; `key` enables dropout."""
+    if key is None:
+        return jax.vmap(critic, out_axes=1)(obs, action)
+    keys = jax.random.split(key, action.shape[0])
+    return jax.vmap(lambda o, a, k: critic(o, a, key=k), out_axes=1)(obs, action, keys)
+
+
+def sample_actions(
+    policy: Callable[[Obs], Any], obs: Obs, key: PRNGKeyArray, num: int | None = None
+) -> tuple[Float[Array, "batch *num action_dim"], Float[Array, "batch *num"]]:
+    """An action and its log-probability per observation of a batch, or `num` of them (axis 1).
+
+    `policy(obs)` returns a distrax distribution for one observation.
+    """
+    n = jax.tree.leaves(obs)[0].shape[0]
+    shape = () if num is None else (num,)
+    sample = lambda o, k: policy(o).sample_and_log_prob(seed=k, sample_shape=shape)
+    return jax.vmap(sample)(obs, jax.random.split(key, n))
+
+
+class LogScalar(eqx.Module):
+    """A positive scalar learned in log space (SAC's temperature α, CQL's multiplier α')."""
+
+    log_value: Float[Array, ""]
+
+    @classmethod
+    def create(cls, value: float) -> LogScalar:
+        """A `LogScalar` starting at `value` (> 0)."""
+        return cls(jnp.log(jnp.asarray(value, jnp.float32)))
+
+    def __call__(self) -> Float[Array, ""]:
+        return jnp.exp(self.log_value)
+
+
+def every(period: int | Int[Array, ""], step: Int[Array, ""], fn: Callable[..., T], keep: T,
+          *args: Any) -> T:
+    """`fn(*args)` when `step % period == 0`, else `keep` (a tree laid out like fn's result).
+
+    Only the branch taken runs (`lax.cond`), so skipped updates cost nothing. (Under `vmap`
+    with a batched `step`, JAX turns the cond into a select and evaluates both branches.)
+    """
+    return jax.lax.cond(step % period == 0, lambda: fn(*args), lambda: keep)

@@ -1,0 +1,353 @@
+"""The run harness both loops share: run folder, config file, logger, progress, evaluation and
+checkpoint schedules, and the summary. Loops own only their step logic.
+
+A run folder holds `config.json` (`{"algorithm", "module", "config"}`), `train.csv`,
+`eval.csv`, TensorBoard events, `checkpoints/step_*.ckpt` and, when the run ends,
+`summary.json`. Checkpoints carry the JSON-able loop bookkeeping (`host`) as metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import checkpoints
+from .config import BUDGET_FIELDS, defaults, flag, flat_fields, from_dict, identity, to_dict
+from .evaluation import evaluate, make_eval_envs
+from .jit import jit
+from .logging import Logger
+
+
+def derived_seed(*parts: int) -> int:
+    """A 31-bit seed derived deterministically from integers (episode and evaluation seeds)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def algorithm_name(algorithm: ModuleType) -> str:
+    """`sac` for `algorithms/sac.py`, also when it runs as `__main__`."""
+    path = getattr(algorithm, "__file__", None)
+    return os.path.splitext(os.path.basename(path))[0] if path else algorithm.__name__
+
+
+def module_name(algorithm: ModuleType) -> str:
+    """The importable name of an algorithm module (`algorithms.sac` for a script run)."""
+    if algorithm.__name__ != "__main__" or not getattr(algorithm, "__file__", None):
+        return algorithm.__name__
+    folder, file = os.path.split(os.path.abspath(algorithm.__file__))
+    stem = os.path.splitext(file)[0]
+    package = os.path.basename(folder)
+    return f"{package}.{stem}" if os.path.exists(os.path.join(folder, "__init__.py")) else stem
+
+
+def read_record(run_dir: str) -> dict[str, Any]:
+    """The `config.json` of a run folder: algorithm, module and config as saved."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{run_dir!r} is not a run folder: it has no config.json (cwd {os.getcwd()!r})."
+        )
+    with open(path) as f:
+        return json.load(f)
+
+
+def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
+    """With `config.run.resume` set, the saved config of that run folder, with what may change.
+
+    `given` names the flat fields the user set (`run.total_steps`); by default the fields that
+    differ from the class defaults. A new budget extends the run; `progress` may change; any
+    other given field that differs from the saved run is refused. The result has `run_dir` set
+    to the folder (as given, so a moved or copied folder works) and keeps `resume`.
+    """
+    run = config.run
+    if run.resume is None or run.run_dir == run.resume:
+        return config  # a new run, or resolved already
+    saved = from_dict(type(config), read_record(run.resume)["config"], "config.json")
+    now, before = flat_fields(config), flat_fields(saved)
+    if given is None:
+        default = defaults(type(config))
+        given = {k for k, v in now.items() if v != default.get(k)}
+    changes: dict[str, Any] = {"run_dir": run.resume, "resume": run.resume, "progress": run.progress}
+    for name in sorted(given):
+        field = name.removeprefix("run.")
+        if field in ("resume", "progress") or now[name] == before.get(name):
+            continue
+        if field in BUDGET_FIELDS:
+            changes[field] = now[name]
+        elif field == "run_dir" and os.path.abspath(now[name]) == os.path.abspath(run.resume):
+            continue
+        else:
+            raise ValueError(
+                f"--resume {run.resume}: {flag(field)} {now[name]!r} would change the run "
+                f"(it was trained with {before.get(name)!r}). With --resume only "
+                "--total-steps/--total-updates (to extend it) and --progress may change; for "
+                "other settings start a new run with another --run-dir."
+            )
+    return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))
+
+
+class StopFlag:
+    """Turns the first Ctrl-C into a request to stop at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> StopFlag:
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread: leave signals alone
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class Run:
+    """One run folder and what is written into it, for a loop whose step unit is `unit`.
+
+    `host` is the JSON-able bookkeeping saved as checkpoint metadata; `host["step"]` counts
+    env steps (online) or updates (offline). The folder is made by `start`, not before, so a
+    run that fails while it is set up leaves nothing behind.
+    """
+
+    def __init__(self, config: Any, algorithm: ModuleType, unit: str, host: dict[str, Any]):
+        self.name = algorithm_name(algorithm)
+        self.module = module_name(algorithm)
+        self.resume = config.run.resume is not None
+        run_dir = config.run.run_dir or os.path.join(
+            "runs",
+            f"{self.name}__{config.run.env_id}__s{config.run.seed}__"
+            f"{time.strftime('%Y%m%d-%H%M%S')}",
+        )
+        self.config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=run_dir))
+        self.dir, self.unit, self.total = run_dir, unit, config.run.budget
+        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        if self.resume and not os.path.isdir(self.ckpt_dir):
+            raise FileNotFoundError(f"--resume {run_dir!r}: no checkpoints/ folder in it.")
+        if not self.resume and os.path.exists(run_dir):
+            raise FileExistsError(
+                f"--run-dir {run_dir!r} exists already. Continue that run with --resume "
+                f"{run_dir}, or choose a new --run-dir."
+            )
+        self.host = {"step": 0, "last_eval": None, "best_eval": None, "last_score": None,
+                     "wall_time": 0.0, "wandb_id": uuid.uuid4().hex[:12]} | host
+        self.reference: tuple[float, float] | None = None
+        self.logger: Logger | None = None
+        self.bar: Any = None
+        self.eval_envs: Any = None
+        self.created = False
+        self.extra: dict[str, Any] = {}  # loop-specific summary entries (episodes, ...)
+
+    # ------------------------------------------------------------------ lifecycle
+    def restore(self, like: Callable[[dict[str, Any]], Any]) -> Any:
+        """Load the newest checkpoint into the template `like(meta)`; its metadata becomes `host`."""
+        found = checkpoints.list_checkpoints(self.ckpt_dir)
+        if not found:
+            raise FileNotFoundError(f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
+        path = found[-1][1]
+        meta = checkpoints.read_header(path)[0]["meta"]
+        tree, self.host = checkpoints.restore(path, like(meta), config=identity(self.config))
+        if self.total < self.host["step"]:
+            raise ValueError(
+                f"--resume {self.dir}: the budget {self.total} is below the checkpoint's step "
+                f"{self.host['step']}; a run can be extended, not shortened."
+            )
+        return tree
+
+    def start(self, act: Callable) -> None:
+        """Make the folder (new runs), write config.json, open logger, evaluation and progress."""
+        config, run = self.config, self.config.run
+        if not self.resume:
+            os.makedirs(self.ckpt_dir)
+            self.created = True
+        record = {"algorithm": self.name, "module": self.module, "config": to_dict(config)}
+        with open(os.path.join(self.dir, "config.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        self.eval_envs = make_eval_envs(run.env_id, run.eval_episodes)
+        self.policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
+        self.logger = Logger(
+            self.dir,
+            tensorboard=run.tensorboard,
+            wandb=run.wandb,
+            wandb_project=run.wandb_project,
+            wandb_entity=run.wandb_entity,
+            wandb_group=run.wandb_group,
+            wandb_id=self.host["wandb_id"],
+            config=record,
+            resume_step=self.host["step"] if self.resume else None,
+        )
+        self.session_start = time.perf_counter()
+        self.start_step, self.wall_before = self.host["step"], self.host["wall_time"]
+        self.bar = tqdm(total=self.total, initial=self.host["step"], unit=self.unit,
+                        dynamic_ncols=True, mininterval=1.0, disable=not run.progress,
+                        desc=f"{self.name} {run.env_id}")
+
+    def abandon(self) -> None:
+        """Remove the folder of a new run that failed before its first step."""
+        self.close_sinks()
+        if self.created and not checkpoints.list_checkpoints(self.ckpt_dir):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ schedules
+    def due(self, step: int, interval: int) -> bool:
+        """Whether `step` is on the schedule of `interval` (the final step always is)."""
+        return step % interval == 0 or step == self.total
+
+    def rate(self) -> float:
+        """Steps (or updates) per second in this session."""
+        elapsed = max(time.perf_counter() - self.session_start, 1e-9)
+        return (self.host["step"] - self.start_step) / elapsed
+
+    def check_finite(self, finite: jax.Array, metrics: dict[str, Any]) -> None:
+        """With nan_check on, stop with an error that names the metric and the step."""
+        if self.config.run.nan_check and not bool(finite):
+            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))]
+            raise FloatingPointError(
+                f"Non-finite {bad} at {self.unit} {self.host['step']} (nan_check is on). The "
+                f"last checkpoint in {self.ckpt_dir!r} holds the state before it."
+            )
+
+    def log(self, metrics: dict[str, Any], **extra: float) -> None:
+        """Log training metrics (device arrays are read here) at the current step."""
+        row = {k: float(v) for k, v in jax.device_get(metrics).items()} | extra
+        self.logger.log(row | {f"{self.unit}s_per_second": self.rate()}, self.host["step"])
+
+    def evaluate(self, state: Any) -> dict[str, float]:
+        """Evaluate the deterministic policy, log it and show it."""
+        step, run = self.host["step"], self.config.run
+        stats = evaluate(lambda o: self.policy(state, o), self.eval_envs,
+                         seed=derived_seed(run.seed, 1, step), reference=self.reference)
+        self.logger.log(stats, step, group="eval")
+        self.host["last_eval"] = stats["return_mean"]
+        self.host["last_score"] = stats.get("normalized_score_mean")
+        self.host["best_eval"] = max(self.host["best_eval"] or -np.inf, stats["return_mean"])
+        self.bar.set_postfix(eval_return=f"{stats['return_mean']:.1f}")
+        if run.progress:
+            score = stats.get("normalized_score_mean")
+            tqdm.write(
+                f"{self.unit} {step}: eval return {stats['return_mean']:.1f} ± "
+                f"{stats['return_std']:.1f} over {run.eval_episodes} episodes"
+                + ("" if score is None else f", normalized score {score:.1f}")
+            )
+        return stats
+
+    def save(self, tree: Any) -> None:
+        """Checkpoint `tree` with `host` as metadata, atomically; keep the newest few."""
+        self.host["wall_time"] = self.wall_before + time.perf_counter() - self.session_start
+        path = checkpoints.checkpoint_path(self.ckpt_dir, self.host["step"])
+        checkpoints.save(path, tree, config=identity(self.config), meta=self.host)
+        checkpoints.prune(self.ckpt_dir, self.config.run.keep_checkpoints)
+
+    # ------------------------------------------------------------------ the end
+    def close_sinks(self) -> None:
+        """Close the progress bar, the logger and the evaluation envs."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.logger is not None:
+            self.logger.close()
+        if self.eval_envs is not None:
+            self.eval_envs.close()
+        self.bar = self.logger = self.eval_envs = None
+
+    def close(self, status: str, error: BaseException | None = None) -> dict:
+        """Close every sink and write `summary.json` (`status`: done, interrupted or failed)."""
+        self.close_sinks()
+        run = self.config.run
+        summary = {
+            "algo": self.name, "env_id": run.env_id, "seed": run.seed, "run_dir": self.dir,
+            "unit": self.unit, "steps": self.host["step"],
+            "final_eval_return": self.host["last_eval"],
+            "final_normalized_score": self.host["last_score"],
+            "best_eval_return": self.host["best_eval"],
+            "wall_time_s": round(self.wall_before + time.perf_counter() - self.session_start, 1),
+            "per_second": round(self.rate(), 1),
+            "status": status, "interrupted": status == "interrupted",
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        } | self.extra
+        with open(os.path.join(self.dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        return summary
+
+
+def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:
+    """Start `run`, call `body(stop)` (returns "done" or "interrupted"), always summarise.
+
+    A failure before the first step removes a new run's folder; a later failure (a failed
+    checkpoint write among them) is summarised as `failed` and raised again.
+    """
+    try:
+        run.start(act)
+    except BaseException:
+        run.abandon()
+        raise
+    try:
+        with StopFlag() as stop:
+            status = body(stop)
+    except BaseException as error:
+        if run.host["step"] == run.start_step and not run.resume:
+            run.abandon()
+        else:
+            run.close("failed", error)
+        raise
+    return run.close(status)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Print a short final summary of a run."""
+    state = {"done": "done", "failed": f"failed ({summary.get('error')})"}.get(
+        summary["status"], f"interrupted (continue with --resume {summary['run_dir']})"
+    )
+
+    def shown(key: str) -> Any:
+        return None if summary[key] is None else round(summary[key], 1)
+
+    score = summary["final_normalized_score"]
+    print(
+        f"\n{summary['algo']} on {summary['env_id']} (seed {summary['seed']}): {state}\n"
+        f"  {summary['unit'] + 's':<16} {summary['steps']} in {summary['wall_time_s']} s "
+        f"({summary['per_second']} {summary['unit']}s/s this session)\n"
+        f"  final eval       {shown('final_eval_return')}"
+        + ("" if score is None else f"\n  normalized score {shown('final_normalized_score')}")
+        + f"\n  best eval        {shown('best_eval_return')}\n"
+        f"  run folder       {summary['run_dir']} (tensorboard --logdir {summary['run_dir']})"
+    )
+
+
+def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None = None) -> None:
+    """Parse flags into `config_class`, run `main`, print the summary; exit 130 if interrupted.
+
+    With `--resume`, the flags given on the command line (not their defaults) decide what the
+    user asked to change, so `--total-steps` equal to its default still extends a run.
+    """
+    import tyro
+
+    argv = sys.argv[1:] if args is None else args
+    config = tyro.cli(config_class, args=argv)
+    if config.run.resume is not None:
+        names = {a.split("=")[0].removeprefix("--").replace("-", "_") for a in argv}
+        given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
+        config = resolve_resume(config, given)
+    summary = main(config)
+    print_summary(summary)
+    if summary["interrupted"]:
+        sys.exit(130)  # as a shell does for Ctrl-C, so `a && b` stops

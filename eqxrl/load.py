@@ -1,0 +1,139 @@
+"""Use a trained run elsewhere: its policy as a jitted `obs -> action`, its state, its buffer.
+
+    policy, config = eqxrl.load_policy("runs/sac__Hopper-v5__s0__20261129-120000")
+    action = policy(obs)  # one observation or a batch; deterministic (the policy's mode)
+
+Works for every algorithm's run folder, online or offline. The algorithm is the module the
+run recorded in its `config.json` (`algorithms.sac`), imported when it is needed; pass
+`algorithm=` to use a module you hold (for example one outside any package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from . import checkpoints
+from .config import from_dict, identity
+from .data import ReplayBuffer
+from .envs import EnvSpec, make_env, spec_from_env
+from .harness import algorithm_name, read_record
+from .online import from_filled_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """A run folder restored from one of its checkpoints."""
+
+    run_dir: str
+    step: int
+    algorithm: ModuleType
+    config: Any
+    spec: EnvSpec
+    state: Any
+    buffer: ReplayBuffer | None  # online runs, when asked for
+
+    def act(self, obs: Any, key: jax.Array, deterministic: bool = False) -> jax.Array:
+        """The algorithm's `act` on this run's state (a batch of observations)."""
+        return self.algorithm.act(self.state, obs, key, deterministic=deterministic)
+
+
+def _checkpoint(run_dir: str, step: int | None) -> tuple[int, str]:
+    found = checkpoints.list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    if not found:
+        raise FileNotFoundError(f"run_dir={run_dir!r} has no checkpoint in its checkpoints/.")
+    if step is None:
+        return found[-1]
+    paths = dict(found)
+    if step not in paths:
+        raise ValueError(f"step={step}: no such checkpoint in {run_dir!r}; it has {sorted(paths)}.")
+    return step, paths[step]
+
+
+def _algorithm(record: dict[str, Any], given: ModuleType | None) -> ModuleType:
+    if given is not None:
+        if algorithm_name(given) != record["algorithm"]:
+            raise ValueError(
+                f"algorithm={algorithm_name(given)!r}, but the run was trained by "
+                f"{record['algorithm']!r} ({record['module']})."
+            )
+        return given
+    try:
+        return importlib.import_module(record["module"])
+    except ImportError as err:
+        raise ImportError(
+            f"The run was trained by the module {record['module']!r}, which cannot be imported "
+            f"here ({err}); import it yourself and pass it as algorithm=."
+        ) from err
+
+
+def load_run(
+    run_dir: str,
+    step: int | None = None,
+    algorithm: ModuleType | None = None,
+    buffer: bool = False,
+) -> LoadedRun:
+    """Restore the state (and, with `buffer`, an online run's replay buffer) of a checkpoint.
+
+    `step` picks a checkpoint (the newest by default).
+    """
+    record = read_record(run_dir)
+    module = _algorithm(record, algorithm)
+    config = from_dict(module.Config, record["config"], os.path.join(run_dir, "config.json"))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=run_dir))
+    step, path = _checkpoint(run_dir, step)
+    env = make_env(config.run.env_id)
+    try:
+        spec = spec_from_env(env)
+    finally:
+        env.close()
+    like: dict[str, Any] = {
+        "state": eqx.filter_eval_shape(module.init, jax.random.key(0), spec, config)
+    }
+    meta = checkpoints.read_header(path)[0]["meta"]
+    if buffer:
+        if "buffer_rows" not in meta:
+            raise ValueError(f"run_dir={run_dir!r} is an offline run: it has no replay buffer.")
+        example = spec.example_transition()
+        counter = jax.ShapeDtypeStruct((), jnp.int32)
+        rows = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((meta["buffer_rows"], *x.shape), x.dtype), example
+        )
+        like["buffer"] = {"data": rows, "position": counter, "size": counter}
+    tree, _ = checkpoints.restore(path, like, config=identity(config), strict=False)
+    replay = None
+    if buffer:
+        replay = from_filled_rows(tree["buffer"], example, config.run.buffer_size)
+    return LoadedRun(run_dir, int(step), module, config, spec, tree["state"], replay)
+
+
+def load_policy(
+    run_dir: str, step: int | None = None, algorithm: ModuleType | None = None
+) -> tuple[Callable[[Any], jax.Array], Any]:
+    """`(policy, config)` of a run: `policy(obs)` is the jitted deterministic action.
+
+    `obs` is one observation or a batch (leading axes); the action has the same batch axes.
+    """
+    run = load_run(run_dir, step, algorithm)
+    ndim = jax.tree.map(lambda s: len(s.shape), run.spec.obs_structure)
+
+    @jax.jit
+    def batched(obs):
+        return run.algorithm.act(run.state, obs, jax.random.key(0), deterministic=True)
+
+    def policy(obs: Any) -> jax.Array:
+        obs = jax.tree.map(jnp.asarray, obs)
+        single = jax.tree.leaves(jax.tree.map(lambda x, n: x.ndim == n, obs, ndim))[0]
+        if single:
+            return batched(jax.tree.map(lambda x: x[None], obs))[0]
+        return batched(obs)
+
+    return policy, run.config

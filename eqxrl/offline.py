@@ -1,0 +1,131 @@
+"""The offline loop: a fixed dataset on the device, a `lax.scan` of updates per compiled call.
+
+Each call runs updates up to the next log, evaluation or checkpoint boundary (at most
+`updates_per_call`), sampling its batches inside, so a run compiles a few chunk lengths once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from types import ModuleType
+from typing import Any
+
+import equinox as eqx
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+
+from . import datasets
+from .data import Dataset
+from .envs import make_env, spec_from_env
+from .harness import Run, resolve_resume, run_loop
+from .jit import jit
+from .online import fresh_copy
+
+
+def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | None]:
+    """Load `config.run.dataset`, preprocess it, and fill in `env_id` from its metadata.
+
+    Returns `(config, dataset, reference)`; actions outside [-1, 1] are an error unless
+    `--rescale-actions` maps the env's bounds onto [-1, 1].
+    """
+    run = config.run
+    dataset, info = datasets.load_dataset(run.dataset)
+    if run.env_id is None:
+        if info.env_id is None:
+            raise ValueError(
+                f"--dataset {run.dataset!r} names no env id in its metadata and --env-id was "
+                "not given: pass --env-id (the gymnasium env to evaluate in)."
+            )
+        config = dataclasses.replace(config, run=dataclasses.replace(run, env_id=info.env_id))
+    if run.rescale_actions:
+        space = gym.make(config.run.env_id).action_space
+        dataset = datasets.rescale_actions(dataset, space.low, space.high)
+    dataset = datasets.preprocess(dataset, run.preset)
+    return config, dataset, info.reference
+
+
+def train_offline(
+    config: Any,
+    algorithm: ModuleType,
+    dataset: Dataset | None = None,
+    reference: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Train `algorithm` on a fixed dataset, evaluating in `config.run.env_id`; return the summary.
+
+    `config.run` is an `OfflineRun`. Without `dataset` the loop reads `config.run.dataset`
+    (with its preset, env id and reference returns); a `Dataset` given here is used as it is,
+    with `reference` = (random return, expert return) for normalised scores. An algorithm whose
+    `init` takes a `dataset` keyword gets the dataset (for example for observation statistics).
+    Run folder, logging, checkpoints and exact resume are as in `train_online`.
+    """
+    config = resolve_resume(config)
+    if dataset is None:
+        config, dataset, reference = prepare_dataset(config)
+    run = Run(config, algorithm, "update", {})
+    run.reference = reference
+    config, settings = run.config, run.config.run
+    env = make_env(settings.env_id)
+    spec = spec_from_env(env)
+    env.close()
+    spec.check_batch(dataset.data, name="dataset")  # obs/action layout must match the env
+    datasets.check_unit_actions(dataset, f"--dataset {settings.dataset or 'given'}")
+    data = jax.device_put(dataset)
+    wants_data = "dataset" in inspect.signature(algorithm.init).parameters
+
+    @jit(donate=(0,))
+    def train_chunk(state_key: tuple, data: Dataset, n: int):
+        def one_update(state, k):
+            k_sample, k_loss = jax.random.split(k)
+            return algorithm.update(state, data.sample(k_sample, settings.batch_size), k_loss,
+                                    config)
+
+        state, key = state_key
+        key, k = jax.random.split(key)
+        state, metrics = jax.lax.scan(one_update, state, jax.random.split(k, n))
+        metrics = {name: jnp.mean(v) for name, v in metrics.items()}
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+        return (state, key), metrics, finite
+
+    def fresh(key, data):
+        k_init, k_loop = jax.random.split(key)
+        extra = {"dataset": data} if wants_data else {}
+        return fresh_copy((algorithm.init(k_init, spec, config, **extra), k_loop))
+
+    key = jax.random.key(settings.seed)
+    if run.resume:
+        state, key = eqx.filter_eval_shape(fresh, key, data)
+        tree = run.restore(lambda meta: {"state": state, "key": key})
+        state_key = (tree["state"], tree["key"])
+    else:
+        state_key = jit(fresh)(key, data)  # one compiled call, as in train_online
+    host = run.host
+    intervals = (settings.log_interval, settings.eval_interval, settings.checkpoint_interval)
+
+    def checkpoint():
+        run.save({"state": state_key[0], "key": state_key[1]})
+
+    def body(stop) -> str:
+        nonlocal state_key
+        while host["step"] < run.total:
+            if stop.requested:
+                checkpoint()
+                return "interrupted"
+            step = host["step"]
+            # Up to the next log/eval/checkpoint boundary: a few chunk lengths, compiled once.
+            n = min([settings.updates_per_call, run.total - step]
+                    + [i - step % i for i in intervals])
+            state_key, metrics, finite = train_chunk(state_key, data, n)
+            host["step"] = step = step + n
+            run.check_finite(finite, metrics)
+            run.bar.update(n)
+            if step % settings.log_interval == 0:
+                run.log(metrics)
+            if run.due(step, settings.eval_interval):
+                run.evaluate(state_key[0])
+            if run.due(step, settings.checkpoint_interval):
+                checkpoint()
+        return "done"
+
+    return run_loop(run, algorithm.act, body)
