@@ -46,7 +46,12 @@ class Dataset(eqx.Module):
         return self.size
 
     def sample(self, key: PRNGKeyArray, batch_size: int) -> PyTree:
-        """Sample `batch_size` rows uniformly, with replacement."""
+        """Sample `batch_size` rows uniformly, with replacement; an empty dataset is an error."""
+        if self.size == 0:
+            raise ValueError(
+                "Dataset.sample: the dataset is empty (0 rows), so it cannot give "
+                f"batch_size={batch_size} rows; load or build a dataset with at least one row."
+            )
         idx = jax.random.randint(key, (batch_size,), 0, self.size)
         return self[idx]
 
@@ -120,7 +125,19 @@ class ReplayBuffer(eqx.Module):
         )
 
     def sample(self, key: PRNGKeyArray, batch_size: int) -> PyTree:
-        """Sample `batch_size` filled rows uniformly, with replacement."""
+        """Sample `batch_size` filled rows uniformly, with replacement.
+
+        Outside `jit`/`vmap` an empty buffer is a ValueError. Under a transformation `size`
+        is traced and not checked (a runtime check would cost a device-to-host sync on every
+        update): the caller must add rows first, as the online loop does with its random
+        `--start-steps`. An empty buffer there silently gives the all-zero row 0.
+        """
+        if not isinstance(self.size, jax.core.Tracer) and int(self.size) == 0:
+            raise ValueError(
+                "ReplayBuffer.sample: the buffer is empty (size 0), so it cannot give "
+                f"batch_size={batch_size} rows; add transitions first (for example, collect "
+                "--start-steps random steps before the first update)."
+            )
         idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
         return jax.tree.map(lambda x: x[idx], self.data)
 

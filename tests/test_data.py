@@ -85,6 +85,20 @@ def test_dataset_checks_and_samples_reproducibly():
         Dataset({"obs": jnp.zeros((10, 2)), "r": jnp.zeros(9)})
 
 
+def test_sampling_an_empty_buffer_or_dataset_is_named():
+    buf = ReplayBuffer.create(row(0), capacity=4)
+    with pytest.raises(
+        ValueError, match=r"buffer is empty \(size 0\).*batch_size=3.*add transitions"
+    ):
+        buf.sample(jax.random.key(0), 3)
+    empty = Dataset({"x": jnp.zeros((0, 2)), "i": jnp.zeros((0,), jnp.int32)})
+    with pytest.raises(ValueError, match=r"dataset is empty \(0 rows\).*batch_size=5"):
+        empty.sample(jax.random.key(0), 5)
+    # Under jit the size is traced and unchecked: the caller fills the buffer first.
+    batch = eqxrl.jit(lambda b, k: b.sample(k, 2))(buf, jax.random.key(0))
+    np.testing.assert_array_equal(batch["i"], [0, 0])
+
+
 def test_normalizer_on_single_batched_and_nested_obs():
     from eqxrl import Normalizer
 
