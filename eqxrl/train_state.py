@@ -8,6 +8,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
@@ -80,7 +81,16 @@ def polyak(online: PyTree, target: PyTree, tau: Hyper) -> PyTree:
     """Polyak-average `target` towards `online`: `tau * online + (1 - tau) * target`.
 
     Only inexact arrays move; integer, boolean and static parts of `target` are kept.
+    A concrete `tau` (a Python number or a concrete 0-d array) must lie in [0, 1]; a traced
+    one (inside `jit` or `vmap`) is not checked, so validate it where it is set (the config).
     """
+    if not isinstance(tau, jax.core.Tracer) and np.ndim(tau) == 0:
+        value = float(tau)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"polyak: tau must be in [0, 1], got {value:g}. It is the fraction of the online "
+                "weights mixed into the target per update (0.005 is typical; 1 copies them)."
+            )
 
     def mix(o, t):
         if eqx.is_inexact_array(t):

@@ -65,3 +65,17 @@ def test_polyak_matches_formula_and_keeps_integers():
     assert int(out["n"]) == 1
     out = polyak(online, target, jnp.asarray(1.0, jnp.float32))
     np.testing.assert_allclose(out["w"], online["w"])
+
+
+def test_polyak_refuses_a_concrete_tau_outside_the_unit_interval():
+    online, target = {"w": jnp.ones(2)}, {"w": jnp.zeros(2)}
+    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\], got 1.5"):
+        polyak(online, target, 1.5)
+    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\], got -0.1\. "):
+        polyak(online, target, jnp.asarray(-0.1, jnp.float32))
+    # Traced taus are not checked (the config validates them); valid ones work under vmap.
+    taus = jnp.array([0.0, 0.5], jnp.float32)
+    out = jax.vmap(lambda t: polyak(online, target, t))(taus)
+    np.testing.assert_allclose(out["w"], [[0.0, 0.0], [0.5, 0.5]])
+    out = jax.jit(lambda t: polyak(online, target, t))(jnp.asarray(2.0, jnp.float32))
+    np.testing.assert_allclose(out["w"], [2.0, 2.0])
