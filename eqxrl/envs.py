@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from typing import Any
 
@@ -69,9 +70,10 @@ class EnvSpec:
         )
 
     def obs_batch_shape(self, obs: Obs, name: str = "obs") -> tuple[int, ...]:
-        """Check `obs` against the spec and return its leading (batch) shape.
+        """Check a batch of observations against the spec and return its batch shape.
 
-        Raises a ValueError naming `name`, the expected and the actual shape or dtype.
+        Raises a ValueError naming `name`, the expected and the actual shape or dtype, also
+        when `obs` is one observation without a batch axis.
         """
         expected = self.obs_structure
         if jax.tree.structure(obs) != jax.tree.structure(expected):
@@ -99,7 +101,39 @@ class EnvSpec:
             if batch is not None and lead != batch:
                 raise ValueError(f"{where} has batch shape {lead}, but other leaves have {batch}.")
             batch = lead
+        if batch == ():
+            path, leaf = jax.tree_util.tree_leaves_with_path(obs)[0]
+            shape = tuple(jnp.shape(leaf))
+            if isinstance(self.observation, tuple):
+                raise ValueError(
+                    f"{name} is one observation ({name}{jax.tree_util.keystr(path)} has shape "
+                    f"{shape}); a batch is expected: add a leading axis to every leaf "
+                    f"(jax.tree.map(lambda x: x[None], {name}))."
+                )
+            raise ValueError(
+                f"{name} has shape {shape}, which is one observation; a batch is expected: add "
+                f"a leading axis ({name}[None])."
+            )
         return batch if batch is not None else ()
+
+    def batch_size(self, obs: Obs, name: str = "obs") -> int:
+        """Check a batch of observations against the spec and return its size.
+
+        Like `obs_batch_shape`, but exactly one batch axis is allowed (`act` takes
+        `(batch, *observation_shape)`).
+        """
+        lead = self.obs_batch_shape(obs, name)
+        if len(lead) != 1:
+            if isinstance(self.observation, tuple):
+                want = "(batch, *observation_shape) in every leaf"
+            else:
+                want = f"(batch{''.join(f', {d}' for d in self.observation.shape)})"
+            raise ValueError(
+                f"{name} has batch shape {lead}, expected exactly one batch axis: {want}. Merge "
+                f"the leading axes (reshape them to one axis of {math.prod(lead)}) or jax.vmap "
+                "over the extra ones."
+            )
+        return lead[0]
 
     def require_unit_box_actions(self, algo: str) -> None:
         """Raise unless actions are continuous and bounded by [-1, 1] (tanh-style policies)."""

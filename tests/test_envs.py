@@ -69,6 +69,40 @@ def test_obs_shape_and_dtype_errors():
         SPEC.obs_batch_shape(jnp.zeros((5, 3), jnp.int32))
 
 
+def test_one_observation_without_batch_axis_is_named():
+    with pytest.raises(
+        ValueError, match=r"obs has shape \(3,\), which is one observation.*obs\[None\]"
+    ):
+        SPEC.obs_batch_shape(jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"one observation.*obs\[None\]"):
+        SPEC.batch_size(jnp.zeros(3))
+
+
+def test_batch_size_needs_exactly_one_batch_axis():
+    assert SPEC.batch_size(jnp.zeros((5, 3))) == 5
+    assert SPEC.obs_batch_shape(jnp.zeros((2, 5, 3))) == (2, 5)
+    with pytest.raises(
+        ValueError,
+        match=r"obs has batch shape \(2, 5\), expected exactly one "
+        r"batch axis: \(batch, 3\)\. Merge .* one axis of 10",
+    ):
+        SPEC.batch_size(jnp.zeros((2, 5, 3)))
+
+
+def test_one_dict_observation_is_named():
+    spec = EnvSpec(
+        (
+            ("pixels", jax.ShapeDtypeStruct((8, 8, 3), np.dtype("uint8"))),
+            ("state", jax.ShapeDtypeStruct((3,), np.dtype("float32"))),
+        ),
+        (1,),
+    )
+    one = {"pixels": jnp.zeros((8, 8, 3), jnp.uint8), "state": jnp.zeros(3)}
+    with pytest.raises(ValueError, match=r"obs is one observation \(obs\['pixels'\] has shape"):
+        spec.batch_size(one)
+    assert spec.batch_size(jax.tree.map(lambda x: x[None], one)) == 1
+
+
 def batch(n=4, reward_shape=None, action_dim=1):
     return Transition(
         obs=jnp.zeros((n, 3)),
