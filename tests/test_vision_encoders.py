@@ -127,6 +127,54 @@ def test_wrong_image_rank_is_rejected():
         encoder(jnp.zeros((2, 64, 64, 3)))
 
 
+LAYOUT = [
+    ("impala", {}, (32, 32)),
+    ("atari", {"in_channels": 3}, (64, 64)),
+    ("resnetv1-18", {"norm": "group"}, (32, 32)),
+    ("resnetv2-26", {}, (32, 32)),
+    ("vit-ti16", {"image_size": (32, 32)}, (32, 32)),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), LAYOUT)
+def test_channels_first_wrong_channels_and_dtype_are_named(name, kwargs, size):
+    # Checked at trace time on abstract arrays: no encoder is built or run.
+    encoder, state = abstract_encoder(name, **kwargs)
+    assert encoder.in_channels == 3
+
+    def call(shape, dtype=jnp.float32):
+        image = jax.ShapeDtypeStruct(shape, dtype)
+        if isinstance(encoder, ResNetV1):
+            return eqx.filter_eval_shape(lambda m, x, s: m(x, s), encoder, image, state)
+        return eqx.filter_eval_shape(lambda m, x: m(x), encoder, image)
+
+    with pytest.raises(
+        ValueError,
+        match=rf"image has shape \(3, {size[0]}, {size[1]}\): expected \(height, width, 3\) "
+        r"with channels last; it looks channels-first, transpose it with jnp.moveaxis\(x, 0, -1\)",
+    ):
+        call((3, *size))
+    with pytest.raises(
+        ValueError,
+        match=r"expected \(height, width, 3\) with channels last, got 4 channels.*"
+        r"in_channels=4",
+    ):
+        call((*size, 4))
+    # Under the test suite's jaxtyping the annotation catches the dtype first.
+    with pytest.raises(TypeError, match=r"float image in \[0, 1\]; got dtype uint8|u8\["):
+        call((*size, 3), jnp.uint8)
+
+
+def test_pixel_encoder_names_a_channels_first_image_before_resizing():
+    from eqxrl.vision import PixelEncoder
+
+    encoder, _ = abstract_encoder("impala")
+    pixel = PixelEncoder(encoder, size=(32, 32))
+    image = jax.ShapeDtypeStruct((3, 64, 64), jnp.uint8)
+    with pytest.raises(ValueError, match=r"PixelEncoder: image has shape \(3, 64, 64\).*moveaxis"):
+        eqx.filter_eval_shape(lambda m, x: m(x), pixel, image)
+
+
 STATELESS = [
     # name, kwargs, image shape, features, whether to also compare single and batched calls
     ("impala", {}, (32, 32, 3), 4 * 4 * 32, True),

@@ -8,8 +8,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
-def check_float_image(x: Array, owner: str) -> None:
-    """Raise an actionable error unless `x` is one float `(height, width, channels)` image."""
+def check_float_image(x: Array, owner: str, channels: int) -> None:
+    """Raise an actionable error unless `x` is one float `(height, width, channels)` image.
+
+    Every check reads static shapes and dtypes, so it runs once per trace and costs nothing
+    in the compiled program.
+    """
     if x.ndim != 3:
         raise ValueError(
             f"{owner} takes ONE image of shape (height, width, channels); got shape {x.shape}. "
@@ -22,6 +26,25 @@ def check_float_image(x: Array, owner: str) -> None:
             "eqxrl.vision.to_float, or wrap the encoder in eqxrl.vision.PixelEncoder, which "
             "takes uint8 images and converts them inside."
         )
+    check_channels_last(x.shape, owner, channels)
+
+
+def check_channels_last(shape: tuple[int, ...], owner: str, channels: int) -> None:
+    """Raise unless `shape` is `(height, width, channels)`; name a channels-first mix-up."""
+    if shape[-1] == channels:
+        return
+    want = f"expected (height, width, {channels}) with channels last"
+    if shape[0] == channels:
+        raise ValueError(
+            f"{owner}: image has shape {shape}: {want}; it looks channels-first, transpose it "
+            "with jnp.moveaxis(x, 0, -1)."
+        )
+    n = shape[-1]
+    raise ValueError(
+        f"{owner}: image has shape {shape}: {want}, got {n} channel{'s' * (n != 1)}. Build the "
+        f"encoder for them (make_encoder(..., in_channels={n})) or convert the images; "
+        "stacked frames count as frames * channels."
+    )
 
 
 def max_pool(

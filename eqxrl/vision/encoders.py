@@ -93,11 +93,16 @@ class ImpalaEncoder(eqx.Module):
             pooling, height=height, width=width_, channels=channels[-1], key=k_pool
         )
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images this encoder takes."""
+        return self.stacks[0].conv.weight.shape[1]
+
     def __call__(
         self, x: Float[Array, "height width channels"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, " features"]:
         """Encode one float image; `key` is needed only with dropout in training mode."""
-        check_float_image(x, "ImpalaEncoder")
+        check_float_image(x, "ImpalaEncoder", self.in_channels)
         n = len(self.stacks)
         keys = (None,) * n if key is None else tuple(jax.random.split(key, n))
         h = to_chw(x)
@@ -141,12 +146,17 @@ class AtariEncoder(eqx.Module):
                 h, w = (h - kernel) // stride + 1, (w - kernel) // stride + 1
             self.linear = linear(h * w * 64, linear_features, key=k4)
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images this encoder takes."""
+        return self.convs[0].weight.shape[1]
+
     def __call__(
         self, x: Float[Array, "height width channels"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, " features"]:
         """Encode one float image."""
         del key
-        check_float_image(x, "AtariEncoder")
+        check_float_image(x, "AtariEncoder", self.in_channels)
         if x.shape[0] < 36 or x.shape[1] < 36:
             # Smaller inputs shrink to an empty feature map and silently give no features.
             raise ValueError(

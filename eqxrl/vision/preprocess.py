@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Shaped, UInt8
 
+from ._layers import check_channels_last
 from .resnet import ResNetV1
 
 __all__ = [
@@ -130,6 +131,9 @@ class PixelEncoder(eqx.Module):
                 f"dtype {image.dtype} and shape {image.shape}. Use jax.vmap for batches and "
                 "stack_frames for (frames, height, width, channels) stacks."
             )
+        channels = getattr(self.encoder, "in_channels", None)
+        if channels is not None:  # before resizing, which would mix up a channels-first image
+            check_channels_last(image.shape, "PixelEncoder", channels)
         x = to_float(image)
         if self.size is not None:
             x = resize(x, self.size)

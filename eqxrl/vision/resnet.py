@@ -234,6 +234,11 @@ class ResNetV1(eqx.Module):
         self.blocks = tuple(blocks)
         self.pooling = make_pooling(pooling, height=h, width=w, channels=c_in, key=k_pool)
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images this encoder takes."""
+        return self.stem_conv.weight.shape[1]
+
     def __call__(
         self,
         x: Float[Array, "height width channels"],
@@ -243,7 +248,7 @@ class ResNetV1(eqx.Module):
     ) -> tuple[Float[Array, " features"], eqx.nn.State]:
         """Encode one float image and return the features with the updated state."""
         del key
-        check_float_image(x, f"ResNetV1(depth={self.depth})")
+        check_float_image(x, f"ResNetV1(depth={self.depth})", self.in_channels)
         h, state = _apply_norm(self.stem_norm, self.stem_conv(to_chw(x)), state)
         h = max_pool(jax.nn.relu(h), 3, 2, ((1, 1), (1, 1)))
         for block in self.blocks:
@@ -344,12 +349,17 @@ class ResNetV2(eqx.Module):
         self.final_norm = eqx.nn.GroupNorm(32, c_in)
         self.pooling = make_pooling(pooling, height=h, width=w, channels=c_in, key=k_pool)
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images this encoder takes."""
+        return self.root.weight.shape[1]
+
     def __call__(
         self, x: Float[Array, "height width channels"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, " features"]:
         """Encode one float image."""
         del key
-        check_float_image(x, "ResNetV2")
+        check_float_image(x, "ResNetV2", self.in_channels)
         h = max_pool(self.root(to_chw(x)), 3, 2, ((1, 1), (1, 1)))
         for block in self.blocks:
             h = block(h)

@@ -117,11 +117,16 @@ class ViT(eqx.Module):
         self.depth = depth
         self.norm = eqx.nn.LayerNorm(dim, eps=1e-6)
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images this encoder takes."""
+        return self.patch_embed.weight.shape[1]
+
     def __call__(
         self, x: Float[Array, "height width channels"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, " dim"]:
         """Encode one float image of exactly `image_size`."""
-        check_float_image(x, "ViT")
+        check_float_image(x, "ViT", self.in_channels)
         if x.shape[:2] != self.image_size:
             raise ValueError(
                 f"ViT was built for image_size={self.image_size}; got an image of "
