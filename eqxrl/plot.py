@@ -2,8 +2,9 @@
 
     python -m eqxrl.plot runs/sac__Hopper-v5__s0__* runs/sac__Hopper-v5__s1__* --out hopper.png
 
-Runs are grouped by their config without the seed and run folder, so several seeds of one
-setting become one curve: the mean, with a band of ± one standard deviation (or min–max).
+Runs are grouped by algorithm and config without the seed and run folder, so several seeds of
+one setting become one curve: the mean, with a band of ± one standard deviation (or min–max).
+Each legend entry names the algorithm, then what sets the curve apart from the others.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ import tyro
 
 from .logging import read_metrics
 
-# Config fields that do not change what is learned: runs differing only in these are seeds
-# of one curve. (Evaluation and logging intervals change where points fall, not learning.)
+# Run settings that do not change what is learned: runs differing only in these are seeds of
+# one curve. (Evaluation and logging intervals change where points fall, not learning.)
 _RUN_ONLY = {
     "seed", "run_dir", "resume", "progress", "tensorboard", "wandb", "nan_check",
     "checkpoint_interval", "keep_checkpoints", "log_interval",
 }  # fmt: skip
+
+
+def _learning(fields: dict) -> dict:
+    """`fields` without the run-only ones (`wandb_project` and the like included)."""
+    return {k: v for k, v in fields.items() if k not in _RUN_ONLY and not k.startswith("wandb")}
 
 
 def load_curve(run_dir: str, metric: str = "return_mean") -> tuple[np.ndarray, np.ndarray]:
@@ -38,26 +44,71 @@ def load_curve(run_dir: str, metric: str = "return_mean") -> tuple[np.ndarray, n
     return columns["step"].astype(np.int64), columns[metric]
 
 
+def _setting(run_dir: str) -> dict:
+    """What a run learns: `{"algorithm", "run", "config"}` from its config.json, seed removed.
+
+    `config.json` is `{"algorithm", "module", "config"}` with the shared run settings under
+    `config["run"]`. An older flat config (no "config" key) does not name the algorithm: it is
+    read from the folder name (`sac__Hopper-v5__s0__...` -> "sac"), or None.
+    """
+    name = os.path.basename(os.path.normpath(run_dir))
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        record = {"run": name}  # nothing to compare: the run is its own curve
+    if "config" in record:
+        config = dict(record["config"])
+        run = config.pop("run", {})
+        algorithm = record.get("algorithm")
+    else:
+        config, run, algorithm = record, {}, None
+    if algorithm is None and "__" in name:
+        algorithm = name.split("__")[0]
+    return {"algorithm": algorithm, "run": _learning(run), "config": _learning(config)}
+
+
 def group_runs(run_dirs: list[str]) -> dict[str, list[str]]:
-    """Group run folders whose configs differ only in run-only fields such as the seed."""
+    """Group run folders whose configs differ only in run-only fields such as the seed.
+
+    Keys are the settings (algorithm, run settings, hyperparameters) as JSON.
+    """
     groups: dict[str, list[str]] = defaultdict(list)
     for run in run_dirs:
-        try:
-            with open(os.path.join(run, "config.json")) as f:
-                config = json.load(f)
-        except FileNotFoundError:
-            config = {"run": os.path.basename(run.rstrip("/"))}
-        key = {k: v for k, v in config.items() if k not in _RUN_ONLY}
-        groups[json.dumps(key, sort_keys=True)].append(run)
+        groups[json.dumps(_setting(run), sort_keys=True)].append(run)
     return groups
 
 
 def _label(key: str, all_keys: list[str]) -> str:
-    configs = [json.loads(k) for k in all_keys]
-    config = json.loads(key)
-    varying = [k for k in config if any(c.get(k) != config[k] for c in configs)]
-    shown = varying or [k for k in ("env_id",) if k in config]
-    return ", ".join(f"{k}={config[k]}" for k in shown) or "run"
+    """The algorithm, then the fields that tell this curve from the others (or the env id).
+
+    Run settings are compared with every other curve; hyperparameters only with curves of the
+    same algorithm (another algorithm's are different fields, and its name tells it apart).
+    """
+    this = json.loads(key)
+    others = [s for s in map(json.loads, all_keys) if s != this]
+    same = [s for s in others if s["algorithm"] == this["algorithm"]]
+
+    def varying(part: str, among: list[dict]) -> list[str]:
+        fields = this[part]
+        return [k for k in fields if any(k in o[part] and o[part][k] != fields[k] for o in among)]
+
+    shown = [(k, this["run"][k]) for k in varying("run", others)]
+    shown += [(k, this["config"][k]) for k in varying("config", same)]
+    if not shown:
+        fields = {**this["config"], **this["run"]}
+        shown = [("env_id", fields["env_id"])] if "env_id" in fields else []
+    parts = [this["algorithm"]] if this["algorithm"] else []
+    return ", ".join(parts + [f"{k}={v}" for k, v in shown]) or "run"
+
+
+def legend_labels(groups: dict[str, list[str]]) -> dict[str, str]:
+    """The legend entry of each group of `group_runs`: "sac, env_id=Hopper-v5 (3 seeds)"."""
+    keys = list(groups)
+    return {
+        key: f"{_label(key, keys)} ({len(runs)} seed{'s' * (len(runs) != 1)})"
+        for key, runs in groups.items()
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +139,7 @@ def plot(args: PlotArgs) -> str:
     if not args.runs:
         raise ValueError("Give at least one run folder.")
     groups = group_runs(list(args.runs))
+    labels = legend_labels(groups)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key, runs in groups.items():
         curves = [load_curve(r, args.metric) for r in runs]
@@ -101,8 +153,7 @@ def plot(args: PlotArgs) -> str:
             if args.spread == "std"
             else (values.min(0), values.max(0))
         )
-        label = f"{_label(key, list(groups))} ({len(runs)} seed{'s' * (len(runs) > 1)})"
-        ax.plot(steps, mean, label=label)
+        ax.plot(steps, mean, label=labels[key])
         ax.fill_between(steps, low, high, alpha=0.25)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"evaluation {args.metric.replace('_', ' ')}")
