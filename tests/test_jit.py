@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 import eqxrl
+from eqxrl.jit import merge, split
 
 
 class Model(eqx.Module):
@@ -36,3 +37,100 @@ def test_donation_consumes_the_argument():
     assert x.is_deleted()
     with pytest.raises(RuntimeError):
         x + 1
+
+
+# ---------------------------------------------------------------- static outputs
+def test_static_output_follows_the_input_shape():
+    f = eqxrl.jit(lambda x: (x.sum(), x.shape[0]))
+    assert f(jnp.ones(3)) == (3.0, 3)
+    total, n = f(jnp.ones(2))  # same static input, different shape: a new trace
+    assert n == 2 and float(total) == 2.0
+    assert f(jnp.ones(3))[1] == 3  # and back to the first compiled signature
+
+
+def test_static_output_follows_the_input_dtype():
+    f = eqxrl.jit(lambda x: (x + 1, x.dtype))
+    out, dtype = f(jnp.ones(2, jnp.float32))
+    assert dtype == jnp.float32 and out.dtype == jnp.float32
+    out, dtype = f(jnp.ones(2, jnp.int32))
+    assert dtype == jnp.int32 and out.dtype == jnp.int32
+    out, dtype = f(jnp.ones(2, jnp.float32))  # the first compiled signature again
+    assert dtype == jnp.float32 and out.dtype == jnp.float32
+
+
+def test_static_output_follows_a_static_input():
+    f = eqxrl.jit(lambda x, name: {"name": name.upper(), "x": x, "n": len(name)})
+    a = f(jnp.ones(2), "ab")
+    b = f(jnp.ones(2), "xyz")
+    assert (a["name"], a["n"]) == ("AB", 2) and (b["name"], b["n"]) == ("XYZ", 3)
+    assert f(jnp.ones(3), "ab")["n"] == 2 and f(jnp.ones(2), "ab")["name"] == "AB"
+    m = Model(jnp.ones(2), jax.nn.relu)
+    out = eqxrl.jit(lambda m, act: Model(m.w, act))(m, jax.nn.gelu)
+    assert out.activation is jax.nn.gelu
+
+
+def test_unhashable_static_output_is_returned():
+    f = eqxrl.jit(lambda x: (x, {"tags": {1, 2}}))
+    assert f(jnp.ones(2))[1] == {"tags": {1, 2}}
+    assert f(jnp.ones(2))[1] == {"tags": {1, 2}}
+
+
+def test_one_compile_per_structure():
+    @eqxrl.jit
+    @eqx.debug.assert_max_traces(max_traces=3)
+    def f(x, n):
+        return x * n, x.shape
+
+    for _ in range(3):
+        assert f(jnp.ones(2), 2)[1] == (2,)
+        assert f(jnp.ones(3), 2)[1] == (3,)
+        assert f(jnp.ones(3), 4)[1] == (3,)
+    assert eqx.debug.get_num_traces(f.__wrapped__) == 3  # type: ignore[attr-defined]
+
+
+def test_donation_with_a_static_output():
+    f = eqxrl.jit(lambda m, x: (Model(m.w + x, m.activation), x.shape), donate=(0,))
+    m = Model(jnp.ones(4), jax.nn.relu)
+    w = m.w
+    out, shape = f(m, jnp.ones(4))
+    assert w.is_deleted() and shape == (4,) and out.activation is jax.nn.relu
+    assert float(out.w[0]) == 2.0
+
+
+def test_runtime_error_surfaces():
+    f = eqxrl.jit(lambda x: (eqx.error_if(x, x < 0, "negative input"), "ok"))
+    out, tag = f(jnp.ones(2))
+    assert tag == "ok" and float(out[0]) == 1.0
+    with pytest.raises(Exception, match="negative input"):
+        jax.block_until_ready(f(-jnp.ones(2)))
+
+
+def test_lower_and_wraps():
+    def fn(x, scale=2.0):
+        """doc"""
+        return x * scale
+
+    f = eqxrl.jit(fn)
+    assert f.__name__ == "fn" and f.__doc__ == "doc" and f.__wrapped__ is fn
+    compiled = f.lower(jnp.ones(3), scale=3.0).compile()
+    assert compiled is not None
+    assert float(f(jnp.ones(3), scale=3.0)[0]) == 3.0
+
+
+# ---------------------------------------------------------------- split / merge
+def test_split_merge_round_trip():
+    tree = {"m": Model(jnp.arange(3.0), jax.nn.relu), "n": 3, "k": jax.random.key(0), "z": None}
+    dynamic, static = split(tree)
+    assert all(eqx.is_array(x) for x in dynamic) and len(dynamic) == 2
+    back = merge(dynamic, static)
+    assert back["n"] == 3 and back["m"].activation is jax.nn.relu and back["z"] is None
+    assert back["m"].w is tree["m"].w
+    assert hash(static) == hash(split(tree)[1]) and static == split(tree)[1]
+    assert static != split({**tree, "n": 4})[1]
+    # the flat list goes through jax.jit, and comes back as the same tree
+    out = merge(jax.jit(lambda d: [x for x in d])(dynamic), static)
+    assert out["m"].activation is jax.nn.relu
+    with pytest.raises(ValueError, match="fewer arrays"):
+        merge(dynamic[:1], static)
+    with pytest.raises(ValueError, match="more arrays"):
+        merge([*dynamic, jnp.ones(1)], static)
