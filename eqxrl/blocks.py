@@ -51,7 +51,7 @@ def ensemble_q(
 
 def sample_actions(
     policy: Callable[[Obs], Any], obs: Obs, key: PRNGKeyArray, num: int | None = None
-) -> tuple[Float[Array, "batch *num action_dim"], Float[Array, "batch *num"]]:
+) -> tuple[Float[Array, " batch *num action_dim"], Float[Array, " batch *num"]]:
     """An action and its log-probability per observation of a batch, or `num` of them (axis 1).
 
     `policy(obs)` returns a distrax distribution for one observation.

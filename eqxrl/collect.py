@@ -18,20 +18,16 @@ Episodes are rolled out by `eqxrl.rollouts` (actions in [-1, 1], a pure function
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
-from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from . import checkpoints
-from .data import Dataset, ReplayBuffer
+from .data import Dataset
 from .datasets import (
     DatasetError,
     DatasetInfo,
@@ -42,8 +38,7 @@ from .datasets import (
     save_dataset,
     with_episode_cuts,
 )
-from .envs import EnvSpec
-from .loops import Carry
+from .load import LoadedRun, load_run
 from .rollouts import (
     PolicyFn,
     add_noise,
@@ -55,77 +50,23 @@ from .rollouts import (
 from .types import Obs
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """A training run of `train_online`, restored from one of its checkpoints."""
-
-    run_dir: str
-    step: int
-    config: Any
-    state: Any
-    buffer: ReplayBuffer
-    spec: EnvSpec
-    act: Callable
-
-
-def load_run(run_dir: str, algo: str = "algorithms.sac", step: int | None = None) -> Run:
-    """Restore the algorithm state and replay buffer of a run folder's checkpoint.
-
-    `algo` is the module of the algorithm that made the run (its `Config`, `init` and `act`
-    are used); `step` picks a checkpoint, the newest by default.
-    """
-    module = importlib.import_module(algo)
-    config = checkpoints.load_config(module.Config, run_dir)
-    found = checkpoints.list_checkpoints(os.path.join(run_dir, "checkpoints"))
-    if not found:
-        raise FileNotFoundError(f"run_dir={run_dir!r} has no checkpoint in its checkpoints/.")
-    if step is None:
-        step, path = found[-1]
-    else:
-        paths = dict(found)
-        if step not in paths:
-            raise ValueError(
-                f"step={step}: no such checkpoint in {run_dir!r}; it has steps {sorted(paths)}."
-            )
-        path = paths[step]
-    spec = continuous_spec(config.env_id)
-
-    def template(key):  # the layout train_online saves: {"carry": Carry, "action": ...}
-        k_init, k_loop = jax.random.split(key)
-        buffer = ReplayBuffer.create(spec.example_transition(), config.buffer_size)
-        return Carry(module.init(k_init, spec, config), buffer, k_loop)
-
-    like = {
-        "carry": eqx.filter_eval_shape(template, jax.random.key(0)),
-        "action": jax.ShapeDtypeStruct(spec.action_shape, jnp.float32),
-    }
-    tree, _ = checkpoints.restore(path, like, config=config)
-    carry = tree["carry"]
-    return Run(
-        run_dir=run_dir,
-        step=int(step),
-        config=config,
-        state=carry.state,
-        buffer=carry.buffer,
-        spec=spec,
-        act=module.act,
-    )
-
-
 def run_policy(
-    run: Run, deterministic: bool = False, noise_std: float = 0.0, epsilon: float = 0.0
+    run: LoadedRun, deterministic: bool = False, noise_std: float = 0.0, epsilon: float = 0.0
 ) -> PolicyFn:
     """The run's policy (sampled, or its mode with `deterministic`), with optional noise."""
 
     def policy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
         batch = jax.tree.map(lambda x: jnp.asarray(x)[None], obs)
-        return run.act(run.state, batch, key, deterministic=deterministic)[0]
+        return run.act(batch, key, deterministic=deterministic)[0]
 
     return add_noise(policy, noise_std, epsilon)
 
 
-def replay_dataset(run: Run) -> Dataset:
-    """The run's replay buffer, oldest row first, with its episode ends marked."""
+def replay_dataset(run: LoadedRun) -> Dataset:
+    """The run's replay buffer (`load_run(..., buffer=True)`), oldest row first, with its
+    episode ends marked."""
+    if run.buffer is None:
+        raise ValueError(f"{run.run_dir!r} was loaded without its buffer: use buffer=True.")
     return with_episode_cuts(run.buffer.to_dataset())
 
 
@@ -145,8 +86,6 @@ class _Output:
     """run folder of the expert policy that defines --ref-max-score"""
     ref_episodes: int = 10
     """episodes over which reference returns are averaged"""
-    algo: str = "algorithms.sac"
-    """module of the algorithm that made the run folders (Config, init, act)"""
     progress: bool = True
     """show a progress bar and a summary"""
 
@@ -255,8 +194,14 @@ def _concat(config: Concat) -> tuple[Dataset, DatasetInfo]:
     return concatenate([d for d, _ in loaded]), info
 
 
-def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInfo]:
-    """Build the dataset and info that `config` describes (without writing them)."""
+def make(
+    config: Random | Policy | Replay | Concat, algorithm: ModuleType | None = None
+) -> tuple[Dataset, DatasetInfo]:
+    """Build the dataset and info that `config` describes (without writing them).
+
+    `algorithm` is the module that trained the run folders; by default the module each run
+    recorded in its config.json.
+    """
     if isinstance(config, Concat):
         dataset, info = _concat(config)
         return dataset, dataclasses.replace(info, num_episodes=int(episode_returns(dataset).size))
@@ -272,8 +217,8 @@ def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInf
         )
         source = "random"
     else:
-        run = load_run(config.run_dir, config.algo, config.step)
-        env_id = run.config.env_id
+        run = load_run(config.run_dir, config.step, algorithm, buffer=isinstance(config, Replay))
+        env_id = run.config.run.env_id
         if isinstance(config, Policy):
             policy = run_policy(run, config.deterministic, config.noise_std, config.epsilon)
             dataset = collect_episodes(
@@ -300,12 +245,12 @@ def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInf
         expert = (
             run
             if run is not None and config.reference_run is None
-            else load_run(reference_dir, config.algo)
+            else load_run(reference_dir, algorithm=algorithm)
         )
-        if expert.config.env_id != env_id:
+        if expert.config.run.env_id != env_id:
             raise ValueError(
                 f"--reference-run {reference_dir!r} is a run on "
-                f"{expert.config.env_id!r}, but the data is from {env_id!r}."
+                f"{expert.config.run.env_id!r}, but the data is from {env_id!r}."
             )
         high = float(
             np.mean(
@@ -324,10 +269,12 @@ def make(config: Random | Policy | Replay | Concat) -> tuple[Dataset, DatasetInf
     return dataset, info
 
 
-def main(config: Random | Policy | Replay | Concat) -> DatasetInfo:
+def main(
+    config: Random | Policy | Replay | Concat, algorithm: ModuleType | None = None
+) -> DatasetInfo:
     """Make the dataset, write it to `config.output`, print a summary, and return its info."""
     check_writable(config.output, "--output")  # before minutes of collection, not after
-    dataset, info = make(config)
+    dataset, info = make(config, algorithm)
     save_dataset(config.output, dataset, info)
     if config.progress:
         returns = np.asarray(episode_returns(dataset))

@@ -79,7 +79,7 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
     if given is None:
         default = defaults(type(config))
         given = {k for k, v in now.items() if v != default.get(k)}
-    changes: dict[str, Any] = {"run_dir": run.resume, "resume": run.resume, "progress": run.progress}
+    changes: dict[str, Any] = dict(run_dir=run.resume, resume=run.resume, progress=run.progress)
     for name in sorted(given):
         field = name.removeprefix("run.")
         if field in ("resume", "progress") or now[name] == before.get(name):
@@ -139,7 +139,8 @@ class Run:
             f"{self.name}__{config.run.env_id}__s{config.run.seed}__"
             f"{time.strftime('%Y%m%d-%H%M%S')}",
         )
-        self.config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=run_dir))
+        run = dataclasses.replace(config.run, run_dir=run_dir)
+        self.config = dataclasses.replace(config, run=run)
         self.dir, self.unit, self.total = run_dir, unit, config.run.budget
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         if self.resume and not os.path.isdir(self.ckpt_dir):
@@ -160,7 +161,7 @@ class Run:
 
     # ------------------------------------------------------------------ lifecycle
     def restore(self, like: Callable[[dict[str, Any]], Any]) -> Any:
-        """Load the newest checkpoint into the template `like(meta)`; its metadata becomes `host`."""
+        """Load the newest checkpoint into the template `like(meta)`; its meta becomes `host`."""
         found = checkpoints.list_checkpoints(self.ckpt_dir)
         if not found:
             raise FileNotFoundError(f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
@@ -180,7 +181,8 @@ class Run:
         if not self.resume:
             os.makedirs(self.ckpt_dir)
             self.created = True
-        record = {"algorithm": self.name, "module": self.module, "config": to_dict(config)}
+        saved = dataclasses.replace(config, run=dataclasses.replace(run, resume=None))
+        record = {"algorithm": self.name, "module": self.module, "config": to_dict(saved)}
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(record, f, indent=2)
         self.eval_envs = make_eval_envs(run.env_id, run.eval_episodes)

@@ -145,14 +145,14 @@ def train_online(
 
         key = jax.random.key(settings.seed)
         if run.resume:
-            state_key, _, action = eqx.filter_eval_shape(fresh, key)
+            (state_like, key_like), _, action = eqx.filter_eval_shape(fresh, key)
 
             def like(meta):
                 rows = jax.tree.map(lambda x: jax.ShapeDtypeStruct((meta["buffer_rows"], *x.shape),
                                                                    x.dtype), example)
                 counter = jax.ShapeDtypeStruct((), jnp.int32)
                 saved = {"data": rows, "position": counter, "size": counter}
-                return {"state": state_key[0], "key": state_key[1], "buffer": saved,
+                return {"state": state_like, "key": key_like, "buffer": saved,
                         "action": action}
 
             tree = run.restore(like)

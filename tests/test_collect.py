@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import eqxrl
 from algorithms import sac
 from eqxrl import collect, rollouts
 from eqxrl import datasets as ds
@@ -88,7 +89,7 @@ def test_collection_rejects_discrete_envs_and_bad_flags(tmp_path):
     with pytest.raises(ValueError, match="--noise-std must be >= 0, got -1.0"):
         collect.Policy(run_dir="x", output="y.hdf5", noise_std=-1.0)
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        collect.load_run(str(tmp_path))
+        eqxrl.load_run(str(tmp_path))
 
 
 def test_random_cli_writes_a_dataset_with_reference(tmp_path, capsys):
@@ -156,36 +157,38 @@ def test_help_lists_the_subcommands():
 def sac_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("sac") / "run")
     config = sac.Config(
-        env_id=PENDULUM,
-        total_steps=300,
-        start_steps=100,
-        batch_size=32,
-        buffer_size=1000,
+        run=eqxrl.OnlineRun(
+            env_id=PENDULUM,
+            total_steps=300,
+            start_steps=100,
+            batch_size=32,
+            buffer_size=1000,
+            eval_interval=300,
+            eval_episodes=1,
+            checkpoint_interval=150,
+            log_interval=100,
+            run_dir=run_dir,
+            tensorboard=False,
+            progress=False,
+        ),
         hidden_dims=(32, 32),
-        eval_interval=300,
-        eval_episodes=1,
-        checkpoint_interval=150,
-        log_interval=100,
-        run_dir=run_dir,
-        tensorboard=False,
-        progress=False,
     )
     sac.main(config)
     return run_dir
 
 
 def test_load_run_restores_the_newest_checkpoint(sac_run):
-    run = collect.load_run(sac_run)
-    assert run.step == 300 and run.config.env_id == PENDULUM
+    run = eqxrl.load_run(sac_run, buffer=True)
+    assert run.step == 300 and run.config.run.env_id == PENDULUM
     assert int(run.buffer.size) == 300 and int(run.state.critic.step) > 0
-    older = collect.load_run(sac_run, step=150)
+    older = eqxrl.load_run(sac_run, 150, buffer=True)
     assert older.step == 150 and int(older.buffer.size) == 150
     with pytest.raises(ValueError, match=r"step=7: no such checkpoint.*\[150, 300\]"):
-        collect.load_run(sac_run, step=7)
+        eqxrl.load_run(sac_run, 7)
 
 
 def test_deterministic_policy_collection_follows_sac_act(sac_run):
-    run = collect.load_run(sac_run)
+    run = eqxrl.load_run(sac_run, buffer=True)
     data = rollouts.collect_episodes(PENDULUM, collect.run_policy(run, deterministic=True), 50, 0)
     mode = sac.act(run.state, data.data.obs, jax.random.key(0), deterministic=True)
     np.testing.assert_allclose(data.data.action, jnp.clip(mode, -1, 1), atol=1e-6)
@@ -207,7 +210,7 @@ def test_policy_cli_with_noise_and_reference(sac_run, tmp_path):
     assert loaded == info and data.size == 220 and "step 300" in info.source
     np.testing.assert_array_equal(np.flatnonzero(data.data.truncated), [199, 219])
     assert_consistent(data)
-    run = collect.load_run(sac_run)
+    run = eqxrl.load_run(sac_run, buffer=True)
     expert = rollouts.rollout_returns(PENDULUM, collect.run_policy(run, deterministic=True), 1, 0)
     assert info.ref_max_score == pytest.approx(float(expert[0]))
     assert info.ref_min_score == pytest.approx(
@@ -231,7 +234,7 @@ def test_reference_run_is_its_newest_checkpoint_even_for_an_older_step(sac_run, 
             progress=False,
         )
     )
-    newest = collect.load_run(sac_run)
+    newest = eqxrl.load_run(sac_run, buffer=True)
     expert_policy = collect.run_policy(newest, deterministic=True)
     expert = rollouts.rollout_returns(PENDULUM, expert_policy, 1, 0)
     assert "step 150" in info.source
@@ -249,7 +252,7 @@ def test_replay_and_concat(sac_run, tmp_path):
     )
     info = collect.main(replay)
     data, _ = ds.load_dataset(replay_out)
-    run = collect.load_run(sac_run)
+    run = eqxrl.load_run(sac_run, buffer=True)
     assert data.size == 300 and info.reference == (-1500.0, -150.0)
     np.testing.assert_array_equal(data.data.obs, run.buffer.data.obs[:300])
     np.testing.assert_array_equal(data.data.action, run.buffer.data.action[:300])
@@ -296,7 +299,7 @@ def test_replay_to_minari_folder(sac_run, tmp_path):
     )
     data, info = ds.load_dataset(out)
     assert data.size == 300 and info.env_id == PENDULUM and info.num_episodes == 2
-    assert eqx.tree_equal(data, collect.replay_dataset(collect.load_run(sac_run)))
+    assert eqx.tree_equal(data, collect.replay_dataset(eqxrl.load_run(sac_run, buffer=True)))
 
 
 class DictObs(gym.ObservationWrapper):

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 
 import equinox as eqx
 import gymnasium as gym
@@ -23,7 +24,7 @@ SPEC = EnvSpec(
     action_low=(-1.0, -1.0),
     action_high=(1.0, 1.0),
 )
-SMALL = sac.Config(hidden_dims=(32, 32), batch_size=16, buffer_size=1000)
+SMALL = sac.Config(run=eqxrl.OnlineRun(batch_size=16, buffer_size=1000), hidden_dims=(32, 32))
 
 
 def make_batch(key, n=16, obs_dim=3, action_dim=2):
@@ -44,16 +45,30 @@ def make_batch(key, n=16, obs_dim=3, action_dim=2):
     [
         ("tau", 0.0, r"--tau must be in \(0, 1\], got 0.0"),
         ("tau", 1.5, r"--tau must be in \(0, 1\], got 1.5"),
-        ("actor_lr", -1e-3, r"--actor-lr must be > 0, got -0.001"),
-        ("batch_size", 2000, r"--batch-size \(2000\) must not exceed --buffer-size \(1000\)"),
+        ("actor_lr", -1e-3, r"--actor-lr must be a finite number > 0, got -0.001"),
         ("num_min_critics", 3, r"--num-min-critics must be in \[1, 2\], got 3"),
-        ("utd", 0, r"--utd must be >= 1, got 0"),
         ("critic_dropout", 1.0, r"--critic-dropout must be in \[0, 1\), got 1.0"),
+        ("init_temperature", float("inf"), r"--init-temperature must be a finite number > 0"),
+        ("init_temperature", float("nan"), r"--init-temperature must be a finite number > 0"),
+        ("log_std_min", 5.0, r"--log-std-min \(5.0\) must be finite and <= --log-std-max \(2.0\)"),
     ],
 )
 def test_invalid_config_names_the_flag(field, value, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(SMALL, **{field: value})
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("batch_size", 2000, r"--batch-size \(2000\) must not exceed --buffer-size \(1000\)"),
+        ("utd", 0, r"--utd must be >= 1, got 0"),
+        ("start_steps", 10**6, r"--start-steps \(1000000\) must be < --total-steps \(1000000\)"),
+    ],
+)
+def test_invalid_run_settings_name_the_flag(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SMALL.run, **{field: value})
 
 
 def test_init_rejects_discrete_and_unscaled_actions():
@@ -104,7 +119,7 @@ def test_actor_loss_by_hand():
 
 
 def test_temperature_loss_and_gradient_by_hand():
-    temp = sac.Temperature(jnp.log(jnp.asarray(2.0)))
+    temp = eqxrl.LogScalar.create(2.0)
     loss, aux = sac.temperature_loss(temp, jnp.asarray(1.5), jnp.asarray(-1.0))
     np.testing.assert_allclose(loss, 5.0, rtol=1e-6)  # 2 * (1.5 - (-1))
     grad = eqx.filter_grad(
@@ -214,13 +229,12 @@ def test_redq_and_droq_options_run():
 
 # ---------------------------------------------------------------- the script
 def tiny(tmp_path, name="run", **kw):
-    fields = dict(
+    run = dict(
         env_id="Pendulum-v1",
         total_steps=400,
         start_steps=100,
         batch_size=32,
         buffer_size=1000,
-        hidden_dims=(32, 32),
         eval_interval=200,
         eval_episodes=2,
         log_interval=50,
@@ -228,18 +242,21 @@ def tiny(tmp_path, name="run", **kw):
         run_dir=str(tmp_path / name),
         progress=False,
     )
-    return sac.Config(**(fields | kw))
+    return sac.Config(run=eqxrl.OnlineRun(**(run | kw)), hidden_dims=(32, 32))
 
 
-def test_main_writes_the_run_folder(tmp_path, capsys):
+def test_main_writes_the_run_folder(tmp_path):
     summary = sac.main(tiny(tmp_path))
     run = tmp_path / "run"
     names = set(os.listdir(run))
     assert {"config.json", "train.csv", "eval.csv", "summary.json", "checkpoints"} <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
     assert summary["steps"] == 400 and summary["final_eval_return"] is not None
-    assert json.loads((run / "config.json").read_text())["env_id"] == "Pendulum-v1"
-    assert "final eval" in capsys.readouterr().out
+    assert summary["status"] == "done" and not summary["interrupted"]
+    record = json.loads((run / "config.json").read_text())
+    assert record["algorithm"] == "sac" and record["module"] == "algorithms.sac"
+    assert record["config"]["run"]["env_id"] == "Pendulum-v1"
+    assert record["config"]["hidden_dims"] == [32, 32]
 
 
 class InterruptAt(gym.Wrapper):
@@ -262,17 +279,15 @@ def final_state(run_dir):
     return path, header["meta"]
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     straight = tiny(tmp_path, "straight")
     sac.main(straight)
 
     broken = tiny(tmp_path, "broken")
-    make_env = eqxrl.loops.make_env
-    monkeypatch.setattr(eqxrl.loops, "make_env", lambda env_id: InterruptAt(make_env(env_id), 250))
-    summary = sac.main(broken)
+    interrupting = lambda env_id: InterruptAt(eqxrl.make_env(env_id), 250)
+    summary = eqxrl.train_online(broken, sac, make_env=interrupting)
     assert summary["interrupted"] and summary["steps"] == 250  # mid-episode, after learning began
-    monkeypatch.setattr(eqxrl.loops, "make_env", make_env)
-    summary = sac.main(sac.Config(resume=str(tmp_path / "broken")))
+    summary = sac.main(sac.Config(run=eqxrl.OnlineRun(resume=str(tmp_path / "broken"))))
     assert summary["steps"] == 400 and not summary["interrupted"]
 
     a, meta_a = final_state(tmp_path / "straight")
@@ -289,12 +304,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
 def test_resume_with_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     config = tiny(tmp_path, total_steps=200)
     sac.main(config)
-    path = ck.list_checkpoints(os.path.join(config.run_dir, "checkpoints"))[-1][1]
+    path = ck.list_checkpoints(os.path.join(config.run.run_dir, "checkpoints"))[-1][1]
     with open(path, "r+b") as f:
         f.seek(-100, os.SEEK_END)
         f.write(b"\0" * 100)
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        sac.main(sac.Config(resume=config.run_dir))
+        sac.main(sac.Config(run=eqxrl.OnlineRun(resume=config.run.run_dir)))
 
 
 def test_nan_check_names_the_metric_and_step(tmp_path):
@@ -302,9 +317,13 @@ def test_nan_check_names_the_metric_and_step(tmp_path):
         state, metrics = sac.update(state, batch, key, config)
         return state, metrics | {"critic/loss": metrics["critic/loss"] * jnp.nan}
 
+    algorithm = types.ModuleType("poisoned")  # SAC with a poisoned update
+    algorithm.init, algorithm.update, algorithm.act = sac.init, poisoned, sac.act
     config = tiny(tmp_path, nan_check=True)
     with pytest.raises(FloatingPointError, match=r"Non-finite \['critic/loss'\] at step 100"):
-        eqxrl.train_online(config, init=sac.init, update=poisoned, act=sac.act, algo="sac")
+        eqxrl.train_online(config, algorithm)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "Non-finite" in summary["error"]
 
 
 def test_unknown_env_and_discrete_env_errors(tmp_path):
@@ -312,6 +331,7 @@ def test_unknown_env_and_discrete_env_errors(tmp_path):
         sac.main(tiny(tmp_path, env_id="Nope-v0"))
     with pytest.raises(ValueError, match="Discrete"):
         sac.main(tiny(tmp_path, "cartpole", env_id="CartPole-v1"))
+    assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "cartpole")
 
 
 def test_help_documents_every_flag():
@@ -322,5 +342,7 @@ def test_help_documents_every_flag():
         check=True,
         cwd=os.path.dirname(os.path.dirname(__file__)),
     )
-    for text in ("--env-id", "--num-min-critics", "REDQ", "--resume", "update-to-data"):
+    for text in ("--env-id", "--num-min-critics", "REDQ", "--resume", "update-to-data",
+                 "--total-steps", "--wandb-group"):
         assert text in out.stdout
+    assert "--run." not in out.stdout  # run settings are flat flags
