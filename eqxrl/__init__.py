@@ -18,6 +18,8 @@ from .blocks import every as every
 from .blocks import sample_actions as sample_actions
 from .blocks import td_target as td_target
 from .checkpoints import CheckpointError as CheckpointError
+from .cli import cli as cli
+from .cli import print_summary as print_summary
 from .config import OfflineRun as OfflineRun
 from .config import OnlineRun as OnlineRun
 from .config import RunConfig as RunConfig
@@ -37,8 +39,6 @@ from .envs import spec_from_env as spec_from_env
 from .evaluation import evaluate as evaluate
 from .evaluation import make_eval_envs as make_eval_envs
 from .evaluation import normalized_score as normalized_score
-from .harness import cli as cli
-from .harness import print_summary as print_summary
 from .jit import jit as jit
 from .load import LoadedRun as LoadedRun
 from .load import load_policy as load_policy

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -25,77 +24,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoints
-from .config import BUDGET_FIELDS, defaults, flag, flat_fields, from_dict, identity, to_dict
+from .config import identity, to_dict
 from .evaluation import evaluate, make_eval_envs
 from .jit import jit
 from .logging import Logger
+from .record import algorithm_name, module_name
 
 
 def derived_seed(*parts: int) -> int:
     """A 31-bit seed derived deterministically from integers (episode and evaluation seeds)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def algorithm_name(algorithm: ModuleType) -> str:
-    """`sac` for `algorithms/sac.py`, also when it runs as `__main__`."""
-    path = getattr(algorithm, "__file__", None)
-    return os.path.splitext(os.path.basename(path))[0] if path else algorithm.__name__
-
-
-def module_name(algorithm: ModuleType) -> str:
-    """The importable name of an algorithm module (`algorithms.sac` for a script run)."""
-    if algorithm.__name__ != "__main__" or not getattr(algorithm, "__file__", None):
-        return algorithm.__name__
-    folder, file = os.path.split(os.path.abspath(algorithm.__file__))
-    stem = os.path.splitext(file)[0]
-    package = os.path.basename(folder)
-    return f"{package}.{stem}" if os.path.exists(os.path.join(folder, "__init__.py")) else stem
-
-
-def read_record(run_dir: str) -> dict[str, Any]:
-    """The `config.json` of a run folder: algorithm, module and config as saved."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{run_dir!r} is not a run folder: it has no config.json (cwd {os.getcwd()!r})."
-        )
-    with open(path) as f:
-        return json.load(f)
-
-
-def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
-    """With `config.run.resume` set, the saved config of that run folder, with what may change.
-
-    `given` names the flat fields the user set (`run.total_steps`); by default the fields that
-    differ from the class defaults. A new budget extends the run; `progress` may change; any
-    other given field that differs from the saved run is refused. The result has `run_dir` set
-    to the folder (as given, so a moved or copied folder works) and keeps `resume`.
-    """
-    run = config.run
-    if run.resume is None or run.run_dir == run.resume:
-        return config  # a new run, or resolved already
-    saved = from_dict(type(config), read_record(run.resume)["config"], "config.json")
-    now, before = flat_fields(config), flat_fields(saved)
-    if given is None:
-        default = defaults(type(config))
-        given = {k for k, v in now.items() if v != default.get(k)}
-    changes: dict[str, Any] = dict(run_dir=run.resume, resume=run.resume, progress=run.progress)
-    for name in sorted(given):
-        field = name.removeprefix("run.")
-        if field in ("resume", "progress") or now[name] == before.get(name):
-            continue
-        if field in BUDGET_FIELDS:
-            changes[field] = now[name]
-        elif field == "run_dir" and os.path.abspath(now[name]) == os.path.abspath(run.resume):
-            continue
-        else:
-            raise ValueError(
-                f"--resume {run.resume}: {flag(field)} {now[name]!r} would change the run "
-                f"(it was trained with {before.get(name)!r}). With --resume only "
-                "--total-steps/--total-updates (to extend it) and --progress may change; for "
-                "other settings start a new run with another --run-dir."
-            )
-    return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))
 
 
 class StopFlag:
@@ -312,44 +250,3 @@ def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:
             run.close("failed", error)
         raise
     return run.close(status)
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    """Print a short final summary of a run."""
-    state = {"done": "done", "failed": f"failed ({summary.get('error')})"}.get(
-        summary["status"], f"interrupted (continue with --resume {summary['run_dir']})"
-    )
-
-    def shown(key: str) -> Any:
-        return None if summary[key] is None else round(summary[key], 1)
-
-    score = summary["final_normalized_score"]
-    print(
-        f"\n{summary['algo']} on {summary['env_id']} (seed {summary['seed']}): {state}\n"
-        f"  {summary['unit'] + 's':<16} {summary['steps']} in {summary['wall_time_s']} s "
-        f"({summary['per_second']} {summary['unit']}s/s this session)\n"
-        f"  final eval       {shown('final_eval_return')}"
-        + ("" if score is None else f"\n  normalized score {shown('final_normalized_score')}")
-        + f"\n  best eval        {shown('best_eval_return')}\n"
-        f"  run folder       {summary['run_dir']} (tensorboard --logdir {summary['run_dir']})"
-    )
-
-
-def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None = None) -> None:
-    """Parse flags into `config_class`, run `main`, print the summary; exit 130 if interrupted.
-
-    With `--resume`, the flags given on the command line (not their defaults) decide what the
-    user asked to change, so `--total-steps` equal to its default still extends a run.
-    """
-    import tyro
-
-    argv = sys.argv[1:] if args is None else args
-    config = tyro.cli(config_class, args=argv)
-    if config.run.resume is not None:
-        names = {a.split("=")[0].removeprefix("--").replace("-", "_") for a in argv}
-        given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
-        config = resolve_resume(config, given)
-    summary = main(config)
-    print_summary(summary)
-    if summary["interrupted"]:
-        sys.exit(130)  # as a shell does for Ctrl-C, so `a && b` stops

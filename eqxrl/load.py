@@ -25,8 +25,8 @@ from . import checkpoints
 from .config import from_dict, identity
 from .data import ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
-from .harness import algorithm_name, read_record
 from .online import from_filled_rows
+from .record import algorithm_name, read_record
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,9 +19,10 @@ import jax.numpy as jnp
 from . import datasets
 from .data import Dataset
 from .envs import make_env, spec_from_env
-from .harness import Run, resolve_resume, run_loop
+from .harness import Run, run_loop
 from .jit import jit
 from .online import fresh_copy
+from .record import resolve_resume
 
 
 def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | None]:
@@ -31,6 +32,9 @@ def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | No
     `--rescale-actions` maps the env's bounds onto [-1, 1].
     """
     run = config.run
+    if not run.dataset:
+        raise ValueError("--dataset is required: a D4RL-style HDF5 file or a Minari dataset "
+                         "(or --resume RUN_DIR to continue a run).")
     dataset, info = datasets.load_dataset(run.dataset)
     if run.env_id is None:
         if info.env_id is None:

@@ -21,8 +21,9 @@ import numpy as np
 
 from .data import ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
-from .harness import Run, derived_seed, resolve_resume, run_loop
+from .harness import Run, derived_seed, run_loop
 from .jit import jit, merge, split
+from .record import resolve_resume
 from .types import Transition
 
 
