@@ -193,8 +193,8 @@ class OfflineRun(RunConfig):
 
     def __post_init__(self):
         RunConfig.__post_init__(self)
-        if not self.dataset and self.resume is None:
-            _fail("dataset", "a dataset path (D4RL-style HDF5 or Minari)", self.dataset)
+        # --dataset is checked when the run starts (`prepare_dataset`), so that an algorithm's
+        # Config can have an `OfflineRun(...)` default, which has no dataset yet.
         at_least(self, 1, "total_updates", "batch_size", "updates_per_call")
 
     @property
