@@ -38,6 +38,7 @@ from eqxrl import (
     ensemble_q,
     every,
     polyak,
+    smoothed_target_action,
     td_target,
     train_online,
 )
@@ -146,10 +147,8 @@ def update(
 ) -> tuple[State, Metrics]:
     """One TD3 step: the critics; every `policy_delay` steps the actor and the targets."""
     state.spec.check_batch(batch)
-    next_action = jax.vmap(state.target_actor)(batch.next_obs)
-    noise = state.policy_noise * jax.random.normal(key, next_action.shape)
-    next_action = jnp.clip(next_action + jnp.clip(noise, -state.noise_clip, state.noise_clip),
-                           -1.0, 1.0)
+    next_action = smoothed_target_action(state.target_actor, batch.next_obs, key,
+                                         state.policy_noise, state.noise_clip)
     next_value = jnp.min(ensemble_q(state.target_critic, batch.next_obs, next_action), axis=0)
     target_q = td_target(batch.reward, batch.terminated, next_value, state.discount)
     critic, critic_info = state.critic.apply_loss_fn(critic_loss, batch, target_q)

@@ -16,6 +16,7 @@ from .blocks import LogScalar as LogScalar
 from .blocks import ensemble_q as ensemble_q
 from .blocks import every as every
 from .blocks import sample_actions as sample_actions
+from .blocks import smoothed_target_action as smoothed_target_action
 from .blocks import td_target as td_target
 from .checkpoints import CheckpointError as CheckpointError
 from .cli import cli as cli

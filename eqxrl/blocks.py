@@ -1,6 +1,6 @@
 """Building blocks that several algorithms share: TD targets, ensemble Q-values, sampled
-actions with log-probabilities, a learned log-space scalar, the shared optimiser, and
-"do this every k updates".
+actions with log-probabilities, TD3's target-policy smoothing, a learned log-space scalar,
+the shared optimiser, and "do this every k updates".
 
 They are concepts, not plumbing: each is the same mathematics wherever it is used. What makes
 an algorithm *that* algorithm (its losses, its update order) stays in its file.
@@ -60,6 +60,16 @@ def sample_actions(
     shape = () if num is None else (num,)
     sample = lambda o, k: policy(o).sample_and_log_prob(seed=k, sample_shape=shape)
     return jax.vmap(sample)(obs, jax.random.split(key, n))
+
+
+def smoothed_target_action(
+    target_actor: Callable[[Obs], Array], next_obs: Obs, key: PRNGKeyArray,
+    noise: Float[Array, ""] | float, noise_clip: Float[Array, ""] | float,
+) -> Float[Array, "batch action_dim"]:
+    """clip(μ̄(s') + clip(σ·N(0, 1), −c, c), −1, 1): TD3's target-policy smoothing on a batch."""
+    action = jax.vmap(target_actor)(next_obs)
+    eps = jnp.clip(noise * jax.random.normal(key, action.shape), -noise_clip, noise_clip)
+    return jnp.clip(action + eps, -1.0, 1.0)
 
 
 class LogScalar(eqx.Module):

@@ -1,0 +1,73 @@
+"""The README's code blocks, as a user types them: Python blocks run; every command line of the
+bash blocks that starts an algorithm or a module parses with that program's own flags."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    README = f.read()
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
+PYTHON = [code for lang, code in BLOCKS if lang == "python"]
+COMMANDS = [
+    line.split("#")[0].strip()
+    for lang, code in BLOCKS
+    if lang == "bash"
+    for line in code.splitlines()
+    if "python " in line
+]
+
+
+def test_the_readme_has_code_blocks():
+    assert len(PYTHON) >= 2 and len(COMMANDS) >= 5
+
+
+@pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
+def test_python_block_runs(code, tmp_path):
+    # A fresh interpreter in an empty folder, as a notebook user would start.
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def command_arguments(command):
+    """(program, args) of the `python ...` part of a command line."""
+    part = command.split("&&")[-1].strip()
+    words = shlex.split(part)
+    assert words[0] == "python", command
+    if words[1] == "-m":
+        return words[2], words[3:]
+    return words[1], words[2:]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_line_parses(command):
+    program, args = command_arguments(command)
+    if "--help" in args:
+        result = subprocess.run([sys.executable, program, *args], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return
+    # Parse the flags exactly as the program does, without training.
+    if program.startswith("algorithms/"):
+        parse = (
+            "import sys, tyro, importlib; m = importlib.import_module("
+            f"{program[:-3].replace('/', '.')!r}); tyro.cli(m.Config, args=sys.argv[1:])"
+        )
+    elif program == "eqxrl.plot":
+        parse = (
+            "import sys, tyro; from eqxrl.plot import PlotArgs; "
+            "tyro.cli(PlotArgs, args=sys.argv[1:])"
+        )
+    elif program.startswith("benchmarks/"):
+        pytest.skip("benchmarks are run by hand; their flags are tested in their own files")
+    else:
+        pytest.fail(f"README command for an unknown program: {command}")
+    result = subprocess.run([sys.executable, "-c", parse, *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
