@@ -59,7 +59,7 @@ def non_negative(config: Any, *names: str) -> None:
 
 
 def within(
-    config: Any, name: str, low: float, high: float, *, open_low: bool = False,
+    config: Any, name: str, low: int | float, high: int | float, *, open_low: bool = False,
     open_high: bool = False,
 ) -> None:
     """Require a field to lie in the interval from `low` to `high` (closed unless told)."""
