@@ -1,0 +1,98 @@
+"""Normalisation layers for the ResNet-v1 encoders: cross-batch BatchNorm and helpers.
+
+`make_norm` builds a BatchNorm, GroupNorm or per-position LayerNorm for a CHW feature map;
+`apply_norm` calls any of them with the same `(x, state) -> (x, state)` signature, so a
+network's call signature does not depend on the normalisation.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+__all__ = ["BatchNorm", "Norm", "apply_norm", "make_norm"]
+
+
+class BatchNorm(eqx.Module):
+    """BatchNorm over the vmapped `axis_name` and the spatial axes of a CHW map.
+
+    Training (`inference=False`) normalises with the batch statistics and moves the running
+    statistics by `running = momentum * running + (1 - momentum) * batch` (flax's rule;
+    momentum 0.9 is PyTorch's 0.1); inference uses the running statistics and needs no vmap.
+    Toggle with `eqx.nn.inference_mode`. Unlike `eqx.nn.BatchNorm(mode="batch")`, the
+    running statistics are used as they are: that layer divides them by `1 - momentum**t`
+    to remove a zero-initialisation bias, which over-corrects the variance (initialised at
+    one) by `momentum**t / (1 - momentum**t)`, i.e. +9 after the first step.
+    """
+
+    weight: Float[Array, " channels"]
+    bias: Float[Array, " channels"]
+    stats: eqx.nn.StateIndex
+    inference: bool
+    axis_name: str = eqx.field(static=True)
+    momentum: float = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        axis_name: str = "batch",
+        momentum: float = 0.9,
+        eps: float = 1e-5,
+        inference: bool = False,
+    ):
+        self.weight = jnp.ones((channels,))
+        self.bias = jnp.zeros((channels,))
+        self.stats = eqx.nn.StateIndex((jnp.zeros((channels,)), jnp.ones((channels,))))
+        self.inference = inference
+        self.axis_name, self.momentum, self.eps = axis_name, momentum, eps
+
+    def __call__(
+        self, x: Float[Array, "channels height width"], state: eqx.nn.State
+    ) -> tuple[Float[Array, "channels height width"], eqx.nn.State]:
+        """Normalise one example's feature map; returns it with the updated state."""
+        if self.inference:
+            mean, var = state.get(self.stats)
+        else:
+            # Every example has the same number of positions, so the mean of per-example
+            # means is the batch mean; two passes keep the variance accurate.
+            mean = jax.lax.pmean(jnp.mean(x, axis=(1, 2)), self.axis_name)
+            centred = x - mean[:, None, None]
+            var = jax.lax.pmean(jnp.mean(jnp.square(centred), axis=(1, 2)), self.axis_name)
+            running_mean, running_var = state.get(self.stats)
+            m = self.momentum
+            batch_mean, batch_var = jax.lax.stop_gradient((mean, var))
+            state = state.set(
+                self.stats,
+                (m * running_mean + (1 - m) * batch_mean, m * running_var + (1 - m) * batch_var),
+            )
+        scale = self.weight * jax.lax.rsqrt(var + self.eps)
+        return (x - mean[:, None, None]) * scale[:, None, None] + self.bias[:, None, None], state
+
+
+Norm = BatchNorm | eqx.nn.GroupNorm | eqx.nn.LayerNorm
+
+
+def make_norm(kind: str, channels: int, groups: int) -> Norm:
+    """A `"batch"`, `"group"` (at most `groups` groups) or `"layer"` norm over `channels`."""
+    if kind == "batch":
+        return BatchNorm(channels)
+    if kind == "group":
+        return eqx.nn.GroupNorm(min(groups, channels), channels)
+    if kind == "layer":
+        # Per-position LayerNorm over channels, as flax's LayerNorm on HWC maps does.
+        return eqx.nn.LayerNorm(channels)
+    raise ValueError(f"ResNetV1: norm must be 'batch', 'group' or 'layer'; got {kind!r}.")
+
+
+def apply_norm(
+    norm: Norm, x: Float[Array, "c h w"], state: eqx.nn.State
+) -> tuple[Float[Array, "c h w"], eqx.nn.State]:
+    """Normalise a CHW map with any `Norm`; only BatchNorm reads or changes `state`."""
+    if isinstance(norm, BatchNorm):
+        return norm(x, state)
+    if isinstance(norm, eqx.nn.LayerNorm):
+        over_width = jax.vmap(norm, in_axes=1, out_axes=1)
+        return jax.vmap(over_width, in_axes=1, out_axes=1)(x), state
+    return norm(x), state
