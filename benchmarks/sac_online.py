@@ -37,14 +37,16 @@ class Args:
 
 
 def run_eqxrl(a: Args) -> float:
+    import eqxrl
     from algorithms import sac
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = sac.Config(
+        config = sac.Config(run=eqxrl.OnlineRun(
             env_id=a.env_id, seed=a.seed, total_steps=a.steps, start_steps=a.learning_starts,
             eval_interval=a.steps, eval_episodes=1, checkpoint_interval=a.steps,
-            log_interval=1000, run_dir=tmp, progress=False, tensorboard=False,
-        )
+            log_interval=1000, run_dir=os.path.join(tmp, "run"), progress=False,
+            tensorboard=False,
+        ))
         start = time.perf_counter()
         sac.main(config)
         return time.perf_counter() - start

@@ -184,7 +184,9 @@ def main(a: Args):
         action_low=(-1.0,) * a.action_dim,
         action_high=(1.0,) * a.action_dim,
     )
-    config = sac.Config(hidden_dims=(a.hidden, a.hidden), batch_size=a.batch_size)
+    config = sac.Config(
+        run=eqxrl.OnlineRun(batch_size=a.batch_size), hidden_dims=(a.hidden, a.hidden)
+    )
     key = jax.random.key(0)
     batch = make_batch(key, a)
     batches = make_batch(key, a, lead=(a.scan_length,))

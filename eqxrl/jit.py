@@ -89,11 +89,6 @@ def merge(dynamic: Sequence, static: tuple) -> Any:
     return jax.tree.unflatten(treedef, leaves)
 
 
-# Old private names, still imported by eqxrl/loops.py. To be removed with that import.
-_split = split
-_merge = merge
-
-
 def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
     """Compile `fn` once per static structure; donate the positional arguments in `donate`.
 
