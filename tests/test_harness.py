@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -193,3 +194,25 @@ def test_load_policy_of_an_online_run(algorithm, tmp_path):
     if algorithm is td3:
         with pytest.raises(ValueError, match=r"algorithm='sac', but the run was trained by 'td3'"):
             eqxrl.load_policy(run_dir, algorithm=sac)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--init-temperature", "inf"], r"--init-temperature must be a finite number > 0, got inf"),
+        (["--init-temperature", "nan"], r"--init-temperature must be a finite number > 0, got nan"),
+        (["--start-steps", "300"], r"--start-steps \(300\) must be < --total-steps \(300\)"),
+        (["--log-std-min", "3"], r"--log-std-min \(3.0\) must be finite and <= --log-std-max"),
+    ],
+)
+def test_bad_flags_are_early_errors_naming_the_flag(flags, message, tmp_path, capsys):
+    # tyro shows an algorithm field's ValueError in a box and exits with 2; a run setting's
+    # ValueError comes through as it is. Either way it names the flag, before anything runs.
+    try:
+        assert sac_cli(*TINY, *flags, "--run-dir", str(tmp_path / "never")) == 2
+        shown = capsys.readouterr()
+        text = " ".join((shown.out + shown.err).replace("│", " ").split())
+    except ValueError as error:
+        text = str(error)
+    assert re.search(message, text), text
+    assert not os.path.exists(tmp_path / "never")
