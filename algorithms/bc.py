@@ -16,56 +16,41 @@ log-std ≥ −5), so BC is IQL's actor loss with every weight 1: the baseline o
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import sys
+from typing import Annotated, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from eqxrl import (
+    ADAM,
     Dataset,
     EnvSpec,
     GaussianPolicy,
     Metrics,
     Obs,
+    OfflineRun,
     TrainState,
     Transition,
+    cli,
     datasets,
-    load_config,
-    print_summary,
     train_offline,
 )
+from eqxrl.config import layer_sizes, ordered, positive, within
+from eqxrl.offline import prepare_dataset
+from eqxrl.record import resolve_resume
 
 
 # ---------------------------------------------------------------------------- config
-def _flag(field: str) -> str:
-    """The command-line flag of a Config field: `actor_lr` -> `--actor-lr`."""
-    return "--" + field.replace("_", "-")
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Behaviour cloning on a D4RL-style offline dataset with continuous actions."""
 
-    dataset: str = ""
-    """path to a D4RL-style HDF5 dataset (required unless --resume)"""
-    env_id: str | None = None
-    """gymnasium env for evaluation; None reads it from the dataset's metadata"""
-    preset: Literal["locomotion", "antmaze", "none"] = "none"
-    """data preprocessing: locomotion scales rewards by 1000/(max−min episode return), antmaze
-    subtracts 1 from rewards; both clip actions to ±(1 − 1e-5)"""
-    seed: int = 0
-    """seed for network init, batch sampling and evaluation"""
-    total_updates: int = 1_000_000
-    """gradient updates to train for"""
-    batch_size: int = 256
-    """transitions per gradient update"""
-    updates_per_call: int = 1_000
-    """updates per compiled call (a lax.scan that samples its batches inside)"""
+    run: Annotated[OfflineRun, tyro.conf.arg(name="")] = OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the policy"""
     lr: float = 3e-4
@@ -82,46 +67,12 @@ class Config:
     """lower clip of the policy's log-std"""
     log_std_max: float = 2.0
     """upper clip of the policy's log-std"""
-    eval_interval: int = 5_000
-    """updates between evaluations"""
-    eval_episodes: int = 10
-    """episodes per evaluation (run as one vectorised env)"""
-    log_interval: int = 1_000
-    """updates between training-metric logs"""
-    checkpoint_interval: int = 100_000
-    """updates between checkpoints"""
-    keep_checkpoints: int = 2
-    """how many recent checkpoints to keep"""
-    run_dir: str | None = None
-    """output folder; default runs/bc__<env>__s<seed>__<time>"""
-    resume: str | None = None
-    """a run folder to continue from its newest checkpoint (its saved config is used)"""
-    tensorboard: bool = True
-    """write TensorBoard events"""
-    wandb: bool = False
-    """also log to Weights & Biases (pip install 'eqxrl[wandb]')"""
-    nan_check: bool = False
-    """stop with an error naming the metric and update when a loss becomes NaN or inf"""
-    progress: bool = True
-    """show a progress bar and evaluation lines"""
 
     def __post_init__(self):
-        if not self.dataset and self.resume is None:
-            raise ValueError("--dataset is required (a D4RL-style HDF5 file), got ''.")
-        positive = ("total_updates", "batch_size", "updates_per_call", "eval_interval",
-                    "eval_episodes", "log_interval", "checkpoint_interval", "keep_checkpoints")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}.")
-        if not 0 < self.top_fraction <= 1:
-            raise ValueError(f"--top-fraction must be in (0, 1], got {self.top_fraction}.")
-        if not self.log_std_min < self.log_std_max:
-            raise ValueError(f"--log-std-min ({self.log_std_min}) must be below --log-std-max "
-                             f"({self.log_std_max}).")
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise ValueError(f"--hidden-dims must be positive sizes, got {self.hidden_dims}.")
+        layer_sizes(self)
+        positive(self, "lr")
+        within(self, "top_fraction", 0, 1, open_low=True)
+        ordered(self, "log_std_min", "log_std_max")
 
 
 # ---------------------------------------------------------------------------- state
@@ -132,9 +83,6 @@ class State(eqx.Module):
     spec: EnvSpec = eqx.field(static=True)
 
 
-# One optimiser object, so every State shares the same static field (and compiled program);
-# the learning rate lives in the optimiser state.
-ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
 TANH_EPS = 1e-5  # dataset actions are kept this far inside ±1, where atanh is finite
 
 
@@ -208,7 +156,7 @@ def act(
 
     Samples of the unsquashed Gaussian are clipped to the action bounds.
     """
-    (n,) = state.spec.obs_batch_shape(obs, "obs")
+    n = state.spec.batch_size(obs, "obs")
     if deterministic:
         action = jax.vmap(lambda o: state.actor.model(o).mode())(obs)
     else:
@@ -219,21 +167,16 @@ def act(
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
-    """Train BC on the (optionally filtered) dataset, print a summary, and return it."""
-    resume = config.resume is not None
-    if resume:
-        config = dataclasses.replace(load_config(Config, config.resume), resume=None)
-    dataset, info = datasets.load_dataset(config.dataset)
-    dataset = datasets.preprocess(dataset, config.preset)
+    """Train BC on the (optionally filtered) dataset and return the run's summary.
+
+    Filtering needs the episodes' returns on the host, so the dataset is loaded here (after
+    --resume has restored the run's settings, --top-fraction among them) and handed over.
+    """
+    config, dataset, reference = prepare_dataset(resolve_resume(config))
     if config.top_fraction < 1:
         dataset = filter_top_episodes(dataset, config.top_fraction)
-    if config.env_id is None:
-        config = dataclasses.replace(config, env_id=info.env_id)
-    summary = train_offline(config, dataset, init=init, update=update, act=act, algo="bc",
-                            resume=resume, reference=info.reference)
-    print_summary(summary)
-    return summary
+    return train_offline(config, sys.modules[__name__], dataset, reference)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    cli(main, Config)

@@ -18,58 +18,44 @@ paper's critics had three hidden layers (`--hidden-dims 256 256 256`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import sys
+from typing import Annotated
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tyro
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from eqxrl import (
+    ADAM,
     Ensemble,
     EnvSpec,
     GaussianPolicy,
+    LogScalar,
     Metrics,
     Obs,
+    OfflineRun,
     QFunction,
     TrainState,
     Transition,
-    datasets,
-    load_config,
+    cli,
+    ensemble_q,
     polyak,
-    print_summary,
+    sample_actions,
+    td_target,
     train_offline,
 )
+from eqxrl.config import at_least, layer_sizes, non_negative, ordered, positive, within
 
 
 # ---------------------------------------------------------------------------- config
-def _flag(field: str) -> str:
-    """The command-line flag of a Config field: `actor_lr` -> `--actor-lr`."""
-    return "--" + field.replace("_", "-")
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Conservative Q-Learning (SAC-based) on a D4RL-style offline dataset."""
 
-    dataset: str = ""
-    """path to a D4RL-style HDF5 dataset (required unless --resume)"""
-    env_id: str | None = None
-    """gymnasium env for evaluation; None reads it from the dataset's metadata"""
-    preset: Literal["locomotion", "antmaze", "none"] = "none"
-    """data preprocessing: locomotion scales rewards by 1000/(max−min episode return), antmaze
-    subtracts 1 from rewards; both clip actions to ±(1 − 1e-5)"""
-    seed: int = 0
-    """seed for network init, batch sampling and evaluation"""
-    total_updates: int = 1_000_000
-    """gradient updates to train for"""
-    batch_size: int = 256
-    """transitions per gradient update"""
-    updates_per_call: int = 1_000
-    """updates per compiled call (a lax.scan that samples its batches inside)"""
+    run: Annotated[OfflineRun, tyro.conf.arg(name="")] = OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
     actor_lr: float = 1e-4
@@ -106,62 +92,19 @@ class Config:
     """lower clip of the actor's log-std"""
     log_std_max: float = 2.0
     """upper clip of the actor's log-std"""
-    eval_interval: int = 5_000
-    """updates between evaluations"""
-    eval_episodes: int = 10
-    """episodes per evaluation (run as one vectorised env)"""
-    log_interval: int = 1_000
-    """updates between training-metric logs"""
-    checkpoint_interval: int = 100_000
-    """updates between checkpoints"""
-    keep_checkpoints: int = 2
-    """how many recent checkpoints to keep"""
-    run_dir: str | None = None
-    """output folder; default runs/cql__<env>__s<seed>__<time>"""
-    resume: str | None = None
-    """a run folder to continue from its newest checkpoint (its saved config is used)"""
-    tensorboard: bool = True
-    """write TensorBoard events"""
-    wandb: bool = False
-    """also log to Weights & Biases (pip install 'eqxrl[wandb]')"""
-    nan_check: bool = False
-    """stop with an error naming the metric and update when a loss becomes NaN or inf"""
-    progress: bool = True
-    """show a progress bar and evaluation lines"""
 
     def __post_init__(self):
-        if not self.dataset and self.resume is None:
-            raise ValueError("--dataset is required (a D4RL-style HDF5 file), got ''.")
-        positive = ("total_updates", "batch_size", "updates_per_call", "num_critics",
-                    "num_sampled_actions", "eval_interval", "eval_episodes", "log_interval",
-                    "checkpoint_interval", "keep_checkpoints")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
-        for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature",
-                     "cql_temperature", "cql_lagrange_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{_flag(name)} must be > 0, got {getattr(self, name)}.")
-        if not self.cql_alpha >= 0:
-            raise ValueError(f"--cql-alpha must be >= 0, got {self.cql_alpha}.")
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"--tau must be in (0, 1], got {self.tau}.")
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"--discount must be in [0, 1], got {self.discount}.")
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise ValueError(f"--hidden-dims must be positive sizes, got {self.hidden_dims}.")
+        layer_sizes(self)
+        positive(self, "actor_lr", "critic_lr", "temperature_lr", "init_temperature",
+                 "cql_temperature", "cql_lagrange_lr")
+        non_negative(self, "cql_alpha")
+        at_least(self, 1, "num_critics", "num_sampled_actions")
+        within(self, "tau", 0, 1, open_low=True)
+        within(self, "discount", 0, 1)
+        ordered(self, "log_std_min", "log_std_max")
 
 
 # ---------------------------------------------------------------------------- state
-class LogScalar(eqx.Module):
-    """A positive scalar learned in log space (the entropy temperature α, the multiplier α')."""
-
-    log_value: Float[Array, ""]
-
-    def __call__(self) -> Float[Array, ""]:
-        return jnp.exp(self.log_value)
-
-
 class State(eqx.Module):
     """Everything CQL's update changes. Swept hyperparameters are array leaves."""
 
@@ -179,38 +122,10 @@ class State(eqx.Module):
     spec: EnvSpec = eqx.field(static=True)
 
 
-# One optimiser object, so every State shares the same static field (and compiled program);
-# learning rates are set per TrainState and live in the optimiser state.
-ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
 MAX_MULTIPLIER = 1e6  # α' is clipped to [0, 1e6], as in the CQL authors' code
 
 
 # ---------------------------------------------------------------------------- losses
-def td_target(
-    reward: Float[Array, " batch"],
-    terminated: Bool[Array, " batch"],
-    next_value: Float[Array, " batch"],
-    discount: Float[Array, ""] | float,
-) -> Float[Array, " batch"]:
-    """r + γ·(1 − terminated)·V(s'): truncated episodes keep bootstrapping."""
-    return reward + discount * jnp.where(terminated, 0.0, next_value)
-
-
-def sample_actions(
-    actor: GaussianPolicy, obs: Obs, key: PRNGKeyArray, num: int | None = None
-) -> tuple[Float[Array, " batch *num action_dim"], Float[Array, " batch *num"]]:
-    """An action and its log-probability per observation, or `num` of them (axis 1)."""
-    n = jax.tree.leaves(obs)[0].shape[0]
-    shape = () if num is None else (num,)
-    sample = lambda o, k: actor(o).sample_and_log_prob(seed=k, sample_shape=shape)
-    return jax.vmap(sample)(obs, jax.random.split(key, n))
-
-
-def ensemble_q(critic: Ensemble, obs: Obs, action) -> Float[Array, "ensemble batch"]:
-    """Q-values of every critic on a batch."""
-    return jax.vmap(critic, out_axes=1)(obs, action)
-
-
 def cql_gap(
     critic: Ensemble,
     obs: Obs,
@@ -289,13 +204,13 @@ def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
         key=k_critic,
     )
     f32 = lambda x: jnp.asarray(x, jnp.float32)
-    log_alpha = LogScalar(jnp.log(f32(config.init_temperature)))
     return State(
         actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
         critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
-        temperature=TrainState.create(log_alpha, ADAM, learning_rate=config.temperature_lr),
-        cql_multiplier=TrainState.create(LogScalar(f32(0.0)), ADAM,
+        temperature=TrainState.create(LogScalar.create(config.init_temperature), ADAM,
+                                      learning_rate=config.temperature_lr),
+        cql_multiplier=TrainState.create(LogScalar.create(1.0), ADAM,
                                          learning_rate=config.cql_lagrange_lr),
         discount=f32(config.discount),
         tau=f32(config.tau),
@@ -366,7 +281,7 @@ def act(
     state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
-    (n,) = state.spec.obs_batch_shape(obs, "obs")
+    n = state.spec.batch_size(obs, "obs")
     if deterministic:
         return jax.vmap(lambda o: state.actor.model(o).mode())(obs)
     return jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, jax.random.split(key, n))
@@ -374,19 +289,9 @@ def act(
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
-    """Train CQL on the dataset, print a summary, and return it."""
-    resume = config.resume is not None
-    if resume:
-        config = dataclasses.replace(load_config(Config, config.resume), resume=None)
-    dataset, info = datasets.load_dataset(config.dataset)
-    dataset = datasets.preprocess(dataset, config.preset)
-    if config.env_id is None:
-        config = dataclasses.replace(config, env_id=info.env_id)
-    summary = train_offline(config, dataset, init=init, update=update, act=act, algo="cql",
-                            resume=resume, reference=info.reference)
-    print_summary(summary)
-    return summary
+    """Train CQL on the dataset and return the run's summary."""
+    return train_offline(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    cli(main, Config)

@@ -17,58 +17,43 @@ and jaxrl_m for MuJoCo locomotion (rewards scaled by 1000 / (max − min episode
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import sys
+from typing import Annotated
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 import tyro
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from eqxrl import (
+    ADAM,
     Ensemble,
     EnvSpec,
     GaussianPolicy,
     Metrics,
     Obs,
+    OfflineRun,
     QFunction,
     TrainState,
     Transition,
     ValueFunction,
-    datasets,
-    load_config,
+    cli,
+    ensemble_q,
     polyak,
-    print_summary,
+    td_target,
     train_offline,
 )
+from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 
 
 # ---------------------------------------------------------------------------- config
-def _flag(field: str) -> str:
-    """The command-line flag of a Config field: `actor_lr` -> `--actor-lr`."""
-    return "--" + field.replace("_", "-")
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Implicit Q-Learning on a D4RL-style offline dataset with continuous actions."""
 
-    dataset: str = ""
-    """path to a D4RL-style HDF5 dataset (required unless --resume)"""
-    env_id: str | None = None
-    """gymnasium env for evaluation; None reads it from the dataset's metadata"""
-    preset: Literal["locomotion", "antmaze", "none"] = "locomotion"
-    """data preprocessing: locomotion scales rewards by 1000/(max−min episode return), antmaze
-    subtracts 1 from rewards; both clip actions to ±(1 − 1e-5)"""
-    seed: int = 0
-    """seed for network init, batch sampling and evaluation"""
-    total_updates: int = 1_000_000
-    """gradient updates to train for (the actor's cosine decay reaches 0 here)"""
-    batch_size: int = 256
-    """transitions per gradient update"""
-    updates_per_call: int = 1_000
-    """updates per compiled call (a lax.scan that samples its batches inside)"""
+    run: Annotated[OfflineRun, tyro.conf.arg(name="")] = OfflineRun(preset="locomotion")
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor, critics and value network"""
     actor_lr: float = 3e-4
@@ -91,51 +76,15 @@ class Config:
     """critics in the ensemble (their minimum is used)"""
     log_std_min: float = -5.0
     """lower clip of the actor's learned, state-independent log-std"""
-    eval_interval: int = 5_000
-    """updates between evaluations"""
-    eval_episodes: int = 10
-    """episodes per evaluation (run as one vectorised env)"""
-    log_interval: int = 1_000
-    """updates between training-metric logs"""
-    checkpoint_interval: int = 100_000
-    """updates between checkpoints"""
-    keep_checkpoints: int = 2
-    """how many recent checkpoints to keep"""
-    run_dir: str | None = None
-    """output folder; default runs/iql__<env>__s<seed>__<time>"""
-    resume: str | None = None
-    """a run folder to continue from its newest checkpoint (its saved config is used)"""
-    tensorboard: bool = True
-    """write TensorBoard events"""
-    wandb: bool = False
-    """also log to Weights & Biases (pip install 'eqxrl[wandb]')"""
-    nan_check: bool = False
-    """stop with an error naming the metric and update when a loss becomes NaN or inf"""
-    progress: bool = True
-    """show a progress bar and evaluation lines"""
 
     def __post_init__(self):
-        if not self.dataset and self.resume is None:
-            raise ValueError("--dataset is required (a D4RL-style HDF5 file), got ''.")
-        positive = ("total_updates", "batch_size", "updates_per_call", "num_critics",
-                    "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval",
-                    "keep_checkpoints")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
-        for name in ("actor_lr", "critic_lr", "value_lr", "max_weight"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{_flag(name)} must be > 0, got {getattr(self, name)}.")
-        if not self.temperature >= 0:
-            raise ValueError(f"--temperature must be >= 0, got {self.temperature}.")
-        if not 0 < self.expectile < 1:
-            raise ValueError(f"--expectile must be in (0, 1), got {self.expectile}.")
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"--tau must be in (0, 1], got {self.tau}.")
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"--discount must be in [0, 1], got {self.discount}.")
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise ValueError(f"--hidden-dims must be positive sizes, got {self.hidden_dims}.")
+        layer_sizes(self)
+        positive(self, "actor_lr", "critic_lr", "value_lr", "max_weight")
+        non_negative(self, "temperature")
+        at_least(self, 1, "num_critics")
+        within(self, "expectile", 0, 1, open_low=True, open_high=True)
+        within(self, "tau", 0, 1, open_low=True)
+        within(self, "discount", 0, 1)
 
 
 # ---------------------------------------------------------------------------- state
@@ -160,28 +109,12 @@ def _adam_cosine(learning_rate, decay_steps):
     return optax.chain(optax.adam(learning_rate), optax.scale_by_schedule(decay))
 
 
-# One optimiser object each, so every State shares the same static fields (and compiled
-# program); learning rates and the decay length live in the optimiser state as arrays.
-ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+# One object, so every State shares the same static field (and compiled program); the learning
+# rate and the decay length live in the optimiser state as arrays.
 ADAM_COSINE = optax.inject_hyperparams(_adam_cosine)(learning_rate=3e-4, decay_steps=1.0)
 
 
 # ---------------------------------------------------------------------------- losses
-def td_target(
-    reward: Float[Array, " batch"],
-    terminated: Bool[Array, " batch"],
-    next_value: Float[Array, " batch"],
-    discount: Float[Array, ""] | float,
-) -> Float[Array, " batch"]:
-    """r + γ·(1 − terminated)·V(s'): truncated episodes keep bootstrapping."""
-    return reward + discount * jnp.where(terminated, 0.0, next_value)
-
-
-def ensemble_q(critic: Ensemble, obs: Obs, action) -> Float[Array, "ensemble batch"]:
-    """Q-values of every critic on a batch."""
-    return jax.vmap(critic, out_axes=1)(obs, action)
-
-
 def expectile_loss(
     diff: Float[Array, " batch"], expectile: Float[Array, ""] | float
 ) -> Float[Array, " batch"]:
@@ -252,7 +185,7 @@ def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
     f32 = lambda x: jnp.asarray(x, jnp.float32)
     return State(
         actor=TrainState.create(actor, ADAM_COSINE, learning_rate=config.actor_lr,
-                                decay_steps=float(config.total_updates)),
+                                decay_steps=float(config.run.total_updates)),
         critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
         value=TrainState.create(value, ADAM, learning_rate=config.value_lr),
@@ -305,7 +238,7 @@ def act(
 
     The Gaussian is not squashed, so its samples (and mean) are clipped to the action bounds.
     """
-    (n,) = state.spec.obs_batch_shape(obs, "obs")
+    n = state.spec.batch_size(obs, "obs")
     if deterministic:
         action = jax.vmap(lambda o: state.actor.model(o).mode())(obs)
     else:
@@ -316,19 +249,9 @@ def act(
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
-    """Train IQL on the dataset, print a summary, and return it."""
-    resume = config.resume is not None
-    if resume:
-        config = dataclasses.replace(load_config(Config, config.resume), resume=None)
-    dataset, info = datasets.load_dataset(config.dataset)
-    dataset = datasets.preprocess(dataset, config.preset)
-    if config.env_id is None:
-        config = dataclasses.replace(config, env_id=info.env_id)
-    summary = train_offline(config, dataset, init=init, update=update, act=act, algo="iql",
-                            resume=resume, reference=info.reference)
-    print_summary(summary)
-    return summary
+    """Train IQL on the dataset and return the run's summary."""
+    return train_offline(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    cli(main, Config)

@@ -6,7 +6,8 @@ Run:  python benchmarks/offline_table.py --datasets data/*.hdf5 --total-updates 
 
 Each (dataset, algorithm, seed) is one run of `algorithms/<algo>.py` in a subprocess, written
 to `<out-dir>/<dataset name>/<algo>__s<seed>/`; a run whose `summary.json` already exists
-(and says it finished) is not run again, so an interrupted table continues where it stopped.
+(and says it finished) is not run again, and one with a checkpoint continues with `--resume`,
+so an interrupted table continues where it stopped.
 The table gives, per dataset, the normalised score of the data itself (mean episode return
 of the dataset; a last, unfinished episode counts too) and of each algorithm's final
 evaluation (mean ± std over seeds), using the reference returns stored in the dataset. It is
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ import tyro
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+from eqxrl.checkpoints import list_checkpoints  # noqa: E402
 from eqxrl.data import Dataset  # noqa: E402
 from eqxrl.datasets import DatasetInfo, episode_returns, load_dataset  # noqa: E402
 from eqxrl.evaluation import normalized_score  # noqa: E402
@@ -122,15 +125,17 @@ def train(args: Args, path: str, algo: str, seed: int) -> tuple[str, float, int]
     if read_summary(directory) is not None:
         return label, 0.0, 0
     cmd = command(args, path, algo, seed)
-    if os.path.isdir(os.path.join(directory, "checkpoints")):
+    if list_checkpoints(os.path.join(directory, "checkpoints")):
         cmd = [*cmd[:2], "--resume", directory, "--no-progress"]
+    elif os.path.isdir(directory):  # stopped before its first checkpoint: nothing to resume
+        shutil.rmtree(directory)
     env = dict(os.environ)
     if args.jobs > 1:  # runs share the CPU: one thread each beats oversubscription
         env["XLA_FLAGS"] = (
             env.get("XLA_FLAGS", "")
             + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         ).strip()
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(directory), exist_ok=True)  # the run makes its own folder
     start = time.perf_counter()
     with open(directory + ".log", "w") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -35,7 +35,7 @@ from benchmarks.sac_update import (  # noqa: E402
     make_batch,
     matmul_peak,
 )
-from eqxrl import EnvSpec  # noqa: E402
+from eqxrl import EnvSpec, OfflineRun  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,13 +224,13 @@ def measure(name, a: Args, spec, key):
     batches = make_batch(key, a, lead=(a.scan_length,))
     total = 1_000_000
     if name == "iql":
-        module, config = iql, iql.Config(dataset="-", hidden_dims=(a.hidden,) * 2,
-                                         batch_size=a.batch_size, total_updates=total)
+        run = OfflineRun(batch_size=a.batch_size, total_updates=total)  # the cosine decay's length
+        module, config = iql, iql.Config(run=run, hidden_dims=(a.hidden,) * 2)
         params, opt = iql_init(key, a, total)
         plain = lambda p, o, b, k: iql_update(p, o, b, total)
     else:
-        module, config = cql, cql.Config(dataset="-", hidden_dims=(a.hidden,) * 2,
-                                         batch_size=a.batch_size)
+        module, config = cql, cql.Config(run=OfflineRun(batch_size=a.batch_size),
+                                         hidden_dims=(a.hidden,) * 2)
         params, opt = cql_init(key, a)
         plain = lambda p, o, b, k: cql_update(p, o, b, k, target_entropy=-float(a.action_dim))
 

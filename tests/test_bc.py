@@ -8,11 +8,11 @@ import pytest
 
 import eqxrl
 from algorithms import bc
-from eqxrl import Dataset, EnvSpec, Transition
+from eqxrl import Dataset, DatasetInfo, EnvSpec, OfflineRun, Transition
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
-SMALL = bc.Config(dataset="unused.hdf5", hidden_dims=(32, 32), batch_size=16)
+SMALL = bc.Config(run=OfflineRun(dataset="unused.hdf5", batch_size=16), hidden_dims=(32, 32))
 UPDATE = eqxrl.jit(bc.update)
 
 
@@ -30,8 +30,8 @@ def make_batch(key, n=16, obs_dim=3, action_dim=2):
 
 def constant_policy(mean, log_std, tanh_squash=False):
     """A policy that is N(mean, exp(log_std)²), optionally tanh-squashed, for every obs."""
-    actor = bc.GaussianPolicy(3, 2, (8,), tanh_squash=tanh_squash, state_dependent_std=False,
-                              log_std_min=-5.0, key=jax.random.key(0))
+    actor = eqxrl.GaussianPolicy(3, 2, (8,), tanh_squash=tanh_squash, state_dependent_std=False,
+                                 log_std_min=-5.0, key=jax.random.key(0))
     actor = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, actor)
     return eqx.tree_at(lambda a: (a.mean_head.bias, a.log_std), actor,
                        (jnp.asarray(mean), jnp.asarray(log_std)))
@@ -43,10 +43,9 @@ def constant_policy(mean, log_std, tanh_squash=False):
     [
         ("top_fraction", 0.0, r"--top-fraction must be in \(0, 1\], got 0.0"),
         ("top_fraction", 1.5, r"--top-fraction must be in \(0, 1\], got 1.5"),
-        ("lr", 0.0, r"--lr must be > 0, got 0.0"),
-        ("log_std_min", 3.0, r"--log-std-min \(3.0\) must be below --log-std-max \(2.0\)"),
-        ("batch_size", 0, r"--batch-size must be >= 1, got 0"),
-        ("dataset", "", r"--dataset is required"),
+        ("lr", 0.0, r"--lr must be a finite number > 0, got 0.0"),
+        ("log_std_min", 3.0, r"--log-std-min \(3.0\) must be finite and <= --log-std-max \(2.0\)"),
+        ("hidden_dims", (), r"--hidden-dims must be one or more positive layer sizes, got \(\)"),
     ],
 )
 def test_invalid_config_names_the_flag(field, value, message):
@@ -159,3 +158,41 @@ def test_act_checks_observations_and_stays_in_bounds():
     np.testing.assert_array_equal(mode, bc.act(state, obs, jax.random.key(2), deterministic=True))
     with pytest.raises(ValueError, match=r"obs has shape \(5, 4\), expected \(\.\.\., 3\)"):
         bc.act(state, jnp.ones((5, 4)), jax.random.key(1))
+
+
+# ---------------------------------------------------------------- the script
+def split_pendulum_dataset(path, n=256):
+    """Four 64-step episodes of random Pendulum-shaped obs: the third (return 64) always acts
+    +0.9, the others (return 0) −0.9."""
+    obs = jax.random.normal(jax.random.key(0), (n + 1, 3))  # one trajectory, cut in four
+    best = (jnp.arange(n) // 64) == 2
+    data = Dataset(Transition(
+        obs=obs[:-1],
+        action=jnp.where(best, 0.9, -0.9)[:, None],
+        reward=best.astype(jnp.float32),
+        next_obs=obs[1:],
+        terminated=jnp.zeros(n, bool),
+        truncated=jnp.arange(n) % 64 == 63,
+    ))
+    eqxrl.save_dataset(str(path), data, DatasetInfo(env_id="Pendulum-v1"))
+    return str(path)
+
+
+def test_cli_filters_the_dataset_and_resume_keeps_the_filter(tmp_path, capsys):
+    data, run_dir = split_pendulum_dataset(tmp_path / "d.hdf5"), str(tmp_path / "run")
+    eqxrl.cli(bc.main, bc.Config, [
+        "--dataset", data, "--top-fraction", "0.25", "--loss", "mse", "--lr", "0.01",
+        "--total-updates", "100", "--updates-per-call", "50", "--batch-size", "32",
+        "--hidden-dims", "16", "--eval-interval", "100", "--eval-episodes", "1",
+        "--run-dir", run_dir, "--no-progress", "--no-tensorboard",
+    ])
+    assert "bc on Pendulum-v1 (seed 0): done" in capsys.readouterr().out
+    obs = jax.random.normal(jax.random.key(5), (8, 3))
+    policy, config = eqxrl.load_policy(run_dir)
+    assert config.top_fraction == 0.25
+    assert np.all(np.asarray(policy(obs)) > 0.5)  # all data (mean action −0.45) would fail
+    # Resumed with no flags but the budget, the run keeps training on the filtered data.
+    summary = bc.main(bc.Config(run=OfflineRun(resume=run_dir, total_updates=200,
+                                               progress=False)))
+    assert summary["steps"] == 200 and summary["status"] == "done"
+    assert np.all(np.asarray(eqxrl.load_policy(run_dir)[0](obs)) > 0.5)

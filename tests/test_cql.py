@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import equinox as eqx
 import jax
@@ -8,11 +9,11 @@ import pytest
 
 import eqxrl
 from algorithms import cql
-from eqxrl import EnvSpec, Transition
+from eqxrl import Dataset, DatasetInfo, EnvSpec, OfflineRun, Transition
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
-SMALL = cql.Config(dataset="unused.hdf5", hidden_dims=(32, 32), batch_size=16,
+SMALL = cql.Config(run=OfflineRun(dataset="unused.hdf5", batch_size=16), hidden_dims=(32, 32),
                    num_sampled_actions=4)
 LAGRANGE = dataclasses.replace(SMALL, cql_lagrange=True, cql_target_gap=1.0)
 UPDATE = eqxrl.jit(cql.update)  # shared, so tests with the same config compile it once
@@ -43,12 +44,12 @@ def np_logsumexp(x, axis):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("cql_alpha", -1.0, r"--cql-alpha must be >= 0, got -1.0"),
+        ("cql_alpha", -1.0, r"--cql-alpha must be a finite number >= 0, got -1.0"),
         ("num_sampled_actions", 0, r"--num-sampled-actions must be >= 1, got 0"),
-        ("cql_temperature", 0.0, r"--cql-temperature must be > 0, got 0.0"),
-        ("cql_lagrange_lr", -1.0, r"--cql-lagrange-lr must be > 0, got -1.0"),
+        ("cql_temperature", 0.0, r"--cql-temperature must be a finite number > 0, got 0.0"),
+        ("cql_lagrange_lr", -1.0, r"--cql-lagrange-lr must be a finite number > 0, got -1.0"),
         ("discount", 1.5, r"--discount must be in \[0, 1\], got 1.5"),
-        ("dataset", "", r"--dataset is required"),
+        ("log_std_min", 3.0, r"--log-std-min \(3.0\) must be finite and <= --log-std-max"),
     ],
 )
 def test_invalid_config_names_the_flag(field, value, message):
@@ -71,7 +72,7 @@ def test_cql_gap_matches_a_direct_numpy_computation():
     batch = make_batch(jax.random.key(1), n=3)
     sampled = jax.random.uniform(jax.random.key(2), (3, 5, 2), minval=-1, maxval=1)
     log_density = jax.random.normal(jax.random.key(3), (3, 5))
-    q_data = cql.ensemble_q(critic, batch.obs, batch.action)
+    q_data = eqxrl.ensemble_q(critic, batch.obs, batch.action)
     gap = cql.cql_gap(critic, batch.obs, q_data, sampled, log_density, 0.5)
     # One critic, one state, one action at a time.
     q = np.array([[[float(critic.member(j)(batch.obs[b], sampled[b, k])) for k in range(5)]
@@ -91,7 +92,7 @@ def test_critic_loss_is_td_error_plus_weighted_gap():
     target = jnp.array([0.0, 1.0, 2.0, 3.0])
     loss, aux = cql.critic_loss(critic, batch, target, sampled, log_density, jnp.asarray(5.0),
                                 2.0, 1.0)
-    q = cql.ensemble_q(critic, batch.obs, batch.action)
+    q = eqxrl.ensemble_q(critic, batch.obs, batch.action)
     gap = cql.cql_gap(critic, batch.obs, q, sampled, log_density, 1.0)
     td = float(jnp.sum(jnp.mean((q - target[None]) ** 2, axis=1)))
     np.testing.assert_allclose(aux["td_loss"], td, rtol=1e-5)
@@ -111,12 +112,12 @@ def test_update_uses_uniform_and_policy_importance_weights():
         _, k_random, k_curr, k_later, _ = jax.random.split(key, 5)
         n, num = 16, SMALL.num_sampled_actions
         random = jax.random.uniform(k_random, (n, num, 2), minval=-1.0, maxval=1.0)
-        curr, curr_lp = cql.sample_actions(state.actor.model, batch.obs, k_curr, num)
-        later, later_lp = cql.sample_actions(state.actor.model, batch.next_obs, k_later, num)
+        curr, curr_lp = eqxrl.sample_actions(state.actor.model, batch.obs, k_curr, num)
+        later, later_lp = eqxrl.sample_actions(state.actor.model, batch.next_obs, k_later, num)
         log_uniform = jnp.full((n, num), np.log(0.5**2), jnp.float32)  # density 1/2 per dim
         sampled = jnp.concatenate([random, curr, later], axis=1)
         log_density = jnp.concatenate([log_uniform, curr_lp, later_lp], axis=1)
-        q = cql.ensemble_q(state.critic.model, batch.obs, batch.action)
+        q = eqxrl.ensemble_q(state.critic.model, batch.obs, batch.action)
         return cql.cql_gap(state.critic.model, batch.obs, q, sampled, log_density, 1.0)
 
     np.testing.assert_allclose(metrics["critic/cql_gap"], jnp.mean(by_hand(state, batch, key)),
@@ -124,7 +125,7 @@ def test_update_uses_uniform_and_policy_importance_weights():
 
 
 def test_multiplier_loss_raises_alpha_prime_when_the_gap_is_too_large():
-    mult = cql.LogScalar(jnp.log(jnp.asarray(2.0)))
+    mult = eqxrl.LogScalar(jnp.log(jnp.asarray(2.0)))
     loss, aux = cql.multiplier_loss(mult, jnp.asarray(7.0), 5.0, 4.0)
     np.testing.assert_allclose(loss, -2.0 * 5.0 * 3.0, rtol=1e-6)
     np.testing.assert_allclose(aux["value"], 2.0, rtol=1e-6)
@@ -203,3 +204,34 @@ def test_act_checks_observations_and_stays_in_bounds():
     np.testing.assert_array_equal(mode, cql.act(state, obs, jax.random.key(2), deterministic=True))
     with pytest.raises(ValueError, match=r"obs has shape \(5, 4\), expected \(\.\.\., 3\)"):
         cql.act(state, jnp.ones((5, 4)), jax.random.key(1))
+
+
+# ---------------------------------------------------------------- the script
+def tiny_pendulum_dataset(path, n=256):
+    """A D4RL-style file of random Pendulum-shaped transitions, with reference returns."""
+    k = jax.random.split(jax.random.key(0), 3)
+    obs = jax.random.normal(k[0], (n + 1, 3))  # one trajectory, cut into 64-step episodes
+    data = Dataset(Transition(
+        obs=obs[:-1],
+        action=jax.random.uniform(k[1], (n, 1), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)),
+        next_obs=obs[1:],
+        terminated=jnp.zeros(n, bool),
+        truncated=jnp.arange(n) % 64 == 63,
+    ))
+    eqxrl.save_dataset(str(path), data, DatasetInfo(env_id="Pendulum-v1", ref_min_score=-1200.0,
+                                                     ref_max_score=-150.0))
+    return str(path)
+
+
+def test_main_trains_lagrange_cql_on_a_dataset(tmp_path):
+    run = OfflineRun(dataset=tiny_pendulum_dataset(tmp_path / "d.hdf5"), total_updates=20,
+                     updates_per_call=10, batch_size=16, eval_interval=20, eval_episodes=1,
+                     log_interval=10, run_dir=str(tmp_path / "run"), tensorboard=False,
+                     progress=False)
+    config = dataclasses.replace(LAGRANGE, run=run, hidden_dims=(16, 16))
+    summary = cql.main(config)
+    assert summary["steps"] == 20 and summary["status"] == "done"
+    assert summary["env_id"] == "Pendulum-v1" and summary["final_normalized_score"] is not None
+    with open(tmp_path / "run" / "config.json") as f:
+        assert json.load(f)["config"]["cql_lagrange"] is True

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from algorithms import bc, cql, iql, sac, td3_bc
-from eqxrl import collect
+from eqxrl import OfflineRun, OnlineRun, collect
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,9 @@ UPDATES = 10_000
 HIDDEN = (64, 64)
 
 
-def run_settings(tmp, name, dataset):
-    return dict(
+def run_settings(tmp, name, dataset, **run):
+    """The run settings of every offline run here; `run` adds to them (IQL's preset)."""
+    return OfflineRun(
         dataset=str(dataset),
         seed=0,
         total_updates=UPDATES,
@@ -33,10 +34,10 @@ def run_settings(tmp, name, dataset):
         eval_episodes=10,
         log_interval=1_000,
         checkpoint_interval=UPDATES,
-        hidden_dims=HIDDEN,
         run_dir=str(tmp / name),
         tensorboard=False,
         progress=False,
+        **run,
     )
 
 
@@ -46,14 +47,16 @@ def data(tmp_path_factory):
     sac_dir = tmp / "sac"
     summary = sac.main(
         sac.Config(
-            env_id="Pendulum-v1",
-            total_steps=8_000,
-            start_steps=1_000,
-            eval_interval=8_000,
-            eval_episodes=10,
-            progress=False,
-            tensorboard=False,
-            run_dir=str(sac_dir),
+            run=OnlineRun(
+                env_id="Pendulum-v1",
+                total_steps=8_000,
+                start_steps=1_000,
+                eval_interval=8_000,
+                eval_episodes=10,
+                progress=False,
+                tensorboard=False,
+                run_dir=str(sac_dir),
+            )
         )
     )
     assert summary["final_eval_return"] > -400, summary  # the "expert" must be competent
@@ -110,12 +113,13 @@ def record(tmp, name, summary):
 
 @pytest.fixture(scope="module")
 def bc_on_mixed(data):
-    config = bc.Config(**run_settings(data, "bc_mixed", data / "mixed.hdf5"))
+    config = bc.Config(run=run_settings(data, "bc_mixed", data / "mixed.hdf5"), hidden_dims=HIDDEN)
     return record(data, "bc_mixed", bc.main(config))
 
 
 def test_bc_on_expert_data_reaches_90_percent_of_the_expert(data):
-    config = bc.Config(**run_settings(data, "bc_expert", data / "expert.hdf5"))
+    config = bc.Config(run=run_settings(data, "bc_expert", data / "expert.hdf5"),
+                       hidden_dims=HIDDEN)
     assert record(data, "bc_expert", bc.main(config)) >= 90.0
 
 
@@ -125,7 +129,8 @@ def test_iql_beats_bc_on_mixed_data(data, bc_on_mixed):
     # score 19.4 vs BC's 30.9; with 30k updates at 3e-4 it scored 96.6). With lr 1e-3 for all
     # three networks, 10k updates gave 96.2 (seed 0) and 99.9 (seed 1) on this data.
     config = iql.Config(
-        **run_settings(data, "iql_mixed", data / "mixed.hdf5"),
+        run=run_settings(data, "iql_mixed", data / "mixed.hdf5", preset="locomotion"),
+        hidden_dims=HIDDEN,
         actor_lr=1e-3,
         critic_lr=1e-3,
         value_lr=1e-3,
@@ -134,10 +139,12 @@ def test_iql_beats_bc_on_mixed_data(data, bc_on_mixed):
 
 
 def test_cql_beats_bc_on_mixed_data(data, bc_on_mixed):
-    config = cql.Config(**run_settings(data, "cql_mixed", data / "mixed.hdf5"))
+    config = cql.Config(run=run_settings(data, "cql_mixed", data / "mixed.hdf5"),
+                        hidden_dims=HIDDEN)
     assert record(data, "cql_mixed", cql.main(config)) > bc_on_mixed
 
 
 def test_td3_bc_beats_bc_on_mixed_data(data, bc_on_mixed):
-    config = td3_bc.Config(**run_settings(data, "td3_bc_mixed", data / "mixed.hdf5"))
+    config = td3_bc.Config(run=run_settings(data, "td3_bc_mixed", data / "mixed.hdf5"),
+                           hidden_dims=HIDDEN)
     assert record(data, "td3_bc_mixed", td3_bc.main(config)) > bc_on_mixed

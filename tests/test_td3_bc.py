@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import equinox as eqx
 import jax
@@ -8,11 +9,11 @@ import pytest
 
 import eqxrl
 from algorithms import td3_bc
-from eqxrl import EnvSpec, Normalizer, Transition
+from eqxrl import Dataset, DatasetInfo, EnvSpec, Normalizer, OfflineRun, Transition
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
-SMALL = td3_bc.Config(dataset="unused.hdf5", hidden_dims=(32, 32), batch_size=16)
+SMALL = td3_bc.Config(run=OfflineRun(dataset="unused.hdf5", batch_size=16), hidden_dims=(32, 32))
 UPDATE = eqxrl.jit(td3_bc.update)
 NORM = Normalizer(jnp.array([1.0, -2.0, 0.5]), jnp.array([2.0, 0.5, 3.0]))
 
@@ -40,11 +41,10 @@ def constant_critic(values, key):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("alpha", -1.0, r"--alpha must be >= 0, got -1.0"),
+        ("alpha", -1.0, r"--alpha must be a finite number >= 0, got -1.0"),
         ("policy_delay", 0, r"--policy-delay must be >= 1, got 0"),
-        ("noise_clip", -0.5, r"--noise-clip must be >= 0, got -0.5"),
-        ("critic_lr", 0.0, r"--critic-lr must be > 0, got 0.0"),
-        ("dataset", "", r"--dataset is required"),
+        ("noise_clip", -0.5, r"--noise-clip must be a finite number >= 0, got -0.5"),
+        ("critic_lr", 0.0, r"--critic-lr must be a finite number > 0, got 0.0"),
     ],
 )
 def test_invalid_config_names_the_flag(field, value, message):
@@ -52,18 +52,26 @@ def test_invalid_config_names_the_flag(field, value, message):
         dataclasses.replace(SMALL, **{field: value})
 
 
-def test_init_starts_with_an_identity_normaliser():
+def test_init_normalises_with_the_dataset_statistics_or_not_at_all():
     state = td3_bc.init(jax.random.key(0), SPEC, SMALL)
     obs = jnp.array([[1.0, 2.0, 3.0]])
-    np.testing.assert_array_equal(state.obs_norm(obs), obs)
+    np.testing.assert_array_equal(state.obs_norm(obs), obs)  # no dataset: the identity
     assert int(state.step) == 0
+    batch = make_batch(jax.random.key(1), n=64)
+    state = td3_bc.init(jax.random.key(0), SPEC, SMALL, dataset=Dataset(batch))
+    data_obs = np.asarray(batch.obs)
+    np.testing.assert_allclose(state.obs_norm.mean, data_obs.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.obs_norm.std, data_obs.std(0), rtol=1e-5)
+    off = dataclasses.replace(SMALL, normalize_obs=False)
+    state = td3_bc.init(jax.random.key(0), SPEC, off, dataset=Dataset(batch))
+    np.testing.assert_array_equal(state.obs_norm(obs), obs)
 
 
 # ---------------------------------------------------------------- losses by hand
 @pytest.mark.parametrize("q1", [2.0, -4.0])
 def test_actor_loss_normalises_q_by_its_mean_absolute_value(q1):
     critic = constant_critic([q1, 7.0], jax.random.key(0))  # only the first critic is used
-    actor = td3_bc.DeterministicActor(3, 2, (8,), key=jax.random.key(1))
+    actor = eqxrl.DeterministicPolicy(3, 2, (8,), key=jax.random.key(1))
     batch = make_batch(jax.random.key(2), n=4)
     loss, aux = td3_bc.actor_loss(actor, critic, batch.obs, batch.action, 2.5)
     pi = jax.vmap(actor)(batch.obs)
@@ -75,14 +83,14 @@ def test_actor_loss_normalises_q_by_its_mean_absolute_value(q1):
 
 def test_actor_loss_treats_lambda_as_a_constant():
     critic = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (8,), key=k), 2, key=jax.random.key(0))
-    actor = td3_bc.DeterministicActor(3, 2, (8,), key=jax.random.key(1))
+    actor = eqxrl.DeterministicPolicy(3, 2, (8,), key=jax.random.key(1))
     batch = make_batch(jax.random.key(2), n=8)
-    q = td3_bc.ensemble_q(critic, batch.obs, jax.vmap(actor)(batch.obs))[0]
+    q = eqxrl.ensemble_q(critic, batch.obs, jax.vmap(actor)(batch.obs))[0]
     lam = 2.5 / jnp.mean(jnp.abs(q))
 
     def fixed_lambda(actor):
         pi = jax.vmap(actor)(batch.obs)
-        q = td3_bc.ensemble_q(critic, batch.obs, pi)[0]
+        q = eqxrl.ensemble_q(critic, batch.obs, pi)[0]
         return -lam * jnp.mean(q) + jnp.mean((pi - batch.action) ** 2)
 
     grad = eqx.filter_grad(lambda a: td3_bc.actor_loss(a, critic, batch.obs, batch.action, 2.5)[0])
@@ -92,7 +100,7 @@ def test_actor_loss_treats_lambda_as_a_constant():
 
 
 def test_target_policy_smoothing_noise_is_clipped():
-    actor = td3_bc.DeterministicActor(3, 2, (8,), key=jax.random.key(1))
+    actor = eqxrl.DeterministicPolicy(3, 2, (8,), key=jax.random.key(1))
     obs = jax.random.normal(jax.random.key(2), (256, 3))
     mu = jax.vmap(actor)(obs)
     a = td3_bc.smoothed_target_action(actor, obs, jax.random.key(3), 100.0, 0.5)
@@ -114,12 +122,21 @@ def test_actor_and_targets_move_only_every_policy_delay_steps():
     for a, b in zip(jax.tree.leaves(one.target_critic), jax.tree.leaves(state.target_critic),
                     strict=True):
         np.testing.assert_array_equal(a, b)
-    two, _ = UPDATE(one, batch, jax.random.key(3), SMALL)
+    two, metrics = UPDATE(one, batch, jax.random.key(3), SMALL)
     assert int(two.actor.step) == 1  # the actor's first optimiser step, on update 2
     assert not np.array_equal(two.actor.model.net.layers[0].weight,
                               one.actor.model.net.layers[0].weight)
     assert not np.array_equal(two.target_actor.net.layers[0].weight,
                               one.target_actor.net.layers[0].weight)
+    # The actor's metrics are those of its latest update, also on the steps that skip it.
+    expected, _ = td3_bc.actor_loss(one.actor.model, two.critic.model, batch.obs, batch.action,
+                                    2.5)
+    np.testing.assert_allclose(metrics["actor/loss"], expected, rtol=1e-5)
+    three, later = UPDATE(two, batch, jax.random.key(4), SMALL)
+    assert int(three.actor.step) == 1
+    for name, value in metrics.items():
+        if name.startswith("actor/"):
+            np.testing.assert_array_equal(later[name], value)
 
 
 def test_update_normalises_observations_with_the_state_statistics():
@@ -176,3 +193,43 @@ def test_vmap_over_seeds_equals_separate_runs():
         for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
                         jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the script
+def tiny_pendulum_dataset(path, n=256):
+    """A D4RL-style file of random Pendulum-shaped transitions, obs far from N(0, 1)."""
+    k = jax.random.split(jax.random.key(0), 3)
+    trajectory = 3.0 + 2.0 * jax.random.normal(k[0], (n + 1, 3))  # cut into 64-step episodes
+    obs = trajectory[:-1]
+    data = Dataset(Transition(
+        obs=obs,
+        action=jax.random.uniform(k[1], (n, 1), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)),
+        next_obs=trajectory[1:],
+        terminated=jnp.zeros(n, bool),
+        truncated=jnp.arange(n) % 64 == 63,
+    ))
+    eqxrl.save_dataset(str(path), data, DatasetInfo(env_id="Pendulum-v1", ref_min_score=-1200.0,
+                                                     ref_max_score=-150.0))
+    return str(path), np.asarray(obs)
+
+
+def test_main_keeps_the_dataset_statistics_through_resume(tmp_path):
+    path, obs = tiny_pendulum_dataset(tmp_path / "d.hdf5")
+    run_dir = str(tmp_path / "run")
+    run = OfflineRun(dataset=path, total_updates=20, updates_per_call=10, batch_size=16,
+                     eval_interval=20, eval_episodes=1, log_interval=10, run_dir=run_dir,
+                     tensorboard=False, progress=False)
+    summary = td3_bc.main(dataclasses.replace(SMALL, run=run, hidden_dims=(16, 16)))
+    assert summary["steps"] == 20 and summary["final_normalized_score"] is not None
+    summary = td3_bc.main(td3_bc.Config(run=OfflineRun(resume=run_dir, total_updates=30,
+                                                       progress=False)))
+    assert summary["steps"] == 30 and summary["status"] == "done"
+    loaded = eqxrl.load_run(run_dir)
+    assert loaded.step == 30 and int(loaded.state.step) == 30
+    np.testing.assert_allclose(loaded.state.obs_norm.mean, obs.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(loaded.state.obs_norm.std, obs.std(0), rtol=1e-5)
+    with open(f"{run_dir}/train.csv") as f:
+        assert "actor/bc_mse" in f.readline()
+    with open(f"{run_dir}/config.json") as f:
+        assert json.load(f)["config"]["run"]["total_updates"] == 30
