@@ -57,8 +57,13 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
     saved = from_dict(type(config), read_record(run.resume)["config"], "config.json")
     now, before = flat_fields(config), flat_fields(saved)
     if given is None:
+        # Set by the user: differs from the algorithm's default, and (for run settings built
+        # as `OfflineRun(resume=...)`) from the run class's own default too.
         default = defaults(type(config))
-        given = {k for k, v in now.items() if v != default.get(k)}
+        own = {f"run.{k}": v for k, v in flat_fields(type(run)()).items()}
+        given = {
+            k for k, v in now.items() if v != default.get(k) and (k not in own or v != own[k])
+        }
     changes: dict[str, Any] = dict(run_dir=run.resume, resume=run.resume, progress=run.progress)
     for name in sorted(given):
         field = name.removeprefix("run.")
