@@ -26,20 +26,7 @@ import numpy as np
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from eqxrl import (
-    ADAM,
-    Dataset,
-    EnvSpec,
-    GaussianPolicy,
-    Metrics,
-    Obs,
-    OfflineRun,
-    TrainState,
-    Transition,
-    cli,
-    datasets,
-    train_offline,
-)
+import eqxrl
 from eqxrl.config import layer_sizes, ordered, positive, within
 from eqxrl.offline import prepare_dataset
 from eqxrl.record import resolve_resume
@@ -50,7 +37,7 @@ from eqxrl.record import resolve_resume
 class Config:
     """Behaviour cloning on a D4RL-style offline dataset with continuous actions."""
 
-    run: Annotated[OfflineRun, tyro.conf.arg(name="")] = OfflineRun()
+    run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the policy"""
     lr: float = 3e-4
@@ -79,31 +66,31 @@ class Config:
 class State(eqx.Module):
     """Everything BC's update changes: the policy and its optimiser."""
 
-    actor: TrainState  # model: GaussianPolicy
-    spec: EnvSpec = eqx.field(static=True)
+    actor: eqxrl.TrainState  # model: GaussianPolicy
+    spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
 TANH_EPS = 1e-5  # dataset actions are kept this far inside ±1, where atanh is finite
 
 
 # ---------------------------------------------------------------------------- data and losses
-def filter_top_episodes(dataset: Dataset, fraction: float) -> Dataset:
+def filter_top_episodes(dataset: eqxrl.Dataset, fraction: float) -> eqxrl.Dataset:
     """The rows of the best `fraction` of episodes by undiscounted return (at least one).
 
     Episodes end at terminated or truncated rows (and the last row). Ties keep the earlier
     episode. Rows keep their order.
     """
-    ends = np.asarray(datasets.episode_ends(dataset))
-    returns = np.asarray(datasets.episode_returns(dataset))
+    ends = np.asarray(eqxrl.datasets.episode_ends(dataset))
+    returns = np.asarray(eqxrl.datasets.episode_returns(dataset))
     episode = np.concatenate([[0], np.cumsum(ends)[:-1]])  # episode index of every row
     k = max(1, int(np.ceil(fraction * returns.size - 1e-9)))
     best = np.argsort(-returns, kind="stable")[:k]
-    return Dataset(dataset[np.flatnonzero(np.isin(episode, best))])
+    return eqxrl.Dataset(dataset[np.flatnonzero(np.isin(episode, best))])
 
 
 def log_likelihood_loss(
-    actor: GaussianPolicy, obs: Obs, action: Float[Array, "batch action_dim"]
-) -> tuple[Float[Array, ""], Metrics]:
+    actor: eqxrl.GaussianPolicy, obs: eqxrl.Obs, action: Float[Array, "batch action_dim"]
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """−E[log π(a|s)] over dataset pairs; also reports the squared error of the mode."""
     def one(o, a):
         dist = actor(o)
@@ -115,8 +102,8 @@ def log_likelihood_loss(
 
 
 def mse_loss(
-    actor: GaussianPolicy, obs: Obs, action: Float[Array, "batch action_dim"]
-) -> tuple[Float[Array, ""], Metrics]:
+    actor: eqxrl.GaussianPolicy, obs: eqxrl.Obs, action: Float[Array, "batch action_dim"]
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """E[‖mode π(·|s) − a‖²] averaged over batch and action dimensions."""
     mode = jax.vmap(lambda o: actor(o).mode())(obs)
     loss = jnp.mean((mode - action) ** 2)
@@ -124,21 +111,22 @@ def mse_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
+def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
     """Build the policy for `spec`."""
     spec.require_unit_box_actions("BC")
-    actor = GaussianPolicy(
+    actor = eqxrl.GaussianPolicy(
         spec.obs_dim, spec.action_dim, config.hidden_dims,
         tanh_squash=config.policy == "tanh_gaussian",
         state_dependent_std=config.state_dependent_std, log_std_min=config.log_std_min,
         log_std_max=config.log_std_max, key=key,
     )
-    return State(actor=TrainState.create(actor, ADAM, learning_rate=config.lr), spec=spec)
+    actor = eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.lr)
+    return State(actor=actor, spec=spec)
 
 
 def update(
-    state: State, batch: Transition, key: PRNGKeyArray, config: Config
-) -> tuple[State, Metrics]:
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
     """One BC step on the (obs, action) pairs of `batch`; `key` is unused."""
     state.spec.check_batch(batch)
     action = batch.action
@@ -150,19 +138,14 @@ def update(
 
 
 def act(
-    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode.
 
     Samples of the unsquashed Gaussian are clipped to the action bounds.
     """
-    n = state.spec.batch_size(obs, "obs")
-    if deterministic:
-        action = jax.vmap(lambda o: state.actor.model(o).mode())(obs)
-    else:
-        keys = jax.random.split(key, n)
-        action = jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, keys)
-    return jnp.clip(action, -1.0, 1.0)
+    state.spec.batch_size(obs, "obs")
+    return jnp.clip(eqxrl.policy_actions(state.actor.model, obs, key, deterministic), -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------- main
@@ -175,8 +158,8 @@ def main(config: Config) -> dict:
     config, dataset, reference = prepare_dataset(resolve_resume(config))
     if config.top_fraction < 1:
         dataset = filter_top_episodes(dataset, config.top_fraction)
-    return train_offline(config, sys.modules[__name__], dataset, reference)
+    return eqxrl.train_offline(config, sys.modules[__name__], dataset, reference)
 
 
 if __name__ == "__main__":
-    cli(main, Config)
+    eqxrl.cli(main, Config)

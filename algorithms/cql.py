@@ -28,25 +28,7 @@ import numpy as np
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from eqxrl import (
-    ADAM,
-    Ensemble,
-    EnvSpec,
-    GaussianPolicy,
-    LogScalar,
-    Metrics,
-    Obs,
-    OfflineRun,
-    QFunction,
-    TrainState,
-    Transition,
-    cli,
-    ensemble_q,
-    polyak,
-    sample_actions,
-    td_target,
-    train_offline,
-)
+import eqxrl
 from eqxrl.config import at_least, layer_sizes, non_negative, ordered, positive, within
 
 
@@ -55,7 +37,7 @@ from eqxrl.config import at_least, layer_sizes, non_negative, ordered, positive,
 class Config:
     """Conservative Q-Learning (SAC-based) on a D4RL-style offline dataset."""
 
-    run: Annotated[OfflineRun, tyro.conf.arg(name="")] = OfflineRun()
+    run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
     actor_lr: float = 1e-4
@@ -108,18 +90,18 @@ class Config:
 class State(eqx.Module):
     """Everything CQL's update changes. Swept hyperparameters are array leaves."""
 
-    actor: TrainState
-    critic: TrainState  # model: Ensemble of QFunction
-    target_critic: Ensemble
-    temperature: TrainState  # model: LogScalar, the entropy temperature
-    cql_multiplier: TrainState  # model: LogScalar, α' (stays 1 unless --cql-lagrange)
+    actor: eqxrl.TrainState
+    critic: eqxrl.TrainState  # model: Ensemble of QFunction
+    target_critic: eqxrl.Ensemble
+    temperature: eqxrl.TrainState  # model: LogScalar, the entropy temperature
+    cql_multiplier: eqxrl.TrainState  # model: LogScalar, α' (stays 1 unless --cql-lagrange)
     discount: Float[Array, ""]
     tau: Float[Array, ""]
     target_entropy: Float[Array, ""]
     cql_alpha: Float[Array, ""]
     cql_temperature: Float[Array, ""]
     cql_target_gap: Float[Array, ""]
-    spec: EnvSpec = eqx.field(static=True)
+    spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
 MAX_MULTIPLIER = 1e6  # α' is clipped to [0, 1e6], as in the CQL authors' code
@@ -127,8 +109,8 @@ MAX_MULTIPLIER = 1e6  # α' is clipped to [0, 1e6], as in the CQL authors' code
 
 # ---------------------------------------------------------------------------- losses
 def cql_gap(
-    critic: Ensemble,
-    obs: Obs,
+    critic: eqxrl.Ensemble,
+    obs: eqxrl.Obs,
     q_data: Float[Array, "ensemble batch"],
     sampled_actions: Float[Array, "batch samples action_dim"],
     log_density: Float[Array, "batch samples"],
@@ -142,17 +124,17 @@ def cql_gap(
 
 
 def critic_loss(
-    critic: Ensemble,
-    batch: Transition,
+    critic: eqxrl.Ensemble,
+    batch: eqxrl.Transition,
     target_q: Float[Array, " batch"],
     sampled_actions: Float[Array, "batch samples action_dim"],
     log_density: Float[Array, "batch samples"],
     cql_weight: Float[Array, ""],
     target_gap: Float[Array, ""] | float,
     cql_temperature: Float[Array, ""] | float,
-) -> tuple[Float[Array, ""], Metrics]:
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """Σ_j [mean TD error² + w·(gap_j − target_gap)]: SAC's critic loss plus CQL's penalty."""
-    q = ensemble_q(critic, batch.obs, batch.action)  # (ensemble, batch)
+    q = eqxrl.ensemble_q(critic, batch.obs, batch.action)  # (ensemble, batch)
     td_loss = jnp.sum(jnp.mean((q - target_q[None]) ** 2, axis=1))
     gap = cql_gap(critic, batch.obs, q, sampled_actions, log_density, cql_temperature)
     loss = td_loss + cql_weight * jnp.sum(gap - target_gap)
@@ -161,86 +143,80 @@ def critic_loss(
 
 
 def actor_loss(
-    actor: GaussianPolicy, critic: Ensemble, obs: Obs, alpha: Float[Array, ""], key: PRNGKeyArray
-) -> tuple[Float[Array, ""], Metrics]:
+    actor: eqxrl.GaussianPolicy, critic: eqxrl.Ensemble, obs: eqxrl.Obs, alpha: Float[Array, ""],
+    key: PRNGKeyArray,
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """E[α·log π(ã|s) − min_j Q_j(s, ã)] with ã ~ π(·|s) reparameterised."""
-    action, log_prob = sample_actions(actor, obs, key)
-    q = jnp.min(ensemble_q(critic, obs, action), axis=0)
+    action, log_prob = eqxrl.sample_actions(actor, obs, key)
+    q = jnp.min(eqxrl.ensemble_q(critic, obs, action), axis=0)
     loss = jnp.mean(alpha * log_prob - q)
     return loss, {"entropy": -jnp.mean(log_prob)}
 
 
-def temperature_loss(
-    temperature: LogScalar, entropy: Float[Array, ""], target_entropy: Float[Array, ""]
-) -> tuple[Float[Array, ""], Metrics]:
-    """α·(H − H_target): raises α when the policy's entropy falls below the target."""
-    alpha = temperature()
-    return alpha * (entropy - target_entropy), {"value": alpha}
-
-
 def multiplier_loss(
-    multiplier: LogScalar,
+    multiplier: eqxrl.LogScalar,
     gap: Float[Array, ""],
     cql_alpha: Float[Array, ""] | float,
     target_gap: Float[Array, ""] | float,
-) -> tuple[Float[Array, ""], Metrics]:
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """−α'·α·(gap − target): α' grows while the gap exceeds its target, shrinks below it."""
     value = jnp.clip(multiplier(), 0.0, MAX_MULTIPLIER)
     return -value * cql_alpha * (gap - target_gap), {"value": value}
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
+def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
     """Build actor, critics, targets, temperature and CQL multiplier for `spec`."""
     spec.require_unit_box_actions("CQL")
     k_actor, k_critic = jax.random.split(key)
-    actor = GaussianPolicy(
+    actor = eqxrl.GaussianPolicy(
         spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
         log_std_max=config.log_std_max, key=k_actor,
     )
-    critic = Ensemble(
-        lambda k: QFunction(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k),
-        config.num_critics,
-        key=k_critic,
-    )
-    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    critic = eqxrl.q_ensemble(spec, config.hidden_dims, config.num_critics, key=k_critic)
+    temperature = eqxrl.LogScalar.create(config.init_temperature)
     return State(
-        actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
-        critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
-        temperature=TrainState.create(LogScalar.create(config.init_temperature), ADAM,
-                                      learning_rate=config.temperature_lr),
-        cql_multiplier=TrainState.create(LogScalar.create(1.0), ADAM,
-                                         learning_rate=config.cql_lagrange_lr),
-        discount=f32(config.discount),
-        tau=f32(config.tau),
-        target_entropy=f32(config.target_entropy_per_dim * spec.action_dim),
-        cql_alpha=f32(config.cql_alpha),
-        cql_temperature=f32(config.cql_temperature),
-        cql_target_gap=f32(config.cql_target_gap if config.cql_lagrange else 0.0),
+        temperature=eqxrl.TrainState.create(
+            temperature, eqxrl.ADAM, learning_rate=config.temperature_lr
+        ),
+        cql_multiplier=eqxrl.TrainState.create(
+            eqxrl.LogScalar.create(1.0), eqxrl.ADAM, learning_rate=config.cql_lagrange_lr
+        ),
+        discount=jnp.float32(config.discount),
+        tau=jnp.float32(config.tau),
+        target_entropy=jnp.float32(config.target_entropy_per_dim * spec.action_dim),
+        cql_alpha=jnp.float32(config.cql_alpha),
+        cql_temperature=jnp.float32(config.cql_temperature),
+        cql_target_gap=jnp.float32(config.cql_target_gap if config.cql_lagrange else 0.0),
         spec=spec,
     )
 
 
 def update(
-    state: State, batch: Transition, key: PRNGKeyArray, config: Config
-) -> tuple[State, Metrics]:
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
     """One CQL step: critics (TD + CQL penalty), actor, temperature, then α' if Lagrange-tuned."""
     state.spec.check_batch(batch)
     k_next, k_random, k_curr, k_later, k_actor = jax.random.split(key, 5)
     alpha = state.temperature.model()
     n, dim, num = batch.reward.shape[0], state.spec.action_dim, config.num_sampled_actions
 
-    next_action, next_log_prob = sample_actions(state.actor.model, batch.next_obs, k_next)
-    next_value = jnp.min(ensemble_q(state.target_critic, batch.next_obs, next_action), axis=0)
+    next_action, next_log_prob = eqxrl.sample_actions(state.actor.model, batch.next_obs, k_next)
+    next_q = eqxrl.ensemble_q(state.target_critic, batch.next_obs, next_action)
+    next_value = jnp.min(next_q, axis=0)
     if config.backup_entropy:
         next_value = next_value - alpha * next_log_prob
-    target_q = td_target(batch.reward, batch.terminated, next_value, state.discount)
+    target_q = eqxrl.td_target(batch.reward, batch.terminated, next_value, state.discount)
 
     # Actions for the logsumexp, all scored at s, each with the log-density it was drawn from.
     random_actions = jax.random.uniform(k_random, (n, num, dim), minval=-1.0, maxval=1.0)
-    curr_actions, curr_log_prob = sample_actions(state.actor.model, batch.obs, k_curr, num)
-    later_actions, later_log_prob = sample_actions(state.actor.model, batch.next_obs, k_later, num)
+    curr_actions, curr_log_prob = eqxrl.sample_actions(state.actor.model, batch.obs, k_curr, num)
+    later_actions, later_log_prob = eqxrl.sample_actions(
+        state.actor.model, batch.next_obs, k_later, num
+    )
     sampled = jax.lax.stop_gradient(
         jnp.concatenate([random_actions, curr_actions, later_actions], axis=1))
     log_density = jax.lax.stop_gradient(jnp.concatenate(
@@ -254,44 +230,43 @@ def update(
     actor, actor_info = state.actor.apply_loss_fn(
         actor_loss, critic.model, batch.obs, alpha, k_actor
     )
-    temperature, temp_info = state.temperature.apply_loss_fn(
-        temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]), state.target_entropy
+    temperature, temperature_info = state.temperature.apply_loss_fn(
+        eqxrl.temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]),
+        state.target_entropy,
     )
     new_state = dataclasses.replace(
         state,
         actor=actor,
         critic=critic,
-        target_critic=polyak(critic.model, state.target_critic, state.tau),
+        target_critic=eqxrl.polyak(critic.model, state.target_critic, state.tau),
         temperature=temperature,
     )
-    metrics = {f"critic/{k}": v for k, v in critic_info.items()}
-    metrics |= {f"actor/{k}": v for k, v in actor_info.items()}
-    metrics |= {f"temperature/{k}": v for k, v in temp_info.items() if k != "grad_norm"}
+    temperature_info.pop("grad_norm")
+    metrics = eqxrl.prefixed(critic=critic_info, actor=actor_info, temperature=temperature_info)
     if config.cql_lagrange:
         cql_multiplier, mult_info = state.cql_multiplier.apply_loss_fn(
             multiplier_loss, jax.lax.stop_gradient(critic_info["cql_gap"]), state.cql_alpha,
             state.cql_target_gap,
         )
         new_state = dataclasses.replace(new_state, cql_multiplier=cql_multiplier)
-        metrics |= {f"cql_multiplier/{k}": v for k, v in mult_info.items() if k != "grad_norm"}
+        mult_info.pop("grad_norm")
+        metrics |= eqxrl.prefixed(cql_multiplier=mult_info)
     return new_state, metrics
 
 
 def act(
-    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
-    n = state.spec.batch_size(obs, "obs")
-    if deterministic:
-        return jax.vmap(lambda o: state.actor.model(o).mode())(obs)
-    return jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, jax.random.split(key, n))
+    state.spec.batch_size(obs, "obs")
+    return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
 
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
     """Train CQL on the dataset and return the run's summary."""
-    return train_offline(config, sys.modules[__name__])
+    return eqxrl.train_offline(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    cli(main, Config)
+    eqxrl.cli(main, Config)

@@ -27,24 +27,7 @@ import optax
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from eqxrl import (
-    ADAM,
-    Ensemble,
-    EnvSpec,
-    GaussianPolicy,
-    Metrics,
-    Obs,
-    OfflineRun,
-    QFunction,
-    TrainState,
-    Transition,
-    ValueFunction,
-    cli,
-    ensemble_q,
-    polyak,
-    td_target,
-    train_offline,
-)
+import eqxrl
 from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 
 
@@ -53,7 +36,7 @@ from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 class Config:
     """Implicit Q-Learning on a D4RL-style offline dataset with continuous actions."""
 
-    run: Annotated[OfflineRun, tyro.conf.arg(name="")] = OfflineRun(preset="locomotion")
+    run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun(preset="locomotion")
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor, critics and value network"""
     actor_lr: float = 3e-4
@@ -91,16 +74,16 @@ class Config:
 class State(eqx.Module):
     """Everything IQL's update changes. Swept hyperparameters are array leaves."""
 
-    actor: TrainState  # model: GaussianPolicy (no tanh, learned state-independent std)
-    critic: TrainState  # model: Ensemble of QFunction
-    target_critic: Ensemble
-    value: TrainState  # model: ValueFunction
+    actor: eqxrl.TrainState  # model: GaussianPolicy (no tanh, learned state-independent std)
+    critic: eqxrl.TrainState  # model: Ensemble of QFunction
+    target_critic: eqxrl.Ensemble
+    value: eqxrl.TrainState  # model: ValueFunction
     discount: Float[Array, ""]
     tau: Float[Array, ""]
     expectile: Float[Array, ""]
     temperature: Float[Array, ""]
     max_weight: Float[Array, ""]
-    spec: EnvSpec = eqx.field(static=True)
+    spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
 def _adam_cosine(learning_rate, decay_steps):
@@ -124,25 +107,16 @@ def expectile_loss(
 
 
 def value_loss(
-    value: ValueFunction,
-    target_critic: Ensemble,
-    batch: Transition,
+    value: eqxrl.ValueFunction,
+    target_critic: eqxrl.Ensemble,
+    batch: eqxrl.Transition,
     expectile: Float[Array, ""] | float,
-) -> tuple[Float[Array, ""], Metrics]:
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """Expectile regression of V(s) onto min_j Q̄_j(s, a) at dataset actions."""
-    q = jnp.min(ensemble_q(target_critic, batch.obs, batch.action), axis=0)
+    q = jnp.min(eqxrl.ensemble_q(target_critic, batch.obs, batch.action), axis=0)
     v = jax.vmap(value)(batch.obs)
     loss = jnp.mean(expectile_loss(q - v, expectile))
     return loss, {"v_mean": jnp.mean(v), "v_max": jnp.max(v), "v_min": jnp.min(v)}
-
-
-def critic_loss(
-    critic: Ensemble, batch: Transition, target_q: Float[Array, " batch"]
-) -> tuple[Float[Array, ""], Metrics]:
-    """Mean squared TD error of each critic, summed over the ensemble."""
-    q = ensemble_q(critic, batch.obs, batch.action)  # (ensemble, batch)
-    loss = jnp.sum(jnp.mean((q - target_q[None]) ** 2, axis=1))
-    return loss, {"q_mean": jnp.mean(q), "target_q_mean": jnp.mean(target_q)}
 
 
 def awr_weights(
@@ -155,11 +129,11 @@ def awr_weights(
 
 
 def actor_loss(
-    actor: GaussianPolicy,
-    obs: Obs,
+    actor: eqxrl.GaussianPolicy,
+    obs: eqxrl.Obs,
     action: Float[Array, "batch action_dim"],
     weights: Float[Array, " batch"],
-) -> tuple[Float[Array, ""], Metrics]:
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """Advantage-weighted regression: −E[w·log π(a|s)] with fixed weights w."""
     log_prob = jax.vmap(lambda o, a: actor(o).log_prob(a))(obs, action)
     loss = -jnp.mean(weights * log_prob)
@@ -168,39 +142,34 @@ def actor_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
+def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
     """Build actor, critics, target critics and value network for `spec`."""
     spec.require_unit_box_actions("IQL")
     k_actor, k_critic, k_value = jax.random.split(key, 3)
-    actor = GaussianPolicy(
+    actor = eqxrl.GaussianPolicy(
         spec.obs_dim, spec.action_dim, config.hidden_dims, tanh_squash=False,
         state_dependent_std=False, log_std_min=config.log_std_min, key=k_actor,
     )
-    critic = Ensemble(
-        lambda k: QFunction(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k),
-        config.num_critics,
-        key=k_critic,
-    )
-    value = ValueFunction(spec.obs_dim, config.hidden_dims, key=k_value)
-    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    critic = eqxrl.q_ensemble(spec, config.hidden_dims, config.num_critics, key=k_critic)
+    value = eqxrl.ValueFunction(spec.obs_dim, config.hidden_dims, key=k_value)
     return State(
-        actor=TrainState.create(actor, ADAM_COSINE, learning_rate=config.actor_lr,
-                                decay_steps=float(config.run.total_updates)),
-        critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
+        actor=eqxrl.TrainState.create(actor, ADAM_COSINE, learning_rate=config.actor_lr,
+                                      decay_steps=float(config.run.total_updates)),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
-        value=TrainState.create(value, ADAM, learning_rate=config.value_lr),
-        discount=f32(config.discount),
-        tau=f32(config.tau),
-        expectile=f32(config.expectile),
-        temperature=f32(config.temperature),
-        max_weight=f32(config.max_weight),
+        value=eqxrl.TrainState.create(value, eqxrl.ADAM, learning_rate=config.value_lr),
+        discount=jnp.float32(config.discount),
+        tau=jnp.float32(config.tau),
+        expectile=jnp.float32(config.expectile),
+        temperature=jnp.float32(config.temperature),
+        max_weight=jnp.float32(config.max_weight),
         spec=spec,
     )
 
 
 def update(
-    state: State, batch: Transition, key: PRNGKeyArray, config: Config
-) -> tuple[State, Metrics]:
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
     """One IQL step: value, then actor and critics on the new value, then the targets.
 
     The order is the original IQL code's; `key` is unused (IQL's losses are deterministic).
@@ -209,49 +178,43 @@ def update(
     value, value_info = state.value.apply_loss_fn(
         value_loss, state.target_critic, batch, state.expectile
     )
-    q = jnp.min(ensemble_q(state.target_critic, batch.obs, batch.action), axis=0)
+    q = jnp.min(eqxrl.ensemble_q(state.target_critic, batch.obs, batch.action), axis=0)
     advantage = q - jax.vmap(value.model)(batch.obs)
     weights = awr_weights(advantage, state.temperature, state.max_weight)
     actor, actor_info = state.actor.apply_loss_fn(actor_loss, batch.obs, batch.action, weights)
 
     next_v = jax.vmap(value.model)(batch.next_obs)
-    target_q = td_target(batch.reward, batch.terminated, next_v, state.discount)
-    critic, critic_info = state.critic.apply_loss_fn(critic_loss, batch, target_q)
+    target_q = eqxrl.td_target(batch.reward, batch.terminated, next_v, state.discount)
+    critic, critic_info = state.critic.apply_loss_fn(
+        eqxrl.critic_td_loss, batch.obs, batch.action, target_q
+    )
     new_state = dataclasses.replace(
         state,
         actor=actor,
         critic=critic,
-        target_critic=polyak(critic.model, state.target_critic, state.tau),
+        target_critic=eqxrl.polyak(critic.model, state.target_critic, state.tau),
         value=value,
     )
-    metrics = {f"critic/{k}": v for k, v in critic_info.items()}
-    metrics |= {f"value/{k}": v for k, v in value_info.items()}
-    metrics |= {f"actor/{k}": v for k, v in actor_info.items()}
-    metrics["actor/advantage_mean"] = jnp.mean(advantage)
-    return new_state, metrics
+    actor_info["advantage_mean"] = jnp.mean(advantage)
+    return new_state, eqxrl.prefixed(critic=critic_info, value=value_info, actor=actor_info)
 
 
 def act(
-    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mean.
 
     The Gaussian is not squashed, so its samples (and mean) are clipped to the action bounds.
     """
-    n = state.spec.batch_size(obs, "obs")
-    if deterministic:
-        action = jax.vmap(lambda o: state.actor.model(o).mode())(obs)
-    else:
-        keys = jax.random.split(key, n)
-        action = jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, keys)
-    return jnp.clip(action, -1.0, 1.0)
+    state.spec.batch_size(obs, "obs")
+    return jnp.clip(eqxrl.policy_actions(state.actor.model, obs, key, deterministic), -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
     """Train IQL on the dataset and return the run's summary."""
-    return train_offline(config, sys.modules[__name__])
+    return eqxrl.train_offline(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    cli(main, Config)
+    eqxrl.cli(main, Config)

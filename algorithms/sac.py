@@ -22,25 +22,7 @@ import jax.numpy as jnp
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from eqxrl import (
-    ADAM,
-    Ensemble,
-    EnvSpec,
-    GaussianPolicy,
-    LogScalar,
-    Metrics,
-    Obs,
-    OnlineRun,
-    QFunction,
-    TrainState,
-    Transition,
-    cli,
-    ensemble_q,
-    polyak,
-    sample_actions,
-    td_target,
-    train_online,
-)
+import eqxrl
 from eqxrl.config import at_least, layer_sizes, ordered, positive, within
 
 
@@ -49,7 +31,7 @@ from eqxrl.config import at_least, layer_sizes, ordered, positive, within
 class Config:
     """Soft Actor-Critic on a gymnasium env with continuous actions."""
 
-    run: Annotated[OnlineRun, tyro.conf.arg(name="")] = OnlineRun()
+    run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
     actor_lr: float = 3e-4
@@ -99,100 +81,71 @@ class Config:
 class State(eqx.Module):
     """Everything SAC's update changes. Swept hyperparameters are array leaves."""
 
-    actor: TrainState
-    critic: TrainState  # model: Ensemble of QFunction
-    target_critic: Ensemble
-    temperature: TrainState  # model: LogScalar
+    actor: eqxrl.TrainState  # model: GaussianPolicy (tanh-squashed)
+    critic: eqxrl.TrainState  # model: Ensemble of QFunction
+    target_critic: eqxrl.Ensemble
+    temperature: eqxrl.TrainState  # model: LogScalar
     discount: Float[Array, ""]
     tau: Float[Array, ""]
     target_entropy: Float[Array, ""]
-    spec: EnvSpec = eqx.field(static=True)
+    spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
 # ---------------------------------------------------------------------------- losses
-def critic_loss(
-    critic: Ensemble, batch: Transition, target_q: Float[Array, " batch"], key=None
-) -> tuple[Float[Array, ""], Metrics]:
-    """Mean squared TD error of each critic, summed over the ensemble."""
-    q = ensemble_q(critic, batch.obs, batch.action, key)  # (ensemble, batch)
-    loss = jnp.sum(jnp.mean((q - target_q[None]) ** 2, axis=1))
-    return loss, {"q_mean": jnp.mean(q), "target_q_mean": jnp.mean(target_q)}
-
-
 def actor_loss(
-    actor: GaussianPolicy,
-    critic: Ensemble,
-    obs: Obs,
+    actor: eqxrl.GaussianPolicy,
+    critic: eqxrl.Ensemble,
+    obs: eqxrl.Obs,
     alpha: Float[Array, ""],
     key: PRNGKeyArray,
     reduction: str = "min",
-) -> tuple[Float[Array, ""], Metrics]:
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """E[α·log π(ã|s) − Q(s, ã)] with ã ~ π(·|s) reparameterised."""
-    action, log_prob = sample_actions(actor, obs, key)
-    q = ensemble_q(critic, obs, action)
+    action, log_prob = eqxrl.sample_actions(actor, obs, key)
+    q = eqxrl.ensemble_q(critic, obs, action)
     q = jnp.min(q, axis=0) if reduction == "min" else jnp.mean(q, axis=0)
-    loss = jnp.mean(alpha * log_prob - q)
-    return loss, {"entropy": -jnp.mean(log_prob)}
-
-
-def temperature_loss(
-    temperature: LogScalar, entropy: Float[Array, ""], target_entropy: Float[Array, ""]
-) -> tuple[Float[Array, ""], Metrics]:
-    """α·(H − H_target): raises α when the policy's entropy falls below the target."""
-    alpha = temperature()
-    return alpha * (entropy - target_entropy), {"value": alpha}
+    return jnp.mean(alpha * log_prob - q), {"entropy": -jnp.mean(log_prob)}
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
+def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
     """Build actor, critics, targets and temperature for `spec`."""
     spec.require_unit_box_actions("SAC")
     k_actor, k_critic = jax.random.split(key)
-    actor = GaussianPolicy(
-        spec.obs_dim,
-        spec.action_dim,
-        config.hidden_dims,
-        log_std_min=config.log_std_min,
-        log_std_max=config.log_std_max,
-        key=k_actor,
+    actor = eqxrl.GaussianPolicy(
+        spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max, key=k_actor,
     )
-    critic = Ensemble(
-        lambda k: QFunction(
-            spec.obs_dim,
-            spec.action_dim,
-            config.hidden_dims,
-            layer_norm=config.critic_layer_norm,
-            dropout_rate=config.critic_dropout,
-            key=k,
-        ),
-        config.num_critics,
-        key=k_critic,
+    critic = eqxrl.q_ensemble(
+        spec, config.hidden_dims, config.num_critics, layer_norm=config.critic_layer_norm,
+        dropout_rate=config.critic_dropout, key=k_critic,
     )
+    temperature = eqxrl.LogScalar.create(config.init_temperature)
     return State(
-        actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
-        critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
-        temperature=TrainState.create(
-            LogScalar.create(config.init_temperature), ADAM, learning_rate=config.temperature_lr
+        temperature=eqxrl.TrainState.create(
+            temperature, eqxrl.ADAM, learning_rate=config.temperature_lr
         ),
-        discount=jnp.asarray(config.discount, jnp.float32),
-        tau=jnp.asarray(config.tau, jnp.float32),
-        target_entropy=jnp.asarray(config.target_entropy_per_dim * spec.action_dim, jnp.float32),
+        discount=jnp.float32(config.discount),
+        tau=jnp.float32(config.tau),
+        target_entropy=jnp.float32(config.target_entropy_per_dim * spec.action_dim),
         spec=spec,
     )
 
 
 def update(
-    state: State, batch: Transition, key: PRNGKeyArray, config: Config
-) -> tuple[State, Metrics]:
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
     """One SAC step: critics, then the actor on the new critics, then the temperature."""
     state.spec.check_batch(batch)
     k_next, k_subset, k_target, k_critic, k_actor = jax.random.split(key, 5)
     dropout = config.critic_dropout > 0
     alpha = state.temperature.model()
 
-    next_action, next_log_prob = sample_actions(state.actor.model, batch.next_obs, k_next)
-    next_q = ensemble_q(
+    next_action, next_log_prob = eqxrl.sample_actions(state.actor.model, batch.next_obs, k_next)
+    next_q = eqxrl.ensemble_q(
         state.target_critic, batch.next_obs, next_action, k_target if dropout else None
     )
     if config.num_min_critics is not None and config.num_min_critics < config.num_critics:
@@ -203,45 +156,44 @@ def update(
     next_value = jnp.min(next_q, axis=0)
     if config.backup_entropy:
         next_value = next_value - alpha * next_log_prob
-    target_q = td_target(batch.reward, batch.terminated, next_value, state.discount)
+    target_q = eqxrl.td_target(batch.reward, batch.terminated, next_value, state.discount)
 
     critic, critic_info = state.critic.apply_loss_fn(
-        critic_loss, batch, target_q, k_critic if dropout else None
+        eqxrl.critic_td_loss, batch.obs, batch.action, target_q, k_critic if dropout else None
     )
     actor, actor_info = state.actor.apply_loss_fn(
         actor_loss, critic.model, batch.obs, alpha, k_actor, config.actor_q_reduction
     )
-    temperature, temp_info = state.temperature.apply_loss_fn(
-        temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]), state.target_entropy
+    temperature, temperature_info = state.temperature.apply_loss_fn(
+        eqxrl.temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]),
+        state.target_entropy,
     )
     new_state = dataclasses.replace(
         state,
         actor=actor,
         critic=critic,
-        target_critic=polyak(critic.model, state.target_critic, state.tau),
+        target_critic=eqxrl.polyak(critic.model, state.target_critic, state.tau),
         temperature=temperature,
     )
-    metrics = {f"critic/{k}": v for k, v in critic_info.items()}
-    metrics |= {f"actor/{k}": v for k, v in actor_info.items()}
-    metrics |= {f"temperature/{k}": v for k, v in temp_info.items() if k != "grad_norm"}
-    return new_state, metrics
+    temperature_info.pop("grad_norm")
+    return new_state, eqxrl.prefixed(
+        critic=critic_info, actor=actor_info, temperature=temperature_info
+    )
 
 
 def act(
-    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
-    n = state.spec.batch_size(obs, "obs")
-    if deterministic:
-        return jax.vmap(lambda o: state.actor.model(o).mode())(obs)
-    return jax.vmap(lambda o, k: state.actor.model(o).sample(seed=k))(obs, jax.random.split(key, n))
+    state.spec.batch_size(obs, "obs")
+    return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
 
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
     """Train SAC online and return the run's summary."""
-    return train_online(config, sys.modules[__name__])
+    return eqxrl.train_online(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    cli(main, Config)
+    eqxrl.cli(main, Config)

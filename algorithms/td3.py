@@ -23,25 +23,7 @@ import jax.numpy as jnp
 import tyro
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from eqxrl import (
-    ADAM,
-    DeterministicPolicy,
-    Ensemble,
-    EnvSpec,
-    Metrics,
-    Obs,
-    OnlineRun,
-    QFunction,
-    TrainState,
-    Transition,
-    cli,
-    ensemble_q,
-    every,
-    polyak,
-    smoothed_target_action,
-    td_target,
-    train_online,
-)
+import eqxrl
 from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 
 
@@ -50,7 +32,7 @@ from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 class Config:
     """TD3 on a gymnasium env with continuous actions."""
 
-    run: Annotated[OnlineRun, tyro.conf.arg(name="")] = OnlineRun(start_steps=25_000)
+    run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun(start_steps=25_000)
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
     actor_lr: float = 3e-4
@@ -83,93 +65,85 @@ class Config:
 class State(eqx.Module):
     """Everything TD3's update changes. Swept hyperparameters are array leaves."""
 
-    actor: TrainState  # model: DeterministicPolicy
-    target_actor: DeterministicPolicy
-    critic: TrainState  # model: Ensemble of two QFunctions
-    target_critic: Ensemble
-    actor_info: Metrics  # metrics of the latest actor update (it runs every policy_delay)
+    actor: eqxrl.TrainState  # model: DeterministicPolicy
+    target_actor: eqxrl.DeterministicPolicy
+    critic: eqxrl.TrainState  # model: Ensemble of two QFunctions
+    target_critic: eqxrl.Ensemble
+    actor_info: eqxrl.Metrics  # of the latest actor update, which runs every policy_delay
     step: Int[Array, ""]  # critic updates so far
     discount: Float[Array, ""]
     tau: Float[Array, ""]
     policy_noise: Float[Array, ""]
     noise_clip: Float[Array, ""]
     exploration_noise: Float[Array, ""]
-    spec: EnvSpec = eqx.field(static=True)
+    spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
 # ---------------------------------------------------------------------------- losses
-def critic_loss(
-    critic: Ensemble, batch: Transition, target_q: Float[Array, " batch"]
-) -> tuple[Float[Array, ""], Metrics]:
-    """Mean squared TD error of each critic, summed over the ensemble."""
-    q = ensemble_q(critic, batch.obs, batch.action)  # (ensemble, batch)
-    loss = jnp.sum(jnp.mean((q - target_q[None]) ** 2, axis=1))
-    return loss, {"q_mean": jnp.mean(q), "target_q_mean": jnp.mean(target_q)}
-
-
 def actor_loss(
-    actor: DeterministicPolicy, critic: Ensemble, obs: Obs
-) -> tuple[Float[Array, ""], Metrics]:
+    actor: eqxrl.DeterministicPolicy, critic: eqxrl.Ensemble, obs: eqxrl.Obs
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """−E[Q_1(s, μ(s))]: the deterministic policy gradient through the first critic."""
-    q = ensemble_q(critic, obs, jax.vmap(actor)(obs))[0]
+    q = eqxrl.ensemble_q(critic, obs, jax.vmap(actor)(obs))[0]
     return -jnp.mean(q), {"q_mean": jnp.mean(q)}
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: EnvSpec, config: Config) -> State:
+def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
     """Build actor, twin critics and their targets for `spec`."""
     spec.require_unit_box_actions("TD3")
     k_actor, k_critic = jax.random.split(key)
-    actor = DeterministicPolicy(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k_actor)
-    critic = Ensemble(
-        lambda k: QFunction(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k), 2,
-        key=k_critic,
-    )
-    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    actor = eqxrl.DeterministicPolicy(spec.obs_dim, spec.action_dim, config.hidden_dims,
+                                      key=k_actor)
+    critic = eqxrl.q_ensemble(spec, config.hidden_dims, key=k_critic)
     return State(
-        actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
         target_actor=actor,
-        critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
-        actor_info={"loss": f32(0.0), "grad_norm": f32(0.0), "q_mean": f32(0.0)},
-        step=jnp.zeros((), jnp.int32),
-        discount=f32(config.discount),
-        tau=f32(config.tau),
-        policy_noise=f32(config.policy_noise),
-        noise_clip=f32(config.noise_clip),
-        exploration_noise=f32(config.exploration_noise),
+        actor_info={k: jnp.float32(0) for k in ("loss", "grad_norm", "q_mean")},
+        step=jnp.int32(0),
+        discount=jnp.float32(config.discount),
+        tau=jnp.float32(config.tau),
+        policy_noise=jnp.float32(config.policy_noise),
+        noise_clip=jnp.float32(config.noise_clip),
+        exploration_noise=jnp.float32(config.exploration_noise),
         spec=spec,
     )
 
 
 def update(
-    state: State, batch: Transition, key: PRNGKeyArray, config: Config
-) -> tuple[State, Metrics]:
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
     """One TD3 step: the critics; every `policy_delay` steps the actor and the targets."""
     state.spec.check_batch(batch)
-    next_action = smoothed_target_action(state.target_actor, batch.next_obs, key,
-                                         state.policy_noise, state.noise_clip)
-    next_value = jnp.min(ensemble_q(state.target_critic, batch.next_obs, next_action), axis=0)
-    target_q = td_target(batch.reward, batch.terminated, next_value, state.discount)
-    critic, critic_info = state.critic.apply_loss_fn(critic_loss, batch, target_q)
+    next_action = eqxrl.smoothed_target_action(
+        state.target_actor, batch.next_obs, key, state.policy_noise, state.noise_clip
+    )
+    next_q = eqxrl.ensemble_q(state.target_critic, batch.next_obs, next_action)
+    target_q = eqxrl.td_target(batch.reward, batch.terminated, jnp.min(next_q, axis=0),
+                               state.discount)
+    critic, critic_info = state.critic.apply_loss_fn(
+        eqxrl.critic_td_loss, batch.obs, batch.action, target_q
+    )
 
     def delayed():  # the actor on the new critics, then both targets
         actor, info = state.actor.apply_loss_fn(actor_loss, critic.model, batch.obs)
-        return (actor, polyak(actor.model, state.target_actor, state.tau),
-                polyak(critic.model, state.target_critic, state.tau), info)
+        return (actor, eqxrl.polyak(actor.model, state.target_actor, state.tau),
+                eqxrl.polyak(critic.model, state.target_critic, state.tau), info)
 
     step = state.step + 1
     keep = (state.actor, state.target_actor, state.target_critic, state.actor_info)
-    actor, target_actor, target_critic, actor_info = every(config.policy_delay, step, delayed,
-                                                           keep)
+    actor, target_actor, target_critic, actor_info = eqxrl.every(
+        config.policy_delay, step, delayed, keep
+    )
     new_state = dataclasses.replace(state, actor=actor, target_actor=target_actor, critic=critic,
                                     target_critic=target_critic, actor_info=actor_info, step=step)
-    metrics = {f"critic/{k}": v for k, v in critic_info.items()}
-    return new_state, metrics | {f"actor/{k}": v for k, v in actor_info.items()}
+    return new_state, eqxrl.prefixed(critic=critic_info, actor=actor_info)
 
 
 def act(
-    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """μ(s) for a batch of observations, plus exploration noise unless `deterministic`."""
     state.spec.batch_size(obs, "obs")
@@ -183,8 +157,8 @@ def act(
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
     """Train TD3 online and return the run's summary."""
-    return train_online(config, sys.modules[__name__])
+    return eqxrl.train_online(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    cli(main, Config)
+    eqxrl.cli(main, Config)

@@ -26,27 +26,7 @@ import jax.numpy as jnp
 import tyro
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from eqxrl import (
-    ADAM,
-    Dataset,
-    DeterministicPolicy,
-    Ensemble,
-    EnvSpec,
-    Metrics,
-    Normalizer,
-    Obs,
-    OfflineRun,
-    QFunction,
-    TrainState,
-    Transition,
-    cli,
-    datasets,
-    ensemble_q,
-    every,
-    polyak,
-    td_target,
-    train_offline,
-)
+import eqxrl
 from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 
 
@@ -55,7 +35,7 @@ from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 class Config:
     """TD3+BC on a D4RL-style offline dataset with continuous actions."""
 
-    run: Annotated[OfflineRun, tyro.conf.arg(name="")] = OfflineRun()
+    run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
     actor_lr: float = 3e-4
@@ -90,55 +70,32 @@ class Config:
 class State(eqx.Module):
     """Everything TD3+BC's update changes. Swept hyperparameters are array leaves."""
 
-    actor: TrainState  # model: DeterministicPolicy
-    target_actor: DeterministicPolicy
-    critic: TrainState  # model: Ensemble of two QFunctions
-    target_critic: Ensemble
-    obs_norm: Normalizer  # dataset statistics, applied in update and act
-    actor_info: Metrics  # metrics of the latest actor update (it runs every policy_delay)
+    actor: eqxrl.TrainState  # model: DeterministicPolicy
+    target_actor: eqxrl.DeterministicPolicy
+    critic: eqxrl.TrainState  # model: Ensemble of two QFunctions
+    target_critic: eqxrl.Ensemble
+    obs_norm: eqxrl.Normalizer  # dataset statistics, applied in update and act
+    actor_info: eqxrl.Metrics  # of the latest actor update, which runs every policy_delay
     step: Int[Array, ""]  # critic updates so far
     discount: Float[Array, ""]
     tau: Float[Array, ""]
     alpha: Float[Array, ""]
     policy_noise: Float[Array, ""]
     noise_clip: Float[Array, ""]
-    spec: EnvSpec = eqx.field(static=True)
+    spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
 # ---------------------------------------------------------------------------- losses
-def smoothed_target_action(
-    target_actor: DeterministicPolicy,
-    next_obs: Obs,
-    key: PRNGKeyArray,
-    policy_noise: Float[Array, ""] | float,
-    noise_clip: Float[Array, ""] | float,
-) -> Float[Array, "batch action_dim"]:
-    """clip(μ̄(s') + clip(σ·N(0, 1), −c, c), −1, 1): TD3's target-policy smoothing."""
-    action = jax.vmap(target_actor)(next_obs)
-    noise = jnp.clip(policy_noise * jax.random.normal(key, action.shape), -noise_clip, noise_clip)
-    return jnp.clip(action + noise, -1.0, 1.0)
-
-
-def critic_loss(
-    critic: Ensemble, obs: Obs, action: Float[Array, "batch action_dim"],
-    target_q: Float[Array, " batch"],
-) -> tuple[Float[Array, ""], Metrics]:
-    """Mean squared TD error of each critic at normalised `obs`, summed over the ensemble."""
-    q = ensemble_q(critic, obs, action)  # (ensemble, batch)
-    loss = jnp.sum(jnp.mean((q - target_q[None]) ** 2, axis=1))
-    return loss, {"q_mean": jnp.mean(q), "target_q_mean": jnp.mean(target_q)}
-
-
 def actor_loss(
-    actor: DeterministicPolicy,
-    critic: Ensemble,
-    obs: Obs,
+    actor: eqxrl.DeterministicPolicy,
+    critic: eqxrl.Ensemble,
+    obs: eqxrl.Obs,
     action: Float[Array, "batch action_dim"],
     alpha: Float[Array, ""] | float,
-) -> tuple[Float[Array, ""], Metrics]:
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """−λ·E[Q_1(s, μ(s))] + E[(μ(s) − a)²], λ = α / E|Q_1(s, μ(s))| without gradient."""
     pi = jax.vmap(actor)(obs)
-    q = ensemble_q(critic, obs, pi)[0]  # the first critic only, as in TD3
+    q = eqxrl.ensemble_q(critic, obs, pi)[0]  # the first critic only, as in TD3
     lam = jax.lax.stop_gradient(alpha / jnp.mean(jnp.abs(q)))
     bc = jnp.mean((pi - action) ** 2)
     return -lam * jnp.mean(q) + bc, {"lambda": lam, "bc_mse": bc, "q_mean": jnp.mean(q)}
@@ -146,7 +103,7 @@ def actor_loss(
 
 # ---------------------------------------------------------------------------- init / update / act
 def init(
-    key: PRNGKeyArray, spec: EnvSpec, config: Config, dataset: Dataset | None = None
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, dataset: eqxrl.Dataset | None = None
 ) -> State:
     """Build actor, twin critics and their targets for `spec`.
 
@@ -155,65 +112,65 @@ def init(
     """
     spec.require_unit_box_actions("TD3+BC")
     k_actor, k_critic = jax.random.split(key)
-    actor = DeterministicPolicy(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k_actor)
-    critic = Ensemble(
-        lambda k: QFunction(spec.obs_dim, spec.action_dim, config.hidden_dims, key=k), 2,
-        key=k_critic,
-    )
+    actor = eqxrl.DeterministicPolicy(spec.obs_dim, spec.action_dim, config.hidden_dims,
+                                      key=k_actor)
+    critic = eqxrl.q_ensemble(spec, config.hidden_dims, key=k_critic)
     if config.normalize_obs and dataset is not None:
-        obs_norm = datasets.obs_normalizer(dataset)
+        obs_norm = eqxrl.datasets.obs_normalizer(dataset)
     else:
-        obs_norm = Normalizer.identity(spec.example_obs())
-    f32 = lambda x: jnp.asarray(x, jnp.float32)
+        obs_norm = eqxrl.Normalizer.identity(spec.example_obs())
     return State(
-        actor=TrainState.create(actor, ADAM, learning_rate=config.actor_lr),
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
         target_actor=actor,
-        critic=TrainState.create(critic, ADAM, learning_rate=config.critic_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
         target_critic=critic,
         obs_norm=obs_norm,
-        actor_info={k: f32(0.0) for k in ("loss", "grad_norm", "lambda", "bc_mse", "q_mean")},
-        step=jnp.zeros((), jnp.int32),
-        discount=f32(config.discount),
-        tau=f32(config.tau),
-        alpha=f32(config.alpha),
-        policy_noise=f32(config.policy_noise),
-        noise_clip=f32(config.noise_clip),
+        actor_info={k: jnp.float32(0) for k in ("loss", "grad_norm", "lambda", "bc_mse", "q_mean")},
+        step=jnp.int32(0),
+        discount=jnp.float32(config.discount),
+        tau=jnp.float32(config.tau),
+        alpha=jnp.float32(config.alpha),
+        policy_noise=jnp.float32(config.policy_noise),
+        noise_clip=jnp.float32(config.noise_clip),
         spec=spec,
     )
 
 
 def update(
-    state: State, batch: Transition, key: PRNGKeyArray, config: Config
-) -> tuple[State, Metrics]:
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
     """One TD3+BC step: the critics; every `policy_delay` steps the actor and the targets."""
     state.spec.check_batch(batch)
     obs, next_obs = state.obs_norm(batch.obs), state.obs_norm(batch.next_obs)
-    next_action = smoothed_target_action(
+    next_action = eqxrl.smoothed_target_action(
         state.target_actor, next_obs, key, state.policy_noise, state.noise_clip
     )
-    next_value = jnp.min(ensemble_q(state.target_critic, next_obs, next_action), axis=0)
-    target_q = td_target(batch.reward, batch.terminated, next_value, state.discount)
-    critic, critic_info = state.critic.apply_loss_fn(critic_loss, obs, batch.action, target_q)
+    next_q = eqxrl.ensemble_q(state.target_critic, next_obs, next_action)
+    target_q = eqxrl.td_target(batch.reward, batch.terminated, jnp.min(next_q, axis=0),
+                               state.discount)
+    critic, critic_info = state.critic.apply_loss_fn(
+        eqxrl.critic_td_loss, obs, batch.action, target_q
+    )
 
     def delayed():  # the actor on the new critics, then both targets
         actor, info = state.actor.apply_loss_fn(
             actor_loss, critic.model, obs, batch.action, state.alpha
         )
-        return (actor, polyak(actor.model, state.target_actor, state.tau),
-                polyak(critic.model, state.target_critic, state.tau), info)
+        return (actor, eqxrl.polyak(actor.model, state.target_actor, state.tau),
+                eqxrl.polyak(critic.model, state.target_critic, state.tau), info)
 
     step = state.step + 1
     keep = (state.actor, state.target_actor, state.target_critic, state.actor_info)
-    actor, target_actor, target_critic, actor_info = every(config.policy_delay, step, delayed,
-                                                           keep)
+    actor, target_actor, target_critic, actor_info = eqxrl.every(
+        config.policy_delay, step, delayed, keep
+    )
     new_state = dataclasses.replace(state, actor=actor, target_actor=target_actor, critic=critic,
                                     target_critic=target_critic, actor_info=actor_info, step=step)
-    metrics = {f"critic/{k}": v for k, v in critic_info.items()}
-    return new_state, metrics | {f"actor/{k}": v for k, v in actor_info.items()}
+    return new_state, eqxrl.prefixed(critic=critic_info, actor=actor_info)
 
 
 def act(
-    state: State, obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations, normalised as in training.
 
@@ -226,8 +183,8 @@ def act(
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
     """Train TD3+BC on the dataset and return the run's summary."""
-    return train_offline(config, sys.modules[__name__])
+    return eqxrl.train_offline(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    cli(main, Config)
+    eqxrl.cli(main, Config)

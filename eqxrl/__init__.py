@@ -13,11 +13,16 @@ if _os.environ.get("EQXRL_TYPECHECK", "0") not in ("", "0", "false", "False"):
 
 from .blocks import ADAM as ADAM
 from .blocks import LogScalar as LogScalar
+from .blocks import critic_td_loss as critic_td_loss
 from .blocks import ensemble_q as ensemble_q
 from .blocks import every as every
+from .blocks import policy_actions as policy_actions
+from .blocks import prefixed as prefixed
+from .blocks import q_ensemble as q_ensemble
 from .blocks import sample_actions as sample_actions
 from .blocks import smoothed_target_action as smoothed_target_action
 from .blocks import td_target as td_target
+from .blocks import temperature_loss as temperature_loss
 from .checkpoints import CheckpointError as CheckpointError
 from .cli import cli as cli
 from .cli import print_summary as print_summary

@@ -1,6 +1,7 @@
-"""Building blocks that several algorithms share: TD targets, ensemble Q-values, sampled
-actions with log-probabilities, TD3's target-policy smoothing, a learned log-space scalar,
-the shared optimiser, and "do this every k updates".
+"""Building blocks that several algorithms share: critic ensembles, TD targets and the
+critics' TD loss, policy actions and sampled actions with log-probabilities, TD3's
+target-policy smoothing, a learned log-space scalar and the entropy-temperature loss, the
+shared optimiser, "do this every k updates", and metric names.
 
 They are concepts, not plumbing: each is the same mathematics wherever it is used. What makes
 an algorithm *that* algorithm (its losses, its update order) stays in its file.
@@ -17,8 +18,9 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from .networks import Ensemble
-from .types import Obs
+from .envs import EnvSpec
+from .networks import Ensemble, QFunction
+from .types import Metrics, Obs
 
 T = TypeVar("T")
 
@@ -26,6 +28,17 @@ T = TypeVar("T")
 # same static field (one compiled program for all seeds and grid points); each TrainState sets
 # its own learning rate, which lives in the optimiser state as an array.
 ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+
+
+def q_ensemble(
+    spec: EnvSpec, hidden_dims: tuple[int, ...], num: int = 2, *, key: PRNGKeyArray,
+    **kwargs: Any,
+) -> Ensemble:
+    """`num` Q-functions Q(s, a) for `spec` as one `Ensemble`; `kwargs` go to each `MLP`."""
+    return Ensemble(
+        lambda k: QFunction(spec.obs_dim, spec.action_dim, hidden_dims, key=k, **kwargs), num,
+        key=key,
+    )
 
 
 def td_target(
@@ -47,6 +60,26 @@ def ensemble_q(
         return jax.vmap(critic, out_axes=1)(obs, action)
     keys = jax.random.split(key, action.shape[0])
     return jax.vmap(lambda o, a, k: critic(o, a, key=k), out_axes=1)(obs, action, keys)
+
+
+def critic_td_loss(
+    critic: Ensemble, obs: Obs, action: Float[Array, "batch action_dim"],
+    target_q: Float[Array, " batch"], key: PRNGKeyArray | None = None,
+) -> tuple[Float[Array, ""], Metrics]:
+    """Σ_j mean_batch (Q_j(s, a) − y)²: each critic regressed to the target, summed."""
+    q = ensemble_q(critic, obs, action, key)  # (ensemble, batch)
+    loss = jnp.sum(jnp.mean((q - target_q[None]) ** 2, axis=1))
+    return loss, {"q_mean": jnp.mean(q), "target_q_mean": jnp.mean(target_q)}
+
+
+def policy_actions(
+    policy: Callable[[Obs], Any], obs: Obs, key: PRNGKeyArray, deterministic: bool = False
+) -> Float[Array, "batch action_dim"]:
+    """Actions of a distribution-valued policy for a batch: samples, or modes if `deterministic`."""
+    if deterministic:
+        return jax.vmap(lambda o: policy(o).mode())(obs)
+    n = jax.tree.leaves(obs)[0].shape[0]
+    return jax.vmap(lambda o, k: policy(o).sample(seed=k))(obs, jax.random.split(key, n))
 
 
 def sample_actions(
@@ -84,6 +117,19 @@ class LogScalar(eqx.Module):
 
     def __call__(self) -> Float[Array, ""]:
         return jnp.exp(self.log_value)
+
+
+def temperature_loss(
+    temperature: LogScalar, entropy: Float[Array, ""], target_entropy: Float[Array, ""]
+) -> tuple[Float[Array, ""], Metrics]:
+    """α·(H − H_target): automatic entropy tuning raises α when the entropy falls below target."""
+    alpha = temperature()
+    return alpha * (entropy - target_entropy), {"value": alpha}
+
+
+def prefixed(**groups: Metrics) -> Metrics:
+    """One flat metrics dict from named groups: `prefixed(critic={"loss": l})` -> `critic/loss`."""
+    return {f"{name}/{k}": v for name, metrics in groups.items() for k, v in metrics.items()}
 
 
 def every(period: int | Int[Array, ""], step: Int[Array, ""], fn: Callable[..., T], keep: T,

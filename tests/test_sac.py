@@ -82,7 +82,7 @@ def test_init_rejects_discrete_and_unscaled_actions():
 
 # ---------------------------------------------------------------- losses by hand
 def test_td_target_bootstraps_through_truncation_only():
-    target = sac.td_target(
+    target = eqxrl.td_target(
         jnp.array([1.0, 2.0]), jnp.array([False, True]), jnp.array([10.0, 10.0]), 0.9
     )
     np.testing.assert_allclose(target, [10.0, 2.0])
@@ -99,7 +99,7 @@ def test_critic_loss_by_hand():
     critic = constant_critic([1.0, 3.0], jax.random.key(0))
     batch = make_batch(jax.random.key(1), n=4)
     target = jnp.array([0.0, 1.0, 2.0, 3.0])
-    loss, aux = sac.critic_loss(critic, batch, target)
+    loss, aux = eqxrl.critic_td_loss(critic, batch.obs, batch.action, target)
     # critic 1: mean((1-y)^2) = (1+0+1+4)/4 = 1.5; critic 2: mean((3-y)^2) = (9+4+1+0)/4 = 3.5
     np.testing.assert_allclose(loss, 5.0, rtol=1e-6)
     np.testing.assert_allclose(aux["q_mean"], 2.0, rtol=1e-6)
@@ -111,7 +111,7 @@ def test_actor_loss_by_hand():
     obs = make_batch(jax.random.key(1), n=4).obs
     alpha = jnp.asarray(0.5)
     loss, aux = sac.actor_loss(actor, critic, obs, alpha, jax.random.key(3))
-    _, log_prob = sac.sample_actions(actor, obs, jax.random.key(3))
+    _, log_prob = eqxrl.sample_actions(actor, obs, jax.random.key(3))
     np.testing.assert_allclose(loss, jnp.mean(0.5 * log_prob - 1.0), rtol=1e-5)  # min Q = 1
     np.testing.assert_allclose(aux["entropy"], -jnp.mean(log_prob), rtol=1e-5)
     loss_mean, _ = sac.actor_loss(actor, critic, obs, alpha, jax.random.key(3), "mean")
@@ -120,10 +120,10 @@ def test_actor_loss_by_hand():
 
 def test_temperature_loss_and_gradient_by_hand():
     temp = eqxrl.LogScalar.create(2.0)
-    loss, aux = sac.temperature_loss(temp, jnp.asarray(1.5), jnp.asarray(-1.0))
+    loss, aux = eqxrl.temperature_loss(temp, jnp.asarray(1.5), jnp.asarray(-1.0))
     np.testing.assert_allclose(loss, 5.0, rtol=1e-6)  # 2 * (1.5 - (-1))
     grad = eqx.filter_grad(
-        lambda t: sac.temperature_loss(t, jnp.asarray(1.5), jnp.asarray(-1.0))[0]
+        lambda t: eqxrl.temperature_loss(t, jnp.asarray(1.5), jnp.asarray(-1.0))[0]
     )(temp)
     np.testing.assert_allclose(grad.log_value, 5.0, rtol=1e-6)  # d/dlogα of α·2.5
 

@@ -66,7 +66,7 @@ def constant_critic(values, key):
 def test_critic_and_actor_losses_by_hand():
     critic = constant_critic([1.0, 3.0], jax.random.key(0))
     batch = make_batch(jax.random.key(1), n=4)
-    loss, aux = td3.critic_loss(critic, batch, jnp.array([0.0, 1.0, 2.0, 3.0]))
+    loss, aux = eqxrl.critic_td_loss(critic, batch.obs, batch.action, jnp.arange(4.0))
     # critic 1: mean((1-y)^2) = 1.5; critic 2: mean((3-y)^2) = 3.5
     np.testing.assert_allclose(loss, 5.0, rtol=1e-6)
     actor = eqxrl.DeterministicPolicy(3, 2, (8,), key=jax.random.key(2))

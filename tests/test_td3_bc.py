@@ -103,11 +103,11 @@ def test_target_policy_smoothing_noise_is_clipped():
     actor = eqxrl.DeterministicPolicy(3, 2, (8,), key=jax.random.key(1))
     obs = jax.random.normal(jax.random.key(2), (256, 3))
     mu = jax.vmap(actor)(obs)
-    a = td3_bc.smoothed_target_action(actor, obs, jax.random.key(3), 100.0, 0.5)
+    a = eqxrl.smoothed_target_action(actor, obs, jax.random.key(3), 100.0, 0.5)
     assert jnp.all(jnp.abs(a) <= 1.0)
     diff = jnp.abs(a - mu)
     assert jnp.all(diff <= 0.5 + 1e-6) and jnp.any(jnp.abs(a) == 1.0)
-    same = td3_bc.smoothed_target_action(actor, obs, jax.random.key(3), 0.0, 0.5)
+    same = eqxrl.smoothed_target_action(actor, obs, jax.random.key(3), 0.0, 0.5)
     np.testing.assert_allclose(same, mu, rtol=1e-6)
 
 
