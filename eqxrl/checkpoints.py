@@ -37,21 +37,6 @@ def config_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(raw, default=str))
 
 
-def load_config(cls: type, run_dir: str) -> Any:
-    """Rebuild the dataclass config saved as `<run_dir>/config.json` by a training loop."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"resume={run_dir!r}: no config.json there; is it a run folder?")
-    with open(path) as f:
-        saved = json.load(f)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(saved) - fields)
-    if unknown:
-        raise CheckpointError(f"{path!r} has fields {unknown} that {cls.__name__} does not know.")
-    # JSON turns tuples into lists; frozen configs need them hashable again.
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-
-
 def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 

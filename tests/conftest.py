@@ -27,3 +27,54 @@ def assert_trees_equal(a, b):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_vmap_equals_separate_runs(
+    algorithm, spec, config, batch, updates=3, seeds=4, init=None
+):
+    """`seeds` agents initialised and updated as one vmapped program equal separate runs.
+
+    `init(key, spec, config)` defaults to the algorithm's.
+    Float tolerance, not bit-exact: XLA may fuse and order a batched program differently.
+    """
+    import equinox as eqx
+    import numpy as np
+
+    import eqxrl
+
+    init = algorithm.init if init is None else init
+    keys = jax.random.split(jax.random.key(0), seeds)
+    one = eqxrl.jit(lambda s, k: algorithm.update(s, batch, k, config)[0])
+    many = eqxrl.jit(jax.vmap(lambda s, k: algorithm.update(s, batch, k, config)[0]))
+    states = eqxrl.jit(jax.vmap(lambda k: init(k, spec, config)))(keys)
+    for i in range(updates):
+        states = many(states, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i))
+    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
+        state = init(keys[seed], spec, config)
+        for i in range(updates):
+            state = one(state, jax.random.fold_in(keys[seed], i))
+        for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
+                        jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def pendulum_dataset_file(path, n=256, loc=0.0, scale=1.0):
+    """A D4RL-style file of random Pendulum-shaped transitions (obs ~ N(loc, scale²)), one
+    trajectory cut into 64-step episodes, with reference returns; returns its path."""
+    import jax.numpy as jnp
+
+    import eqxrl
+
+    k = jax.random.split(jax.random.key(0), 3)
+    trajectory = loc + scale * jax.random.normal(k[0], (n + 1, 3))
+    data = eqxrl.Dataset(eqxrl.Transition(
+        obs=trajectory[:-1],
+        action=jax.random.uniform(k[1], (n, 1), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)),
+        next_obs=trajectory[1:],
+        terminated=jnp.zeros(n, bool),
+        truncated=jnp.arange(n) % 64 == 63,
+    ))
+    info = eqxrl.DatasetInfo(env_id="Pendulum-v1", ref_min_score=-1200.0, ref_max_score=-150.0)
+    eqxrl.save_dataset(str(path), data, info)
+    return str(path)

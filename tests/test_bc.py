@@ -10,6 +10,8 @@ import eqxrl
 from algorithms import bc
 from eqxrl import Dataset, DatasetInfo, EnvSpec, OfflineRun, Transition
 
+from .conftest import assert_vmap_equals_separate_runs
+
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
 SMALL = bc.Config(run=OfflineRun(dataset="unused.hdf5", batch_size=16), hidden_dims=(32, 32))
@@ -132,22 +134,6 @@ def test_update_compiles_once_and_fits_the_actions(loss):
     assert int(state.actor.step) == 50
 
 
-def test_vmap_over_seeds_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(0), 4)
-    batch = make_batch(jax.random.key(1))
-    v_step = eqxrl.jit(jax.vmap(lambda s, k: bc.update(s, batch, k, SMALL)[0]))
-    states = eqxrl.jit(jax.vmap(lambda k: bc.init(k, SPEC, SMALL)))(keys)
-    for i in range(3):
-        states = v_step(states, jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys))
-    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
-        state = bc.init(keys[seed], SPEC, SMALL)
-        for i in range(3):
-            state = UPDATE(state, batch, jax.random.fold_in(keys[seed], i), SMALL)[0]
-        for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
-                        jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_act_checks_observations_and_stays_in_bounds():
     state = bc.init(jax.random.key(0), SPEC, SMALL)
     state = eqx.tree_at(lambda s: s.actor.model.log_std, state, jnp.full((2,), 1.5))
@@ -158,6 +144,11 @@ def test_act_checks_observations_and_stays_in_bounds():
     np.testing.assert_array_equal(mode, bc.act(state, obs, jax.random.key(2), deterministic=True))
     with pytest.raises(ValueError, match=r"obs has shape \(5, 4\), expected \(\.\.\., 3\)"):
         bc.act(state, jnp.ones((5, 4)), jax.random.key(1))
+
+
+def test_vmap_over_seeds_equals_separate_runs():
+    batch = make_batch(jax.random.key(1))
+    assert_vmap_equals_separate_runs(bc, SPEC, SMALL, batch, updates=3, seeds=4)
 
 
 # ---------------------------------------------------------------- the script

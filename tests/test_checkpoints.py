@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from eqxrl import MLP, CheckpointError, ReplayBuffer, TrainState, load_config
+from eqxrl import MLP, CheckpointError, ReplayBuffer, TrainState
 from eqxrl import checkpoints as ck
 from eqxrl.train_state import optax
 
@@ -82,10 +82,3 @@ def test_killed_write_leaves_previous_checkpoint_readable(tmp_path):
     ck.prune(directory, keep=2)
     assert [s for s, _ in ck.list_checkpoints(directory)] == [30, 40]
     assert not [n for n in os.listdir(directory) if ".tmp-" in n]
-
-
-def test_load_config(tmp_path):
-    (tmp_path / "config.json").write_text('{"lr": 0.5, "hidden": [4, 4]}')
-    assert load_config(Cfg, str(tmp_path)) == Cfg(lr=0.5, hidden=(4, 4))
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        load_config(Cfg, str(tmp_path / "nope"))

@@ -9,7 +9,9 @@ import pytest
 
 import eqxrl
 from algorithms import cql
-from eqxrl import Dataset, DatasetInfo, EnvSpec, OfflineRun, Transition
+from eqxrl import EnvSpec, OfflineRun, Transition
+
+from .conftest import assert_vmap_equals_separate_runs, pendulum_dataset_file
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
@@ -166,22 +168,6 @@ def test_update_compiles_once_and_learns_something():
             "cql_multiplier/value"} <= set(metrics)
 
 
-def test_vmap_over_seeds_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(0), 4)
-    batch = make_batch(jax.random.key(1))
-    step = lambda s, k: UPDATE(s, batch, k, LAGRANGE)[0]
-    v_step = eqxrl.jit(jax.vmap(lambda s, k: cql.update(s, batch, k, LAGRANGE)[0]))
-    states = eqxrl.jit(jax.vmap(lambda k: cql.init(k, SPEC, LAGRANGE)))(keys)
-    for i in range(2):
-        states = v_step(states, jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys))
-    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
-        state = cql.init(keys[seed], SPEC, LAGRANGE)
-        for i in range(2):
-            state = step(state, jax.random.fold_in(keys[seed], i))
-        for a, b in zip(inexact_leaves(vmapped), inexact_leaves(state), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_sweep_of_cql_alpha_is_one_program():
     alphas = [0.0, 1.0, 10.0]
     states = eqxrl.tree_stack([cql.init(jax.random.key(0), SPEC,
@@ -206,26 +192,14 @@ def test_act_checks_observations_and_stays_in_bounds():
         cql.act(state, jnp.ones((5, 4)), jax.random.key(1))
 
 
+def test_vmap_over_seeds_equals_separate_runs():
+    batch = make_batch(jax.random.key(1))
+    assert_vmap_equals_separate_runs(cql, SPEC, LAGRANGE, batch, updates=2, seeds=4)
+
+
 # ---------------------------------------------------------------- the script
-def tiny_pendulum_dataset(path, n=256):
-    """A D4RL-style file of random Pendulum-shaped transitions, with reference returns."""
-    k = jax.random.split(jax.random.key(0), 3)
-    obs = jax.random.normal(k[0], (n + 1, 3))  # one trajectory, cut into 64-step episodes
-    data = Dataset(Transition(
-        obs=obs[:-1],
-        action=jax.random.uniform(k[1], (n, 1), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=obs[1:],
-        terminated=jnp.zeros(n, bool),
-        truncated=jnp.arange(n) % 64 == 63,
-    ))
-    eqxrl.save_dataset(str(path), data, DatasetInfo(env_id="Pendulum-v1", ref_min_score=-1200.0,
-                                                     ref_max_score=-150.0))
-    return str(path)
-
-
 def test_main_trains_lagrange_cql_on_a_dataset(tmp_path):
-    run = OfflineRun(dataset=tiny_pendulum_dataset(tmp_path / "d.hdf5"), total_updates=20,
+    run = OfflineRun(dataset=pendulum_dataset_file(tmp_path / "d.hdf5"), total_updates=20,
                      updates_per_call=10, batch_size=16, eval_interval=20, eval_episodes=1,
                      log_interval=10, run_dir=str(tmp_path / "run"), tensorboard=False,
                      progress=False)

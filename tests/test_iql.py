@@ -9,7 +9,9 @@ import pytest
 
 import eqxrl
 from algorithms import iql
-from eqxrl import Dataset, DatasetInfo, EnvSpec, OfflineRun, Transition
+from eqxrl import EnvSpec, OfflineRun, Transition
+
+from .conftest import assert_vmap_equals_separate_runs, pendulum_dataset_file
 
 SPEC = EnvSpec(
     jax.ShapeDtypeStruct((3,), np.dtype("float32")),
@@ -180,22 +182,6 @@ def test_update_compiles_once_and_learns_something():
     assert {"actor/weight_mean", "actor/advantage_mean", "value/v_mean"} <= set(metrics)
 
 
-def test_vmap_over_seeds_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(0), 4)
-    batch = make_batch(jax.random.key(1))
-    step = eqxrl.jit(lambda s, k: iql.update(s, batch, k, SMALL)[0])
-    v_step = eqxrl.jit(jax.vmap(lambda s, k: iql.update(s, batch, k, SMALL)[0]))
-    states = eqxrl.jit(jax.vmap(lambda k: iql.init(k, SPEC, SMALL)))(keys)
-    for i in range(2):
-        states = v_step(states, jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys))
-    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
-        state = iql.init(keys[seed], SPEC, SMALL)
-        for i in range(2):
-            state = step(state, jax.random.fold_in(keys[seed], i))
-        for a, b in zip(inexact_leaves(vmapped), inexact_leaves(state), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_sweep_of_expectile_and_temperature_is_one_program():
     settings = [(0.5, 1.0), (0.7, 3.0), (0.9, 10.0)]
     states = eqxrl.tree_stack(
@@ -236,26 +222,14 @@ def test_act_checks_observations_and_stays_in_bounds():
         iql.act(state, jnp.ones((5, 4)), jax.random.key(1))
 
 
+def test_vmap_over_seeds_equals_separate_runs():
+    batch = make_batch(jax.random.key(1))
+    assert_vmap_equals_separate_runs(iql, SPEC, SMALL, batch, updates=2, seeds=4)
+
+
 # ---------------------------------------------------------------- the script
-def tiny_pendulum_dataset(path, n=256):
-    """A D4RL-style file of random Pendulum-shaped transitions, with reference returns."""
-    k = jax.random.split(jax.random.key(0), 3)
-    obs = jax.random.normal(k[0], (n + 1, 3))  # one trajectory, cut into 64-step episodes
-    data = Dataset(Transition(
-        obs=obs[:-1],
-        action=jax.random.uniform(k[1], (n, 1), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=obs[1:],
-        terminated=jnp.zeros(n, bool),
-        truncated=jnp.arange(n) % 64 == 63,
-    ))
-    eqxrl.save_dataset(str(path), data, DatasetInfo(env_id="Pendulum-v1", ref_min_score=-1200.0,
-                                                     ref_max_score=-150.0))
-    return str(path)
-
-
 def test_cli_trains_on_a_dataset_and_resume_extends_the_run(tmp_path, capsys):
-    data, run_dir = tiny_pendulum_dataset(tmp_path / "d.hdf5"), str(tmp_path / "run")
+    data, run_dir = pendulum_dataset_file(tmp_path / "d.hdf5"), str(tmp_path / "run")
     eqxrl.cli(iql.main, iql.Config, [
         "--dataset", data, "--total-updates", "20", "--updates-per-call", "10",
         "--batch-size", "16", "--hidden-dims", "16", "16", "--eval-interval", "20",

@@ -18,6 +18,8 @@ from algorithms import sac
 from eqxrl import CheckpointError, EnvSpec, Transition
 from eqxrl import checkpoints as ck
 
+from .conftest import assert_vmap_equals_separate_runs
+
 SPEC = EnvSpec(
     jax.ShapeDtypeStruct((3,), np.dtype("float32")),
     (2,),
@@ -144,26 +146,6 @@ def test_update_compiles_once_and_learns_something():
     assert {"critic/loss", "actor/loss", "actor/entropy", "temperature/value"} <= set(metrics)
 
 
-def test_vmap_over_seeds_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(0), 4)
-    batch = make_batch(jax.random.key(1))
-    step = eqxrl.jit(lambda s, k: sac.update(s, batch, k, SMALL)[0])
-    v_step = eqxrl.jit(jax.vmap(lambda s, k: sac.update(s, batch, k, SMALL)[0]))
-    states = jax.vmap(lambda k: sac.init(k, SPEC, SMALL))(keys)
-    for i in range(3):
-        states = v_step(states, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i))
-    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
-        state = sac.init(keys[seed], SPEC, SMALL)
-        for i in range(3):
-            state = step(state, jax.random.fold_in(keys[seed], i))
-        for a, b in zip(
-            jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
-            jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)),
-            strict=True,
-        ):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_sweep_of_hyperparameters_is_one_program():
     lrs, taus = [1e-4, 1e-3, 1e-2], [0.005, 0.01, 0.05]
     states = eqxrl.tree_stack(
@@ -225,6 +207,11 @@ def test_redq_and_droq_options_run():
     )
     assert np.isfinite(float(metrics["critic/loss"]))
     assert state.critic.model.num == 5
+
+
+def test_vmap_over_seeds_equals_separate_runs():
+    batch = make_batch(jax.random.key(1))
+    assert_vmap_equals_separate_runs(sac, SPEC, SMALL, batch, updates=3, seeds=4)
 
 
 # ---------------------------------------------------------------- the script

@@ -9,7 +9,9 @@ import pytest
 
 import eqxrl
 from algorithms import td3_bc
-from eqxrl import Dataset, DatasetInfo, EnvSpec, Normalizer, OfflineRun, Transition
+from eqxrl import Dataset, EnvSpec, Normalizer, OfflineRun, Transition
+
+from .conftest import assert_vmap_equals_separate_runs, pendulum_dataset_file
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
@@ -179,43 +181,18 @@ def test_update_compiles_once_and_learns_something():
 
 
 def test_vmap_over_seeds_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(0), 4)
     batch = make_batch(jax.random.key(1))
-    v_step = eqxrl.jit(jax.vmap(lambda s, k: td3_bc.update(s, batch, k, SMALL)[0]))
-    states = eqxrl.jit(jax.vmap(lambda k: td3_bc.init(k, SPEC, SMALL)))(keys)
-    states = eqx.tree_at(lambda s: s.obs_norm, states, eqxrl.tree_stack([NORM] * 4))
-    for i in range(3):
-        states = v_step(states, jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys))
-    for seed, vmapped in enumerate(eqxrl.tree_unstack(states)):
-        state = dataclasses.replace(td3_bc.init(keys[seed], SPEC, SMALL), obs_norm=NORM)
-        for i in range(3):
-            state = UPDATE(state, batch, jax.random.fold_in(keys[seed], i), SMALL)[0]
-        for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
-                        jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with_norm = lambda k, spec, config: dataclasses.replace(
+        td3_bc.init(k, spec, config), obs_norm=NORM
+    )  # a normaliser that is not the identity
+    assert_vmap_equals_separate_runs(td3_bc, SPEC, SMALL, batch, updates=3, seeds=4,
+                                     init=with_norm)
 
 
 # ---------------------------------------------------------------- the script
-def tiny_pendulum_dataset(path, n=256):
-    """A D4RL-style file of random Pendulum-shaped transitions, obs far from N(0, 1)."""
-    k = jax.random.split(jax.random.key(0), 3)
-    trajectory = 3.0 + 2.0 * jax.random.normal(k[0], (n + 1, 3))  # cut into 64-step episodes
-    obs = trajectory[:-1]
-    data = Dataset(Transition(
-        obs=obs,
-        action=jax.random.uniform(k[1], (n, 1), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=trajectory[1:],
-        terminated=jnp.zeros(n, bool),
-        truncated=jnp.arange(n) % 64 == 63,
-    ))
-    eqxrl.save_dataset(str(path), data, DatasetInfo(env_id="Pendulum-v1", ref_min_score=-1200.0,
-                                                     ref_max_score=-150.0))
-    return str(path), np.asarray(obs)
-
-
 def test_main_keeps_the_dataset_statistics_through_resume(tmp_path):
-    path, obs = tiny_pendulum_dataset(tmp_path / "d.hdf5")
+    path = pendulum_dataset_file(tmp_path / "d.hdf5", loc=3.0, scale=2.0)  # far from N(0, 1)
+    obs = np.asarray(eqxrl.load_dataset(path)[0].data.obs)
     run_dir = str(tmp_path / "run")
     run = OfflineRun(dataset=path, total_updates=20, updates_per_call=10, batch_size=16,
                      eval_interval=20, eval_episodes=1, log_interval=10, run_dir=run_dir,
