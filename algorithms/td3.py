@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import equinox as eqx
 import jax
@@ -113,9 +114,15 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
 
 
 def update(
-    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config,
+    actor_loss: Callable[..., tuple[Float[Array, ""], eqxrl.Metrics]] = actor_loss,
+    **actor_args: Any,
 ) -> tuple[State, eqxrl.Metrics]:
-    """One TD3 step: the critics; every `policy_delay` steps the actor and the targets."""
+    """One TD3 step: the critics; every `policy_delay` steps the actor and the targets.
+
+    `actor_loss(actor, critic, obs, **actor_args)` may be replaced by an algorithm built on TD3
+    (TD3+BC adds a behaviour-cloning term); the State's `actor_info` must have its metrics.
+    """
     state.spec.check_batch(batch)
     next_action = eqxrl.smoothed_target_action(
         state.target_actor, batch.next_obs, key, state.policy_noise, state.noise_clip
@@ -128,7 +135,7 @@ def update(
     )
 
     def delayed():  # the actor on the new critics, then both targets
-        actor, info = state.actor.apply_loss_fn(actor_loss, critic.model, batch.obs)
+        actor, info = state.actor.apply_loss_fn(actor_loss, critic.model, batch.obs, **actor_args)
         return (actor, eqxrl.polyak(actor.model, state.target_actor, state.tau),
                 eqxrl.polyak(critic.model, state.target_critic, state.tau), info)
 

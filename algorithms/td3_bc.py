@@ -4,12 +4,12 @@ Run:   python algorithms/td3_bc.py --dataset data/hopper-medium-v2.hdf5
 Help:  python algorithms/td3_bc.py --help
 Resume an interrupted run:  python algorithms/td3_bc.py --resume runs/<name>
 
-TD3's twin critics regress to r + γ·(1 − terminated)·min_j Q̄_j(s', clip(μ̄(s') + ε, −1, 1)) with
-target-policy smoothing noise ε = clip(N(0, σ²), −c, c). Every `--policy-delay` updates the
-deterministic tanh actor minimises −λ·E[Q_1(s, μ(s))] + E[(μ(s) − a)²] with λ = α / E|Q_1(s, μ(s))|
-(λ treated as a constant), and the target networks move. Observations are normalised with the
-dataset's mean and std, computed in `init` (the loop hands it the dataset); the statistics live
-in the `State` (so checkpoints carry them) and are applied in both `update` and `act`.
+TD3+BC is TD3 (`algorithms/td3.py`: twin critics, target-policy smoothing, delayed actor and
+target updates) trained on a dataset, with two changes that make it TD3+BC: every
+`--policy-delay` updates the deterministic actor minimises −λ·E[Q_1(s, μ(s))] + E[(μ(s) − a)²]
+with λ = α / E|Q_1(s, μ(s))| (λ treated as a constant), and observations are normalised with
+the dataset's mean and std, computed in `init` (the loop hands it the dataset). The statistics
+live in the `State` (so checkpoints carry them) and are applied in both `update` and `act`.
 Defaults are the paper's (α 2.5, σ 0.2, c 0.5, delay 2, lr 3e-4, 256×256 networks, batch 256,
 1M updates; rewards left as they are).
 """
@@ -24,65 +24,39 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import tyro
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
+from algorithms import td3
+from eqxrl.config import non_negative
 
 
 # ---------------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """TD3+BC on a D4RL-style offline dataset with continuous actions."""
+class Config(td3.Config):
+    """TD3+BC on a D4RL-style offline dataset: TD3's hyperparameters, plus α and normalisation.
+
+    (TD3's --exploration-noise does not apply offline: evaluation acts deterministically.)
+    """
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
-    hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of actor and critics"""
-    actor_lr: float = 3e-4
-    """actor learning rate"""
-    critic_lr: float = 3e-4
-    """critic learning rate"""
-    discount: float = 0.99
-    """discount factor γ"""
-    tau: float = 0.005
-    """polyak rate of the target actor and critics"""
     alpha: float = 2.5
     """α of λ = α / E|Q|: the weight of the Q term against the BC term"""
-    policy_noise: float = 0.2
-    """std σ of the target-policy smoothing noise"""
-    noise_clip: float = 0.5
-    """the smoothing noise is clipped to ±noise_clip"""
-    policy_delay: int = 2
-    """critic updates (--total-updates counts these) per actor and target update"""
     normalize_obs: bool = True
     """normalise observations with the dataset's mean and std"""
 
     def __post_init__(self):
-        layer_sizes(self)
-        positive(self, "actor_lr", "critic_lr")
-        at_least(self, 1, "policy_delay")
-        non_negative(self, "alpha", "policy_noise", "noise_clip")
-        within(self, "tau", 0, 1, open_low=True)
-        within(self, "discount", 0, 1)
+        td3.Config.__post_init__(self)
+        non_negative(self, "alpha")
 
 
 # ---------------------------------------------------------------------------- state
 class State(eqx.Module):
-    """Everything TD3+BC's update changes. Swept hyperparameters are array leaves."""
+    """TD3's state, and what TD3+BC adds to it. Swept hyperparameters are array leaves."""
 
-    actor: eqxrl.TrainState  # model: DeterministicPolicy
-    target_actor: eqxrl.DeterministicPolicy
-    critic: eqxrl.TrainState  # model: Ensemble of two QFunctions
-    target_critic: eqxrl.Ensemble
+    td3: td3.State  # actor, twin critics, targets, TD3's counter and hyperparameters
     obs_norm: eqxrl.Normalizer  # dataset statistics, applied in update and act
-    actor_info: eqxrl.Metrics  # of the latest actor update, which runs every policy_delay
-    step: Int[Array, ""]  # critic updates so far
-    discount: Float[Array, ""]
-    tau: Float[Array, ""]
     alpha: Float[Array, ""]
-    policy_noise: Float[Array, ""]
-    noise_clip: Float[Array, ""]
-    spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -105,79 +79,43 @@ def actor_loss(
 def init(
     key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, dataset: eqxrl.Dataset | None = None
 ) -> State:
-    """Build actor, twin critics and their targets for `spec`.
+    """TD3's networks for `spec`, and the observation normaliser.
 
-    The observation normaliser holds `dataset`'s statistics (with --normalize-obs), else it is
-    the identity.
+    The normaliser holds `dataset`'s statistics (with --normalize-obs), else it is the identity.
     """
     spec.require_unit_box_actions("TD3+BC")
-    k_actor, k_critic = jax.random.split(key)
-    actor = eqxrl.DeterministicPolicy(spec.obs_dim, spec.action_dim, config.hidden_dims,
-                                      key=k_actor)
-    critic = eqxrl.q_ensemble(spec, config.hidden_dims, key=k_critic)
+    base = td3.init(key, spec, config)
+    metrics = ("loss", "grad_norm", "lambda", "bc_mse", "q_mean")  # of this actor loss
+    base = dataclasses.replace(base, actor_info={k: jnp.float32(0) for k in metrics})
     if config.normalize_obs and dataset is not None:
         obs_norm = eqxrl.datasets.obs_normalizer(dataset)
     else:
         obs_norm = eqxrl.Normalizer.identity(spec.example_obs())
-    return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
-        target_actor=actor,
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
-        target_critic=critic,
-        obs_norm=obs_norm,
-        actor_info={k: jnp.float32(0) for k in ("loss", "grad_norm", "lambda", "bc_mse", "q_mean")},
-        step=jnp.int32(0),
-        discount=jnp.float32(config.discount),
-        tau=jnp.float32(config.tau),
-        alpha=jnp.float32(config.alpha),
-        policy_noise=jnp.float32(config.policy_noise),
-        noise_clip=jnp.float32(config.noise_clip),
-        spec=spec,
-    )
+    return State(td3=base, obs_norm=obs_norm, alpha=jnp.float32(config.alpha))
 
 
 def update(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
-    """One TD3+BC step: the critics; every `policy_delay` steps the actor and the targets."""
-    state.spec.check_batch(batch)
-    obs, next_obs = state.obs_norm(batch.obs), state.obs_norm(batch.next_obs)
-    next_action = eqxrl.smoothed_target_action(
-        state.target_actor, next_obs, key, state.policy_noise, state.noise_clip
+    """TD3's step on normalised observations, with the BC-regularised actor loss."""
+    state.td3.spec.check_batch(batch)
+    batch = dataclasses.replace(
+        batch, obs=state.obs_norm(batch.obs), next_obs=state.obs_norm(batch.next_obs)
     )
-    next_q = eqxrl.ensemble_q(state.target_critic, next_obs, next_action)
-    target_q = eqxrl.td_target(batch.reward, batch.terminated, jnp.min(next_q, axis=0),
-                               state.discount)
-    critic, critic_info = state.critic.apply_loss_fn(
-        eqxrl.critic_td_loss, obs, batch.action, target_q
-    )
-
-    def delayed():  # the actor on the new critics, then both targets
-        actor, info = state.actor.apply_loss_fn(
-            actor_loss, critic.model, obs, batch.action, state.alpha
-        )
-        return (actor, eqxrl.polyak(actor.model, state.target_actor, state.tau),
-                eqxrl.polyak(critic.model, state.target_critic, state.tau), info)
-
-    step = state.step + 1
-    keep = (state.actor, state.target_actor, state.target_critic, state.actor_info)
-    actor, target_actor, target_critic, actor_info = eqxrl.every(
-        config.policy_delay, step, delayed, keep
-    )
-    new_state = dataclasses.replace(state, actor=actor, target_actor=target_actor, critic=critic,
-                                    target_critic=target_critic, actor_info=actor_info, step=step)
-    return new_state, eqxrl.prefixed(critic=critic_info, actor=actor_info)
+    new, metrics = td3.update(state.td3, batch, key, config, actor_loss=actor_loss,
+                              action=batch.action, alpha=state.alpha)
+    return dataclasses.replace(state, td3=new), metrics
 
 
 def act(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
-    """Actions in [-1, 1] for a batch of observations, normalised as in training.
+    """μ(s) in [-1, 1] for a batch of observations, normalised as in training.
 
-    The policy is deterministic: `key` and `deterministic` change nothing.
+    The policy is deterministic offline: `key` and `deterministic` change nothing.
     """
-    state.spec.batch_size(obs, "obs")
-    return jax.vmap(state.actor.model)(state.obs_norm(obs))
+    state.td3.spec.batch_size(obs, "obs")
+    return td3.act(state.td3, state.obs_norm(obs), key, deterministic=True)
 
 
 # ---------------------------------------------------------------------------- main

@@ -11,7 +11,11 @@ import eqxrl
 from algorithms import td3_bc
 from eqxrl import Dataset, EnvSpec, Normalizer, OfflineRun, Transition
 
-from .conftest import assert_vmap_equals_separate_runs, pendulum_dataset_file
+from .conftest import (
+    assert_trees_equal,
+    assert_vmap_equals_separate_runs,
+    pendulum_dataset_file,
+)
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
@@ -58,7 +62,7 @@ def test_init_normalises_with_the_dataset_statistics_or_not_at_all():
     state = td3_bc.init(jax.random.key(0), SPEC, SMALL)
     obs = jnp.array([[1.0, 2.0, 3.0]])
     np.testing.assert_array_equal(state.obs_norm(obs), obs)  # no dataset: the identity
-    assert int(state.step) == 0
+    assert int(state.td3.step) == 0
     batch = make_batch(jax.random.key(1), n=64)
     state = td3_bc.init(jax.random.key(0), SPEC, SMALL, dataset=Dataset(batch))
     data_obs = np.asarray(batch.obs)
@@ -118,24 +122,21 @@ def test_actor_and_targets_move_only_every_policy_delay_steps():
     state = td3_bc.init(jax.random.key(0), SPEC, SMALL)
     batch = make_batch(jax.random.key(1))
     one, _ = UPDATE(state, batch, jax.random.key(2), SMALL)
-    assert int(one.step) == 1 and int(one.critic.step) == 1
-    for a, b in zip(jax.tree.leaves(one.actor), jax.tree.leaves(state.actor), strict=True):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(jax.tree.leaves(one.target_critic), jax.tree.leaves(state.target_critic),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert int(one.td3.step) == 1 and int(one.td3.critic.step) == 1
+    assert_trees_equal(one.td3.actor, state.td3.actor)
+    assert_trees_equal(one.td3.target_critic, state.td3.target_critic)
     two, metrics = UPDATE(one, batch, jax.random.key(3), SMALL)
-    assert int(two.actor.step) == 1  # the actor's first optimiser step, on update 2
-    assert not np.array_equal(two.actor.model.net.layers[0].weight,
-                              one.actor.model.net.layers[0].weight)
-    assert not np.array_equal(two.target_actor.net.layers[0].weight,
-                              one.target_actor.net.layers[0].weight)
+    assert int(two.td3.actor.step) == 1  # the actor's first optimiser step, on update 2
+    assert not np.array_equal(two.td3.actor.model.net.layers[0].weight,
+                              one.td3.actor.model.net.layers[0].weight)
+    assert not np.array_equal(two.td3.target_actor.net.layers[0].weight,
+                              one.td3.target_actor.net.layers[0].weight)
     # The actor's metrics are those of its latest update, also on the steps that skip it.
-    expected, _ = td3_bc.actor_loss(one.actor.model, two.critic.model, batch.obs, batch.action,
-                                    2.5)
+    expected, _ = td3_bc.actor_loss(one.td3.actor.model, two.td3.critic.model, batch.obs,
+                                    batch.action, 2.5)
     np.testing.assert_allclose(metrics["actor/loss"], expected, rtol=1e-5)
     three, later = UPDATE(two, batch, jax.random.key(4), SMALL)
-    assert int(three.actor.step) == 1
+    assert int(three.td3.actor.step) == 1
     for name, value in metrics.items():
         if name.startswith("actor/"):
             np.testing.assert_array_equal(later[name], value)
@@ -149,8 +150,8 @@ def test_update_normalises_observations_with_the_state_statistics():
     pre = dataclasses.replace(batch, obs=NORM(batch.obs), next_obs=NORM(batch.next_obs))
     by_hand, m2 = UPDATE(state, pre, jax.random.key(2), SMALL)
     np.testing.assert_allclose(m1["critic/loss"], m2["critic/loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(eqx.filter(by_state.critic, eqx.is_inexact_array)),
-                    jax.tree.leaves(eqx.filter(by_hand.critic, eqx.is_inexact_array)), strict=True):
+    inexact = lambda tree: jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+    for a, b in zip(inexact(by_state.td3.critic), inexact(by_hand.td3.critic), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -158,8 +159,8 @@ def test_act_uses_the_normaliser_and_checks_observations():
     state = dataclasses.replace(td3_bc.init(jax.random.key(0), SPEC, SMALL), obs_norm=NORM)
     obs = jax.random.normal(jax.random.key(1), (5, 3)) * 3
     a = td3_bc.act(state, obs, jax.random.key(1))
-    np.testing.assert_allclose(a, jax.vmap(state.actor.model)(NORM(obs)), rtol=1e-6)
-    assert not np.allclose(a, jax.vmap(state.actor.model)(obs))
+    np.testing.assert_allclose(a, jax.vmap(state.td3.actor.model)(NORM(obs)), rtol=1e-6)
+    assert not np.allclose(a, jax.vmap(state.td3.actor.model)(obs))
     assert a.shape == (5, 2) and jnp.all(jnp.abs(a) <= 1)
     np.testing.assert_array_equal(a, td3_bc.act(state, obs, jax.random.key(2), deterministic=True))
     with pytest.raises(ValueError, match=r"obs has shape \(5, 4\), expected \(\.\.\., 3\)"):
@@ -177,7 +178,7 @@ def test_update_compiles_once_and_learns_something():
         losses.append(float(metrics["critic/loss"]))
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert losses[-1] < losses[0]
-    assert int(state.step) == 30 and int(state.actor.step) == 15
+    assert int(state.td3.step) == 30 and int(state.td3.actor.step) == 15
 
 
 def test_vmap_over_seeds_equals_separate_runs():
@@ -203,7 +204,7 @@ def test_main_keeps_the_dataset_statistics_through_resume(tmp_path):
                                                        progress=False)))
     assert summary["steps"] == 30 and summary["status"] == "done"
     loaded = eqxrl.load_run(run_dir)
-    assert loaded.step == 30 and int(loaded.state.step) == 30
+    assert loaded.step == 30 and int(loaded.state.td3.step) == 30
     np.testing.assert_allclose(loaded.state.obs_norm.mean, obs.mean(0), rtol=1e-5)
     np.testing.assert_allclose(loaded.state.obs_norm.std, obs.std(0), rtol=1e-5)
     with open(f"{run_dir}/train.csv") as f:
