@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import equinox as eqx
 import jax
@@ -92,6 +93,14 @@ class State(eqx.Module):
 
 
 # ---------------------------------------------------------------------------- losses
+def critic_loss(
+    critic: eqxrl.Ensemble, batch: eqxrl.Transition, target_q: Float[Array, " batch"],
+    key: PRNGKeyArray | None = None,
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
+    """Each critic regressed to the soft TD target; `key` drives critic dropout (DroQ)."""
+    return eqxrl.critic_td_loss(critic, batch.obs, batch.action, target_q, key)
+
+
 def actor_loss(
     actor: eqxrl.GaussianPolicy,
     critic: eqxrl.Ensemble,
@@ -136,9 +145,15 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
 
 
 def update(
-    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config,
+    critic_loss: Callable[..., tuple[Float[Array, ""], eqxrl.Metrics]] = critic_loss,
+    **critic_args: Any,
 ) -> tuple[State, eqxrl.Metrics]:
-    """One SAC step: critics, then the actor on the new critics, then the temperature."""
+    """One SAC step: critics, then the actor on the new critics, then the temperature.
+
+    `critic_loss(critic, batch, target_q, key, **critic_args)` may be replaced by an algorithm
+    built on SAC (CQL adds its conservative penalty).
+    """
     state.spec.check_batch(batch)
     k_next, k_subset, k_target, k_critic, k_actor = jax.random.split(key, 5)
     dropout = config.critic_dropout > 0
@@ -159,7 +174,7 @@ def update(
     target_q = eqxrl.td_target(batch.reward, batch.terminated, next_value, state.discount)
 
     critic, critic_info = state.critic.apply_loss_fn(
-        eqxrl.critic_td_loss, batch.obs, batch.action, target_q, k_critic if dropout else None
+        critic_loss, batch, target_q, k_critic if dropout else None, **critic_args
     )
     actor, actor_info = state.actor.apply_loss_fn(
         actor_loss, critic.model, batch.obs, alpha, k_actor, config.actor_q_reduction

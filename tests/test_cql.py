@@ -52,6 +52,7 @@ def np_logsumexp(x, axis):
         ("cql_lagrange_lr", -1.0, r"--cql-lagrange-lr must be a finite number > 0, got -1.0"),
         ("discount", 1.5, r"--discount must be in \[0, 1\], got 1.5"),
         ("log_std_min", 3.0, r"--log-std-min \(3.0\) must be finite and <= --log-std-max"),
+        ("critic_dropout", 0.01, r"--critic-dropout must be 0 for CQL, got 0.01"),
     ],
 )
 def test_invalid_config_names_the_flag(field, value, message):
@@ -92,7 +93,7 @@ def test_critic_loss_is_td_error_plus_weighted_gap():
     sampled = jax.random.uniform(jax.random.key(2), (4, 6, 2), minval=-1, maxval=1)
     log_density = jnp.full((4, 6), 2 * np.log(0.5), jnp.float32)
     target = jnp.array([0.0, 1.0, 2.0, 3.0])
-    loss, aux = cql.critic_loss(critic, batch, target, sampled, log_density, jnp.asarray(5.0),
+    loss, aux = cql.critic_loss(critic, batch, target, None, sampled, log_density, jnp.asarray(5.0),
                                 2.0, 1.0)
     q = eqxrl.ensemble_q(critic, batch.obs, batch.action)
     gap = cql.cql_gap(critic, batch.obs, q, sampled, log_density, 1.0)
@@ -111,16 +112,17 @@ def test_update_uses_uniform_and_policy_importance_weights():
 
     @eqxrl.jit
     def by_hand(state, batch, key):
-        _, k_random, k_curr, k_later, _ = jax.random.split(key, 5)
+        _, k_penalty = jax.random.split(key)  # update's split: SAC's key, the penalty's key
+        k_random, k_curr, k_later = jax.random.split(k_penalty, 3)
         n, num = 16, SMALL.num_sampled_actions
         random = jax.random.uniform(k_random, (n, num, 2), minval=-1.0, maxval=1.0)
-        curr, curr_lp = eqxrl.sample_actions(state.actor.model, batch.obs, k_curr, num)
-        later, later_lp = eqxrl.sample_actions(state.actor.model, batch.next_obs, k_later, num)
+        curr, curr_lp = eqxrl.sample_actions(state.sac.actor.model, batch.obs, k_curr, num)
+        later, later_lp = eqxrl.sample_actions(state.sac.actor.model, batch.next_obs, k_later, num)
         log_uniform = jnp.full((n, num), np.log(0.5**2), jnp.float32)  # density 1/2 per dim
         sampled = jnp.concatenate([random, curr, later], axis=1)
         log_density = jnp.concatenate([log_uniform, curr_lp, later_lp], axis=1)
-        q = eqxrl.ensemble_q(state.critic.model, batch.obs, batch.action)
-        return cql.cql_gap(state.critic.model, batch.obs, q, sampled, log_density, 1.0)
+        q = eqxrl.ensemble_q(state.sac.critic.model, batch.obs, batch.action)
+        return cql.cql_gap(state.sac.critic.model, batch.obs, q, sampled, log_density, 1.0)
 
     np.testing.assert_allclose(metrics["critic/cql_gap"], jnp.mean(by_hand(state, batch, key)),
                                rtol=1e-4)
@@ -163,7 +165,7 @@ def test_update_compiles_once_and_learns_something():
         losses.append(float(metrics["critic/td_loss"]))
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert losses[-1] < losses[0]
-    assert int(state.critic.step) == int(state.cql_multiplier.step) == 30
+    assert int(state.sac.critic.step) == int(state.cql_multiplier.step) == 30
     assert {"critic/cql_gap", "actor/entropy", "temperature/value",
             "cql_multiplier/value"} <= set(metrics)
 
