@@ -78,3 +78,34 @@ def pendulum_dataset_file(path, n=256, loc=0.0, scale=1.0):
     info = eqxrl.DatasetInfo(env_id="Pendulum-v1", ref_min_score=-1200.0, ref_max_score=-150.0)
     eqxrl.save_dataset(str(path), data, info)
     return str(path)
+
+
+def make_batch(key, n=16, obs_dim=3, action_dim=2):
+    """A random batch of `n` transitions (some terminated, some truncated)."""
+    import jax.numpy as jnp
+
+    import eqxrl
+
+    k = jax.random.split(key, 4)
+    return eqxrl.Transition(
+        obs=jax.random.normal(k[0], (n, obs_dim)),
+        action=jax.random.uniform(k[1], (n, action_dim), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)),
+        next_obs=jax.random.normal(k[3], (n, obs_dim)),
+        terminated=jnp.arange(n) % 5 == 0,
+        truncated=jnp.arange(n) % 7 == 0,
+    )
+
+
+def constant_critic(values, key=None):
+    """An ensemble of Q(s, a) for 3-dim observations and 2-dim actions whose member i outputs
+    values[i] for every input."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    import eqxrl
+
+    key = jax.random.key(0) if key is None else key
+    ens = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (4,), key=k), len(values), key=key)
+    ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
+    return eqx.tree_at(lambda e: e.stacked.net.layers[-1].bias, ens, jnp.asarray(values)[:, None])

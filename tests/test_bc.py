@@ -10,24 +10,12 @@ import eqxrl
 from algorithms import bc
 from eqxrl import Dataset, DatasetInfo, EnvSpec, OfflineRun, Transition
 
-from .conftest import assert_vmap_equals_separate_runs
+from .conftest import assert_vmap_equals_separate_runs, make_batch
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
 SMALL = bc.Config(run=OfflineRun(dataset="unused.hdf5", batch_size=16), hidden_dims=(32, 32))
 UPDATE = eqxrl.jit(bc.update)
-
-
-def make_batch(key, n=16, obs_dim=3, action_dim=2):
-    k = jax.random.split(key, 4)
-    return Transition(
-        obs=jax.random.normal(k[0], (n, obs_dim)),
-        action=jax.random.uniform(k[1], (n, action_dim), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=jax.random.normal(k[3], (n, obs_dim)),
-        terminated=jnp.arange(n) % 5 == 0,
-        truncated=jnp.arange(n) % 7 == 0,
-    )
 
 
 def constant_policy(mean, log_std, tanh_squash=False):

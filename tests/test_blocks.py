@@ -8,15 +8,10 @@ import pytest
 
 import eqxrl
 
+from .conftest import constant_critic
+
 SPEC = eqxrl.EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                      action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
-
-
-def constant_critic(values):
-    """An ensemble whose member i outputs values[i] for every input."""
-    ens = eqxrl.q_ensemble(SPEC, (4,), len(values), key=jax.random.key(0))
-    ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
-    return eqx.tree_at(lambda e: e.stacked.net.layers[-1].bias, ens, jnp.asarray(values)[:, None])
 
 
 @pytest.mark.parametrize("jit", [False, True])

@@ -9,9 +9,9 @@ import pytest
 
 import eqxrl
 from algorithms import cql
-from eqxrl import EnvSpec, OfflineRun, Transition
+from eqxrl import EnvSpec, OfflineRun
 
-from .conftest import assert_vmap_equals_separate_runs, pendulum_dataset_file
+from .conftest import assert_vmap_equals_separate_runs, make_batch, pendulum_dataset_file
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
                action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
@@ -19,18 +19,6 @@ SMALL = cql.Config(run=OfflineRun(dataset="unused.hdf5", batch_size=16), hidden_
                    num_sampled_actions=4)
 LAGRANGE = dataclasses.replace(SMALL, cql_lagrange=True, cql_target_gap=1.0)
 UPDATE = eqxrl.jit(cql.update)  # shared, so tests with the same config compile it once
-
-
-def make_batch(key, n=16, obs_dim=3, action_dim=2):
-    k = jax.random.split(key, 4)
-    return Transition(
-        obs=jax.random.normal(k[0], (n, obs_dim)),
-        action=jax.random.uniform(k[1], (n, action_dim), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=jax.random.normal(k[3], (n, obs_dim)),
-        terminated=jnp.arange(n) % 5 == 0,
-        truncated=jnp.arange(n) % 7 == 0,
-    )
 
 
 def inexact_leaves(tree):

@@ -15,10 +15,10 @@ import pytest
 
 import eqxrl
 from algorithms import sac
-from eqxrl import CheckpointError, EnvSpec, Transition
+from eqxrl import CheckpointError, EnvSpec
 from eqxrl import checkpoints as ck
 
-from .conftest import assert_vmap_equals_separate_runs
+from .conftest import assert_vmap_equals_separate_runs, constant_critic, make_batch
 
 SPEC = EnvSpec(
     jax.ShapeDtypeStruct((3,), np.dtype("float32")),
@@ -27,18 +27,6 @@ SPEC = EnvSpec(
     action_high=(1.0, 1.0),
 )
 SMALL = sac.Config(run=eqxrl.OnlineRun(batch_size=16, buffer_size=1000), hidden_dims=(32, 32))
-
-
-def make_batch(key, n=16, obs_dim=3, action_dim=2):
-    k = jax.random.split(key, 4)
-    return Transition(
-        obs=jax.random.normal(k[0], (n, obs_dim)),
-        action=jax.random.uniform(k[1], (n, action_dim), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=jax.random.normal(k[3], (n, obs_dim)),
-        terminated=jnp.arange(n) % 5 == 0,
-        truncated=jnp.arange(n) % 7 == 0,
-    )
 
 
 # ---------------------------------------------------------------- config and init
@@ -88,13 +76,6 @@ def test_td_target_bootstraps_through_truncation_only():
         jnp.array([1.0, 2.0]), jnp.array([False, True]), jnp.array([10.0, 10.0]), 0.9
     )
     np.testing.assert_allclose(target, [10.0, 2.0])
-
-
-def constant_critic(values, key):
-    """An ensemble whose member i outputs values[i] for every input."""
-    ens = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (4,), key=k), len(values), key=key)
-    ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
-    return eqx.tree_at(lambda e: e.stacked.net.layers[-1].bias, ens, jnp.asarray(values)[:, None])
 
 
 def test_critic_loss_by_hand():

@@ -10,9 +10,14 @@ import pytest
 
 import eqxrl
 from algorithms import td3
-from eqxrl import EnvSpec, Transition
+from eqxrl import EnvSpec
 
-from .conftest import assert_trees_equal, assert_vmap_equals_separate_runs
+from .conftest import (
+    assert_trees_equal,
+    assert_vmap_equals_separate_runs,
+    constant_critic,
+    make_batch,
+)
 
 SPEC = EnvSpec(
     jax.ShapeDtypeStruct((3,), np.dtype("float32")),
@@ -21,18 +26,6 @@ SPEC = EnvSpec(
     action_high=(1.0, 1.0),
 )
 SMALL = td3.Config(run=eqxrl.OnlineRun(batch_size=16, buffer_size=1000), hidden_dims=(32, 32))
-
-
-def make_batch(key, n=16):
-    k = jax.random.split(key, 4)
-    return Transition(
-        obs=jax.random.normal(k[0], (n, 3)),
-        action=jax.random.uniform(k[1], (n, 2), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=jax.random.normal(k[3], (n, 3)),
-        terminated=jnp.arange(n) % 5 == 0,
-        truncated=jnp.arange(n) % 7 == 0,
-    )
 
 
 @pytest.mark.parametrize(
@@ -54,13 +47,6 @@ def test_paper_defaults():
     config = td3.Config()
     assert (config.policy_noise, config.noise_clip, config.policy_delay) == (0.2, 0.5, 2)
     assert config.exploration_noise == 0.1 and config.run.start_steps == 25_000
-
-
-def constant_critic(values, key):
-    """An ensemble whose member i outputs values[i] for every input."""
-    ens = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (4,), key=k), len(values), key=key)
-    ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
-    return eqx.tree_at(lambda e: e.stacked.net.layers[-1].bias, ens, jnp.asarray(values)[:, None])
 
 
 def test_critic_and_actor_losses_by_hand():

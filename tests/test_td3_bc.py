@@ -9,11 +9,13 @@ import pytest
 
 import eqxrl
 from algorithms import td3_bc
-from eqxrl import Dataset, EnvSpec, Normalizer, OfflineRun, Transition
+from eqxrl import Dataset, EnvSpec, Normalizer, OfflineRun
 
 from .conftest import (
     assert_trees_equal,
     assert_vmap_equals_separate_runs,
+    constant_critic,
+    make_batch,
     pendulum_dataset_file,
 )
 
@@ -22,25 +24,6 @@ SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,),
 SMALL = td3_bc.Config(run=OfflineRun(dataset="unused.hdf5", batch_size=16), hidden_dims=(32, 32))
 UPDATE = eqxrl.jit(td3_bc.update)
 NORM = Normalizer(jnp.array([1.0, -2.0, 0.5]), jnp.array([2.0, 0.5, 3.0]))
-
-
-def make_batch(key, n=16, obs_dim=3, action_dim=2):
-    k = jax.random.split(key, 4)
-    return Transition(
-        obs=jax.random.normal(k[0], (n, obs_dim)),
-        action=jax.random.uniform(k[1], (n, action_dim), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)),
-        next_obs=jax.random.normal(k[3], (n, obs_dim)),
-        terminated=jnp.arange(n) % 5 == 0,
-        truncated=jnp.arange(n) % 7 == 0,
-    )
-
-
-def constant_critic(values, key):
-    """An ensemble whose member i outputs values[i] for every input."""
-    ens = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (4,), key=k), len(values), key=key)
-    ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
-    return eqx.tree_at(lambda e: e.stacked.net.layers[-1].bias, ens, jnp.asarray(values)[:, None])
 
 
 # ---------------------------------------------------------------- config and init
