@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -119,11 +120,15 @@ def restore(
     """Load the checkpoint at `path` into the structure of `like`; return `(tree, meta)`.
 
     `like` is a template with the right structure, shapes and dtypes (for example from
-    `eqx.filter_eval_shape(init, ...)`). With `config`, the file must have been saved with an
-    equal config; any difference is named in the error. With `strict=False`, saved leaves that
-    `like` does not have are skipped (to load only part of a checkpoint, such as the state).
+    `eqx.filter_eval_shape(init, ...)`), or a plain function of the file's metadata that
+    returns one (when shapes depend on what was saved; the file is still read once). With
+    `config`, the file must have been saved with an equal config; any difference is named in
+    the error. With `strict=False`, saved leaves that `like` does not have are skipped (to load
+    only part of a checkpoint, such as the state).
     """
     header, payload = read_header(path)
+    if inspect.isfunction(like):  # not any callable: Equinox modules are callable templates
+        like = like(header["meta"])
     if config is not None:
         want, have = config_dict(config), header["config"]
         diff = {

@@ -103,9 +103,7 @@ class Run:
         found = checkpoints.list_checkpoints(self.ckpt_dir)
         if not found:
             raise FileNotFoundError(f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
-        path = found[-1][1]
-        meta = checkpoints.read_header(path)[0]["meta"]
-        tree, self.host = checkpoints.restore(path, like(meta), config=identity(self.config))
+        tree, self.host = checkpoints.restore(found[-1][1], like, config=identity(self.config))
         if self.total < self.host["step"]:
             raise ValueError(
                 f"--resume {self.dir}: the budget {self.total} is below the checkpoint's step "

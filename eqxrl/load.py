@@ -25,7 +25,7 @@ from . import checkpoints
 from .config import from_dict, identity
 from .data import ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
-from .online import from_filled_rows
+from .online import filled_rows_like, from_filled_rows
 from .record import algorithm_name, read_record
 
 
@@ -95,19 +95,16 @@ def load_run(
         spec = spec_from_env(env)
     finally:
         env.close()
-    like: dict[str, Any] = {
-        "state": eqx.filter_eval_shape(module.init, jax.random.key(0), spec, config)
-    }
-    meta = checkpoints.read_header(path)[0]["meta"]
-    if buffer:
+    state = eqx.filter_eval_shape(module.init, jax.random.key(0), spec, config)
+    example = spec.example_transition()
+
+    def like(meta: dict[str, Any]) -> dict[str, Any]:
+        if not buffer:
+            return {"state": state}
         if "buffer_rows" not in meta:
             raise ValueError(f"run_dir={run_dir!r} is an offline run: it has no replay buffer.")
-        example = spec.example_transition()
-        counter = jax.ShapeDtypeStruct((), jnp.int32)
-        rows = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct((meta["buffer_rows"], *x.shape), x.dtype), example
-        )
-        like["buffer"] = {"data": rows, "position": counter, "size": counter}
+        return {"state": state, "buffer": filled_rows_like(example, meta["buffer_rows"])}
+
     tree, _ = checkpoints.restore(path, like, config=identity(config), strict=False)
     replay = None
     if buffer:

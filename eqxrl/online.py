@@ -41,6 +41,13 @@ def filled_rows(buffer: ReplayBuffer) -> dict[str, Any]:
     return {"data": data, "position": buffer.position, "size": buffer.size}
 
 
+def filled_rows_like(example: Any, rows: int) -> dict[str, Any]:
+    """The template of `filled_rows`' output for `rows` rows laid out like `example`."""
+    counter = jax.ShapeDtypeStruct((), jnp.int32)
+    data = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape), x.dtype), example)
+    return {"data": data, "position": counter, "size": counter}
+
+
 def from_filled_rows(saved: dict[str, Any], example: Any, capacity: int) -> ReplayBuffer:
     """A replay buffer of `capacity` rows from `filled_rows`' output (the rest are zeros)."""
     empty = ReplayBuffer.create(example, capacity)
@@ -149,12 +156,8 @@ def train_online(
             (state_like, key_like), _, action = eqx.filter_eval_shape(fresh, key)
 
             def like(meta):
-                rows = jax.tree.map(lambda x: jax.ShapeDtypeStruct((meta["buffer_rows"], *x.shape),
-                                                                   x.dtype), example)
-                counter = jax.ShapeDtypeStruct((), jnp.int32)
-                saved = {"data": rows, "position": counter, "size": counter}
-                return {"state": state_like, "key": key_like, "buffer": saved,
-                        "action": action}
+                return {"state": state_like, "key": key_like, "action": action,
+                        "buffer": filled_rows_like(example, meta["buffer_rows"])}
 
             tree = run.restore(like)
             state_key = (tree["state"], tree["key"])
