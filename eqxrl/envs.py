@@ -238,3 +238,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             warnings.simplefilter("ignore", UserWarning)
             env = gym.wrappers.DtypeObservation(env, np.float32)
     return gym.wrappers.RecordEpisodeStatistics(env)
+
+
+def derived_seed(*parts: int) -> int:
+    """A 31-bit seed derived deterministically from integers (episode and evaluation seeds)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)

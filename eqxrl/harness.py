@@ -25,15 +25,11 @@ from tqdm.auto import tqdm
 
 from . import checkpoints
 from .config import identity, to_dict
+from .envs import derived_seed
 from .evaluation import evaluate, make_eval_envs
 from .jit import jit
 from .logging import Logger
 from .record import algorithm_name, module_name
-
-
-def derived_seed(*parts: int) -> int:
-    """A 31-bit seed derived deterministically from integers (episode and evaluation seeds)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 class StopFlag:

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import ReplayBuffer
-from .envs import EnvSpec, make_env, spec_from_env
-from .harness import Run, derived_seed, run_loop
+from .envs import EnvSpec, derived_seed, make_env, spec_from_env
+from .harness import Run, run_loop
 from .jit import jit, merge, split
 from .record import resolve_resume
 from .types import Transition

@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .data import Dataset
-from .envs import EnvSpec, make_env, spec_from_env
+from .envs import EnvSpec, derived_seed, make_env, spec_from_env
 from .types import Obs, Transition
 
 PolicyFn = Callable[[Obs, PRNGKeyArray], Array]
@@ -26,7 +26,7 @@ PolicyFn = Callable[[Obs, PRNGKeyArray], Array]
 
 def episode_seed(seed: int, stream: int, episode: int) -> int:
     """The reset seed of `episode` in an independent `stream` (0 data, 1 reference returns)."""
-    return int(np.random.SeedSequence([seed, stream, episode]).generate_state(1)[0] & 0x7FFFFFFF)
+    return derived_seed(seed, stream, episode)
 
 
 def continuous_spec(env_id: str) -> EnvSpec:
