@@ -6,12 +6,56 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import typing
 from collections.abc import Callable
 from typing import Any
 
-from .config import flat_fields
+import numpy as np
+
+from .config import flag, flat_fields
 from .record import resolve_resume
+
+
+def split_grid_flags(
+    config_class: type, argv: list[str]
+) -> tuple[list[str], tuple[tuple[str, tuple[float | int, ...]], ...]]:
+    """Take the grid out of the flags: a numeric hyperparameter given several values
+    (`--critic-lr 3e-4 1e-3`) becomes a grid entry, and its first value stays in the flags (so
+    tyro checks it as usual). A run setting given several values is an error."""
+    hints = typing.get_type_hints(config_class)
+    run_hints = typing.get_type_hints(hints["run"]) if "run" in hints else {}
+    out, grid, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        name = token[2:].replace("-", "_") if token.startswith("--") and "=" not in token else ""
+        values = []
+        j = i + 1
+        while j < len(argv) and not argv[j].startswith("--"):
+            values.append(argv[j])
+            j += 1
+        kind = hints.get(name) if name != "run" else None
+        if len(values) > 1 and kind in (int, float):
+            try:
+                parsed = tuple(kind(v) for v in values)
+            except ValueError:
+                raise SystemExit(  # noqa: B904 (a command-line error, not a traceback)
+                    f"error: {flag(name)} takes numbers, got {' '.join(values)}."
+                )
+            grid.append((name, parsed))
+            out += [token, values[0]]
+            i = j
+            continue
+        if len(values) > 1 and run_hints.get(name) in (int, float, str, bool):
+            raise SystemExit(
+                f"error: {flag(name)} is a run setting and takes one value, got "
+                f"{' '.join(values)}. Several values make a grid only for the algorithm's "
+                "numeric hyperparameters (several seeds: --num-seeds N or --seeds S1 S2 ...)."
+            )
+        out.append(token)
+        i += 1
+    return out, tuple(grid)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -32,21 +76,48 @@ def print_summary(summary: dict[str, Any]) -> None:
         + ("" if score is None else f"\n  normalized score {shown('final_normalized_score')}")
         + f"\n  best eval        {shown('best_eval_return')}\n"
         f"  run folder       {summary['run_dir']} (tensorboard --logdir {summary['run_dir']})"
+        + _agents_lines(summary)
     )
+
+
+def _agents_lines(summary: dict[str, Any]) -> str:
+    """Per grid point: final eval mean ± std over its seeds (runs of several agents)."""
+    agents = summary.get("agents")
+    if not agents:
+        return ""
+    points: dict[str, list[float]] = {}
+    for a in agents:
+        key = ", ".join(f"{k}={v:g}" for k, v in a.items()
+                        if k not in ("agent", "seed") and not k.endswith("_return")
+                        and not k.endswith("_score"))
+        points.setdefault(key or "all seeds", []).append(a["final_eval_return"])
+    lines = [f"\n  agents           {len(agents)} ({len(summary['seeds'])} seed(s) per point; "
+             "final eval mean ± std over seeds)"]
+    for key, values in points.items():
+        values = [v for v in values if v is not None]
+        shown = f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "-"
+        lines.append(f"\n    {key:<28} {shown}")
+    return "".join(lines)
 
 
 def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None = None) -> None:
     """Parse flags into `config_class`, run `main`, print the summary; exit 130 if interrupted.
+
+    A numeric hyperparameter given several values (`--critic-lr 3e-4 1e-3 --tau 0.005 0.01`)
+    trains the grid of every combination, each with every seed, as one program.
 
     With `--resume`, the flags given on the command line (not their defaults) decide what the
     user asked to change, so `--total-steps` equal to its default still extends a run.
     """
     import tyro
 
-    argv = sys.argv[1:] if args is None else args
+    argv, grid = split_grid_flags(config_class, sys.argv[1:] if args is None else args)
     config = tyro.cli(config_class, args=argv)
+    if grid:
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
     if config.run.resume is not None:
         names = {a.split("=")[0].removeprefix("--").replace("-", "_") for a in argv}
+        names |= {"grid"} if grid else set()
         given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
         config = resolve_resume(config, given)
     summary = main(config)

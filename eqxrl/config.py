@@ -23,7 +23,9 @@ import dataclasses
 import math
 import typing
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 
 def flag(name: str) -> str:
@@ -93,6 +95,16 @@ class RunConfig:
     """gymnasium environment id (offline: None reads it from the dataset's metadata)"""
     seed: int = 0
     """seed for network init, exploration, batch sampling, env resets and evaluation"""
+    num_seeds: int = 1
+    """agents trained as one vmapped program, with seeds --seed, --seed + 1, ..."""
+    seeds: tuple[int, ...] | None = None
+    """an explicit list of seeds, one agent each (instead of --seed and --num-seeds)"""
+    grid: Annotated[tuple[tuple[str, tuple[float | int, ...]], ...], tyro.conf.Suppress] = ()
+    """hyperparameter grid, filled by the command line from flags given several values
+    (`--critic-lr 3e-4 1e-3`): ((field, values), ...); every point trains every seed"""
+    devices: int = 0
+    """devices to use: agents are split over them (one agent: its batch is); 0 uses every
+    visible device. A resumed run may use another number (its state is resharded)"""
     eval_interval: int = 10_000
     """steps (online: env steps; offline: updates) between evaluations"""
     eval_episodes: int = 10
@@ -125,7 +137,28 @@ class RunConfig:
 
     def __post_init__(self):
         at_least(self, 1, "eval_interval", "eval_episodes", "log_interval")
-        at_least(self, 1, "checkpoint_interval", "keep_checkpoints")
+        at_least(self, 1, "checkpoint_interval", "keep_checkpoints", "num_seeds")
+        at_least(self, 0, "devices")
+        if self.seeds is not None:
+            if not self.seeds:
+                _fail("seeds", "one or more seeds", self.seeds)
+            if len(set(self.seeds)) != len(self.seeds):
+                _fail("seeds", "distinct seeds", self.seeds, "Each agent needs its own seed.")
+            if self.num_seeds != 1 and self.num_seeds != len(self.seeds):
+                raise ValueError(
+                    f"--seeds {' '.join(map(str, self.seeds))} gives {len(self.seeds)} agents, "
+                    f"but --num-seeds is {self.num_seeds}: give one of the two."
+                )
+        for name, values in self.grid:
+            if len(values) < 2:
+                _fail(name, "two or more values in a grid", values)
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seed of each agent of one grid point: --seeds, or --seed ... --seed + N - 1."""
+        if self.seeds is not None:
+            return tuple(self.seeds)
+        return tuple(range(self.seed, self.seed + self.num_seeds))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +238,7 @@ class OfflineRun(RunConfig):
 
 # Settings that may differ between a run and its resumption: they do not change what is learned.
 BUDGET_FIELDS = ("total_steps", "total_updates")
-VOLATILE_FIELDS = ("run_dir", "resume", "progress", *BUDGET_FIELDS)
+VOLATILE_FIELDS = ("run_dir", "resume", "progress", "devices", *BUDGET_FIELDS)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -233,8 +266,13 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
         if kind is not None and isinstance(value, dict):
             kwargs[name] = from_dict(kind, value, f"{where}.{name}")
         else:
-            kwargs[name] = tuple(value) if isinstance(value, list) else value
+            kwargs[name] = _tuples(value)
     return cls(**kwargs)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples they were (nested ones too, as in `grid`)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _dataclass_in(hint: Any) -> type | None:

@@ -8,6 +8,7 @@ A run folder holds `config.json` (`{"algorithm", "module", "config"}`), `train.c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoints
+from .agents import Agents
 from .config import identity, to_dict
 from .envs import derived_seed
 from .evaluation import evaluate, make_eval_envs
@@ -64,13 +66,15 @@ class Run:
     run that fails while it is set up leaves nothing behind.
     """
 
-    def __init__(self, config: Any, algorithm: ModuleType, unit: str, host: dict[str, Any]):
+    def __init__(self, config: Any, algorithm: ModuleType, unit: str, agents: Agents,
+                 per_agent: dict[str, Any]):
         self.name = algorithm_name(algorithm)
         self.module = module_name(algorithm)
+        self.agents = agents
         self.resume = config.run.resume is not None
         run_dir = config.run.run_dir or os.path.join(
             "runs",
-            f"{self.name}__{config.run.env_id}__s{config.run.seed}__"
+            f"{self.name}__{config.run.env_id}__{_seeds_tag(config.run)}__"
             f"{time.strftime('%Y%m%d-%H%M%S')}",
         )
         run = dataclasses.replace(config.run, run_dir=run_dir)
@@ -84,8 +88,10 @@ class Run:
                 f"--run-dir {run_dir!r} exists already. Continue that run with --resume "
                 f"{run_dir}, or choose a new --run-dir."
             )
-        self.host = {"step": 0, "last_eval": None, "best_eval": None, "last_score": None,
-                     "wall_time": 0.0, "wandb_id": uuid.uuid4().hex[:12]} | host
+        # `host`: the JSON-able bookkeeping; per agent under "agents" (one dict each).
+        each = {"last_eval": None, "best_eval": None, "last_score": None}
+        self.host = {"step": 0, "wall_time": 0.0, "wandb_id": uuid.uuid4().hex[:12],
+                     "agents": [copy.deepcopy(each | per_agent) for _ in range(agents.n)]}
         self.reference: tuple[float, float] | None = None
         self.logger: Logger | None = None
         self.bar: Any = None
@@ -153,37 +159,58 @@ class Run:
         return (self.host["step"] - self.start_step) / elapsed
 
     def check_finite(self, finite: jax.Array, metrics: dict[str, Any]) -> None:
-        """With nan_check on, stop with an error that names the metric and the step."""
-        if self.config.run.nan_check and not bool(finite):
-            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))]
+        """With nan_check on, stop with an error that names the metric, step and agent."""
+        if self.config.run.nan_check and not bool(np.all(np.asarray(finite))):
+            values = jax.device_get(metrics)
+            bad = [k for k, v in values.items() if not np.all(np.isfinite(np.asarray(v)))]
+            agents = sorted({i for v in values.values()
+                             for i in np.flatnonzero(~np.isfinite(np.asarray(v)))})
+            who = "" if not self.agents.stacked else f" of agent(s) {agents}"
             raise FloatingPointError(
-                f"Non-finite {bad} at {self.unit} {self.host['step']} (nan_check is on). The "
-                f"last checkpoint in {self.ckpt_dir!r} holds the state before it."
+                f"Non-finite {bad}{who} at {self.unit} {self.host['step']} (nan_check is on). "
+                f"The last checkpoint in {self.ckpt_dir!r} holds the state before it."
             )
 
-    def log(self, metrics: dict[str, Any], **extra: float) -> None:
-        """Log training metrics (device arrays are read here) at the current step."""
-        row = {k: float(v) for k, v in jax.device_get(metrics).items()} | extra
-        self.logger.log(row | {f"{self.unit}s_per_second": self.rate()}, self.host["step"])
+    def _labels(self, i: int) -> dict[str, Any] | None:
+        return self.agents.labels(i) if self.agents.stacked else None
 
-    def evaluate(self, state: Any) -> dict[str, float]:
-        """Evaluate the deterministic policy, log it and show it."""
+    def log(self, metrics: dict[str, Any], extra: list[dict[str, float]] | None = None) -> None:
+        """Log training metrics (arrays with an agent axis, read here), a row per agent."""
+        values = jax.device_get(metrics)
+        rate = {f"{self.unit}s_per_second": self.rate()}
+        for i in range(self.agents.n):
+            row = {k: float(np.asarray(v)[i]) for k, v in values.items()}
+            row |= (extra[i] if extra else {}) | rate
+            self.logger.log(row, self.host["step"], labels=self._labels(i))
+
+    def evaluate(self, state: Any) -> list[dict[str, float]]:
+        """Evaluate each agent's deterministic policy (`state` has the agent axis), log, show."""
         step, run = self.host["step"], self.config.run
-        stats = evaluate(lambda o: self.policy(state, o), self.eval_envs,
-                         seed=derived_seed(run.seed, 1, step), reference=self.reference)
-        self.logger.log(stats, step, group="eval")
-        self.host["last_eval"] = stats["return_mean"]
-        self.host["last_score"] = stats.get("normalized_score_mean")
-        self.host["best_eval"] = max(self.host["best_eval"] or -np.inf, stats["return_mean"])
-        self.bar.set_postfix(eval_return=f"{stats['return_mean']:.1f}")
+        results = []
+        for i, h in enumerate(self.host["agents"]):
+            one = self.agents.pick(state, i)
+            stats = evaluate(lambda o, one=one: self.policy(one, o), self.eval_envs,
+                             seed=derived_seed(self.agents.seeds[i], 1, step),
+                             reference=self.reference)
+            self.logger.log(stats, step, group="eval", labels=self._labels(i))
+            h["last_eval"] = stats["return_mean"]
+            h["last_score"] = stats.get("normalized_score_mean")
+            h["best_eval"] = max(h["best_eval"] or -np.inf, stats["return_mean"])
+            results.append(stats)
+        means = np.array([r["return_mean"] for r in results])
+        self.bar.set_postfix(eval_return=f"{means.mean():.1f}")
         if run.progress:
-            score = stats.get("normalized_score_mean")
-            tqdm.write(
-                f"{self.unit} {step}: eval return {stats['return_mean']:.1f} ± "
-                f"{stats['return_std']:.1f} over {run.eval_episodes} episodes"
-                + ("" if score is None else f", normalized score {score:.1f}")
-            )
-        return stats
+            if not self.agents.stacked:
+                stats = results[0]
+                score = stats.get("normalized_score_mean")
+                line = (f"eval return {stats['return_mean']:.1f} ± {stats['return_std']:.1f} "
+                        f"over {run.eval_episodes} episodes"
+                        + ("" if score is None else f", normalized score {score:.1f}"))
+            else:
+                line = (f"eval return {means.mean():.1f} ± {means.std():.1f} over "
+                        f"{self.agents.n} agents (min {means.min():.1f}, max {means.max():.1f})")
+            tqdm.write(f"{self.unit} {step}: {line}")
+        return results
 
     def save(self, tree: Any) -> None:
         """Checkpoint `tree` with `host` as metadata, atomically; keep the newest few."""
@@ -204,23 +231,52 @@ class Run:
         self.bar = self.logger = self.eval_envs = None
 
     def close(self, status: str, error: BaseException | None = None) -> dict:
-        """Close every sink and write `summary.json` (`status`: done, interrupted or failed)."""
+        """Close every sink and write `summary.json` (`status`: done, interrupted or failed).
+
+        With several agents, the returns are means over the agents, and `agents` lists each
+        agent's seed, grid values and returns.
+        """
         self.close_sinks()
-        run = self.config.run
+        run, per_agent = self.config.run, self.host["agents"]
+
+        def mean(key: str) -> float | None:
+            values = [h[key] for h in per_agent]
+            return None if None in values else float(np.mean(values))
+
         summary = {
             "algo": self.name, "env_id": run.env_id, "seed": run.seed, "run_dir": self.dir,
             "unit": self.unit, "steps": self.host["step"],
-            "final_eval_return": self.host["last_eval"],
-            "final_normalized_score": self.host["last_score"],
-            "best_eval_return": self.host["best_eval"],
+            "final_eval_return": mean("last_eval"),
+            "final_normalized_score": mean("last_score"),
+            "best_eval_return": mean("best_eval"),
             "wall_time_s": round(self.wall_before + time.perf_counter() - self.session_start, 1),
             "per_second": round(self.rate(), 1),
             "status": status, "interrupted": status == "interrupted",
             "error": None if error is None else f"{type(error).__name__}: {error}",
         } | self.extra
+        if self.agents.stacked:
+            summary["seeds"] = list(dict.fromkeys(self.agents.seeds))
+            summary["agents"] = [
+                self.agents.labels(i) | {"final_eval_return": h["last_eval"],
+                                         "final_normalized_score": h["last_score"],
+                                         "best_eval_return": h["best_eval"]}
+                for i, h in enumerate(per_agent)
+            ]
         with open(os.path.join(self.dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         return summary
+
+
+def _seeds_tag(run: Any) -> str:
+    """`s0` for one seed, `s0-4` for --num-seeds 5, `s1,7` for --seeds 1 7; `+grid` with a grid."""
+    seeds = run.seed_list
+    if len(seeds) == 1:
+        tag = f"s{seeds[0]}"
+    elif seeds == tuple(range(seeds[0], seeds[0] + len(seeds))):
+        tag = f"s{seeds[0]}-{seeds[-1]}"
+    else:
+        tag = "s" + ",".join(map(str, seeds))
+    return tag + ("+grid" if run.grid else "")
 
 
 def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:

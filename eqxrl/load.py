@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from . import checkpoints
+from .agents import Agents, agent_list
 from .config import from_dict, identity
 from .data import ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
@@ -80,10 +81,12 @@ def load_run(
     step: int | None = None,
     algorithm: ModuleType | None = None,
     buffer: bool = False,
+    agent: int | None = None,
 ) -> LoadedRun:
     """Restore the state (and, with `buffer`, an online run's replay buffer) of a checkpoint.
 
-    `step` picks a checkpoint (the newest by default).
+    `step` picks a checkpoint (the newest by default). A run of several agents (seeds, grid
+    points) needs `agent`, the index in its `summary.json`'s `agents` list.
     """
     record = read_record(run_dir)
     module = _algorithm(record, algorithm)
@@ -95,17 +98,34 @@ def load_run(
         spec = spec_from_env(env)
     finally:
         env.close()
+    saved = identity(config)  # what the checkpoints were written with
+    seeds, points = agent_list(config.run)
+    n = len(seeds)
+    if n > 1 and (agent is None or not 0 <= agent < n):
+        raise ValueError(
+            f"run_dir={run_dir!r} trained {n} agents (seeds and grid points): pass agent= an "
+            f"index in 0..{n - 1}, got {agent!r}; its summary.json lists them."
+        )
+    if n == 1 and agent not in (None, 0):
+        raise ValueError(f"run_dir={run_dir!r} trained one agent: agent={agent!r} must be 0.")
+    if n > 1:  # agent i's config: its seed and grid values
+        run = dataclasses.replace(config.run, seed=seeds[agent], num_seeds=1, seeds=None, grid=())
+        config = dataclasses.replace(config, run=run, **dict(points[agent]))
     state = eqx.filter_eval_shape(module.init, jax.random.key(0), spec, config)
     example = spec.example_transition()
+    agents = Agents(seeds, points)
 
     def like(meta: dict[str, Any]) -> dict[str, Any]:
         if not buffer:
-            return {"state": state}
+            return agents.saved_like({"state": state})
         if "buffer_rows" not in meta:
             raise ValueError(f"run_dir={run_dir!r} is an offline run: it has no replay buffer.")
-        return {"state": state, "buffer": filled_rows_like(example, meta["buffer_rows"])}
+        return agents.saved_like(
+            {"state": state, "buffer": filled_rows_like(example, meta["buffer_rows"])})
 
-    tree, _ = checkpoints.restore(path, like, config=identity(config), strict=False)
+    tree, _ = checkpoints.restore(path, like, config=saved, strict=False)
+    if n > 1:
+        tree = agents.pick(tree, agent)
     replay = None
     if buffer:
         replay = from_filled_rows(tree["buffer"], example, config.run.buffer_size)
@@ -113,13 +133,15 @@ def load_run(
 
 
 def load_policy(
-    run_dir: str, step: int | None = None, algorithm: ModuleType | None = None
+    run_dir: str, step: int | None = None, algorithm: ModuleType | None = None,
+    agent: int | None = None,
 ) -> tuple[Callable[[Any], jax.Array], Any]:
     """`(policy, config)` of a run: `policy(obs)` is the jitted deterministic action.
 
     `obs` is one observation or a batch (leading axes); the action has the same batch axes.
+    `agent` picks one agent of a run of several (see `load_run`).
     """
-    run = load_run(run_dir, step, algorithm)
+    run = load_run(run_dir, step, algorithm, agent=agent)
     ndim = jax.tree.map(lambda s: len(s.shape), run.spec.obs_structure)
 
     @jax.jit

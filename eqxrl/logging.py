@@ -40,6 +40,7 @@ class Logger:
                 if name.endswith(".csv"):
                     _truncate_csv(os.path.join(run_dir, name), resume_step)
         self._tb = None
+        self._agent_tb: dict[str, Any] = {}
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -66,17 +67,39 @@ class Logger:
                 resume="allow",
             )
 
-    def log(self, metrics: Mapping[str, Any], step: int, group: str = "train") -> None:
-        """Log a flat dict of scalars (Python numbers or 0-d arrays) at `step`."""
-        row = {k: float(np.asarray(v)) for k, v in metrics.items()}
-        self._write_csv(group, step, row)
-        if self._tb is not None:
-            for k, v in row.items():
-                self._tb.add_scalar(f"{group}/{k}", v, step)
-        if self._wandb is not None:
-            self._wandb.log({f"{group}/{k}": v for k, v in row.items()}, step=step)
+    def log(self, metrics: Mapping[str, Any], step: int, group: str = "train",
+            labels: Mapping[str, Any] | None = None) -> None:
+        """Log a flat dict of scalars (Python numbers or 0-d arrays) at `step`.
 
-    def _write_csv(self, group: str, step: int, row: dict[str, float]) -> None:
+        `labels` tell one agent of a multi-agent run apart (`{"agent": 3, "seed": 3,
+        "critic_lr": 1e-3}`): they are leading CSV columns of its rows, and its TensorBoard
+        events go to `agents/<agent3_seed3_critic_lr=0.001>/`, so agents overlay as runs.
+        """
+        row = {k: float(np.asarray(v)) for k, v in metrics.items()}
+        self._write_csv(group, step, dict(labels or {}) | row)
+        tb, prefix = self._tb, ""
+        if labels:
+            prefix = _agent_name(labels)
+            tb = self._agent_writer(prefix)
+            prefix += "/"
+        if tb is not None:
+            for k, v in row.items():
+                tb.add_scalar(f"{group}/{k}", v, step)
+        if self._wandb is not None:
+            self._wandb.log({f"{prefix}{group}/{k}": v for k, v in row.items()}, step=step)
+
+    def _agent_writer(self, name: str) -> Any:
+        if self._tb is None:
+            return None
+        if name not in self._agent_tb:
+            from tensorboardX import SummaryWriter
+
+            self._agent_tb[name] = SummaryWriter(
+                os.path.join(self.run_dir, "agents", name), flush_secs=10
+            )
+        return self._agent_tb[name]
+
+    def _write_csv(self, group: str, step: int, row: dict[str, Any]) -> None:
         path = os.path.join(self.run_dir, f"{group}.csv")
         fields = self._fields.get(group)
         if fields is None and os.path.exists(path):
@@ -97,17 +120,25 @@ class Logger:
 
     def flush(self) -> None:
         """Flush TensorBoard events to disk."""
-        if self._tb is not None:
-            self._tb.flush()
+        for tb in [self._tb, *self._agent_tb.values()]:
+            if tb is not None:
+                tb.flush()
 
     def close(self) -> None:
         """Flush and close every sink."""
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        for tb in [self._tb, *self._agent_tb.values()]:
+            if tb is not None:
+                tb.close()
+        self._tb, self._agent_tb = None, {}
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _agent_name(labels: Mapping[str, Any]) -> str:
+    """`agent3_seed3_critic_lr=0.001`: an agent's folder name from its labels."""
+    return "_".join(f"{k}{v}" if k in ("agent", "seed") else f"{k}={v:g}"
+                    for k, v in labels.items())
 
 
 def _read_csv(path: str) -> list[dict[str, str]]:

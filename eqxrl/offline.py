@@ -2,6 +2,8 @@
 
 Each call runs updates up to the next log, evaluation or checkpoint boundary (at most
 `updates_per_call`), sampling its batches inside, so a run compiles a few chunk lengths once.
+Several agents (seeds, grid points: `eqxrl.agents`) share one copy of the dataset and are
+vmapped in each call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from . import datasets
+from .agents import agents_for, tree_bytes
 from .data import Dataset
 from .envs import make_env, spec_from_env
 from .harness import Run, run_loop
@@ -67,23 +70,32 @@ def train_offline(
     config = resolve_resume(config)
     if dataset is None:
         config, dataset, reference = prepare_dataset(config)
-    run = Run(config, algorithm, "update", {})
-    run.reference = reference
-    config, settings = run.config, run.config.run
+    settings = config.run
     env = make_env(settings.env_id)
     spec = spec_from_env(env)
     env.close()
     spec.check_batch(dataset.data, name="dataset")  # obs/action layout must match the env
     datasets.check_unit_actions(dataset, f"--dataset {settings.dataset or 'given'}")
-    data = jax.device_put(dataset)
     wants_data = "dataset" in inspect.signature(algorithm.init).parameters
 
-    @jit(donate=(0,))
-    def train_chunk(state_key: tuple, data: Dataset, n: int):
+    def init_state(key, config, data=dataset):
+        return algorithm.init(key, spec, config, **({"dataset": data} if wants_data else {}))
+
+    batch_like = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape[1:]), x.dtype), dataset.data
+    )
+    agents = agents_for(config, algorithm, init_state, batch_like)
+    run = Run(config, algorithm, "update", agents, {})
+    run.reference = reference
+    config, settings = run.config, run.config.run
+    # One copy of the dataset for all agents (its rows split over the devices of one agent).
+    data = jax.device_put(dataset) if agents.mesh is None else agents.place(dataset, rows_axis=0)
+
+    def train_one(state_key: tuple, data: Dataset, n: int):
         def one_update(state, k):
             k_sample, k_loss = jax.random.split(k)
-            return algorithm.update(state, data.sample(k_sample, settings.batch_size), k_loss,
-                                    config)
+            batch = agents.split_batch(data.sample(k_sample, settings.batch_size))
+            return algorithm.update(state, batch, k_loss, config)
 
         state, key = state_key
         key, k = jax.random.split(key)
@@ -92,23 +104,30 @@ def train_offline(
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         return (state, key), metrics, finite
 
-    def fresh(key, data):
-        k_init, k_loop = jax.random.split(key)
-        extra = {"dataset": data} if wants_data else {}
-        return fresh_copy((algorithm.init(k_init, spec, config, **extra), k_loop))
+    @jit(donate=(0,))
+    def train_chunk(state_key: tuple, data: Dataset, n: int):
+        return agents.over(lambda sk, d: train_one(sk, d, n), in_axes=(0, None))(state_key, data)
 
-    key = jax.random.key(settings.seed)
+    def fresh(key, config, data):
+        k_init, k_loop = jax.random.split(key)
+        return fresh_copy((init_state(k_init, config, data), k_loop))
+
+    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, data)
+    agents.check_memory(tree_bytes(one))
     if run.resume:
-        state, key = eqx.filter_eval_shape(fresh, key, data)
-        tree = run.restore(lambda meta: {"state": state, "key": key})
+        state, key = one
+        tree = agents.from_saved(run.restore(
+            lambda meta: agents.saved_like({"state": state, "key": key})))
         state_key = (tree["state"], tree["key"])
     else:
-        state_key = jit(fresh)(key, data)  # one compiled call, as in train_online
+        # One compiled call, the dataset an argument (not a constant baked into the program).
+        state_key = jit(lambda d: agents.init(lambda k, c: fresh(k, c, d), config))(data)
+    state_key = agents.place(state_key)
     host = run.host
     intervals = (settings.log_interval, settings.eval_interval, settings.checkpoint_interval)
 
     def checkpoint():
-        run.save({"state": state_key[0], "key": state_key[1]})
+        run.save(agents.to_saved({"state": state_key[0], "key": state_key[1]}))
 
     def body(stop) -> str:
         nonlocal state_key

@@ -3,13 +3,14 @@
 Per env step the loop makes two compiled calls: one stores the transition in the donated
 replay buffer (updated in place), one runs `utd` updates on sampled batches (a `lax.scan`)
 and chooses the next action with `act`. Before `start_steps` the action is uniform random.
-Between the calls the carry (state, key, buffer) is held as flat lists of arrays
-(`eqxrl.jit.split`): rebuilding SAC's ~80-leaf state in Python twice per step cost ~0.5 ms.
+Each agent (one per seed and grid point, `eqxrl.agents`) has its own env; the compiled calls
+are vmapped over the agents. Between the calls the carry (state, key, buffer) is held as
+flat lists of arrays (`eqxrl.jit.split`): rebuilding SAC's ~80-leaf state in Python twice
+per step cost ~0.5 ms.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .agents import Agents, agents_for, tree_bytes
 from .data import ReplayBuffer
 from .envs import EnvSpec, derived_seed, make_env, spec_from_env
 from .harness import Run, run_loop
@@ -35,9 +37,13 @@ def random_action(spec: EnvSpec, key: jax.Array) -> jax.Array:
 
 
 def filled_rows(buffer: ReplayBuffer) -> dict[str, Any]:
-    """The filled rows of a replay buffer and its counters: what a checkpoint stores."""
-    rows = int(buffer.size)
-    data = jax.tree.map(lambda x: x[:rows], buffer.data)
+    """The filled rows of a replay buffer and its counters: what a checkpoint stores.
+
+    A buffer of several agents (counters with an agent axis) keeps its agent axis first.
+    """
+    rows = int(np.max(np.asarray(buffer.size)))
+    lead = (slice(None),) * np.ndim(buffer.size)
+    data = jax.tree.map(lambda x: x[(*lead, slice(0, rows))], buffer.data)
     return {"data": data, "position": buffer.position, "size": buffer.size}
 
 
@@ -53,6 +59,13 @@ def from_filled_rows(saved: dict[str, Any], example: Any, capacity: int) -> Repl
     empty = ReplayBuffer.create(example, capacity)
     data = jax.tree.map(lambda buf, x: buf.at[: x.shape[0]].set(x), empty.data, saved["data"])
     return ReplayBuffer(data, saved["position"], saved["size"], capacity)
+
+
+def stack_rows(rows: list) -> Any:
+    """Host values of each agent (trees of numpy arrays) stacked along a new agent axis."""
+    if len(rows) == 1:
+        return jax.tree.map(lambda x: np.asarray(x)[None], rows[0])
+    return jax.tree.map(lambda *xs: np.stack(xs), *rows)
 
 
 def fresh_copy(tree: Any) -> Any:
@@ -77,13 +90,16 @@ class Flat:
         return merge(dynamic, self.static)
 
 
-def make_step_functions(spec: EnvSpec, config: Any, algorithm: ModuleType, state_key, buffer):
+def make_step_functions(
+    spec: EnvSpec, config: Any, algorithm: ModuleType, state_key: Any, buffer: Any, agents: Agents
+):
     """`(random_step, train_step)` on flat `(state-and-key arrays, buffer arrays)` carries.
 
-    Both take the flat carry, one transition (a tuple of host arrays, the fields of
-    `Transition`) and the next observation; they store the transition and return the new flat
-    carry and the next action. `train_step` also runs `config.run.utd` updates and returns their
-    metrics (averaged over the updates) and whether all of them are finite.
+    Every array has the agent axis first. Both take the flat carry and one transition per agent
+    (a tuple of host arrays, the fields of `Transition`); they store the transitions and return
+    the new flat carry and the next actions. `train_step` also takes the next observations,
+    runs `config.run.utd` updates per agent and returns their metrics (averaged over the
+    updates) and whether all of them are finite, per agent.
     """
     sk, buf = Flat(state_key), Flat(buffer)
     batch_size, utd = config.run.batch_size, config.run.utd
@@ -91,32 +107,37 @@ def make_step_functions(spec: EnvSpec, config: Any, algorithm: ModuleType, state
     def store_in(buffer_arrays: list, transition: tuple) -> list:
         return buf.flatten(buf.rebuild(buffer_arrays).add(Transition(*transition)))
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def random_step(flat: tuple[list, list], transition: tuple, obs):
-        state, key = sk.rebuild(flat[0])
+    def random_one(sk_arrays: list, buffer_arrays: list, transition: tuple):
+        state, key = sk.rebuild(sk_arrays)
         key, k = jax.random.split(key)
-        return (sk.flatten((state, key)), store_in(flat[1], transition)), random_action(spec, k)
+        carry = (sk.flatten((state, key)), store_in(buffer_arrays, transition))
+        return carry, random_action(spec, k)
 
+    random_step = jax.jit(
+        lambda flat, transition: agents.over(random_one)(*flat, transition), donate_argnums=0
+    )
     # Storing and learning are two compiled calls on purpose: in one call that both updates
     # the donated buffer and trains on samples from it, XLA copied the whole buffer every
     # step (+100-130 ms for a 1M-row HalfCheetah buffer on CPU; a store alone takes ~0.2 ms).
-    store = jax.jit(store_in, donate_argnums=0)
+    store = jax.jit(agents.over(store_in), donate_argnums=0)
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def learn(sk_arrays: list, buffer_arrays: list, obs):
+    def learn_one(sk_arrays: list, buffer_arrays: list, obs):
         state, key = sk.rebuild(sk_arrays)
         data = buf.rebuild(buffer_arrays)
         key, k_update, k_act = jax.random.split(key, 3)
 
         def one_update(state, k):
             k_sample, k_loss = jax.random.split(k)
-            return algorithm.update(state, data.sample(k_sample, batch_size), k_loss, config)
+            batch = agents.split_batch(data.sample(k_sample, batch_size))
+            return algorithm.update(state, batch, k_loss, config)
 
         state, metrics = jax.lax.scan(one_update, state, jax.random.split(k_update, utd))
         metrics = {k: jnp.mean(v) for k, v in metrics.items()}
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         action = algorithm.act(state, jax.tree.map(lambda x: x[None], obs), k_act)[0]
         return sk.flatten((state, key)), action, metrics, finite
+
+    learn = jax.jit(agents.over(learn_one), donate_argnums=0)
 
     def train_step(flat: tuple[list, list], transition: tuple, obs):
         buffer_arrays = store(flat[1], transition)
@@ -134,58 +155,79 @@ def train_online(
     `config.run` is an `OnlineRun`. With `config.run.resume`, the run continues from the
     newest checkpoint of that folder; on CPU the result equals an uninterrupted run (the
     unfinished episode is replayed from its seed). `make_env(env_id)` builds the training env
-    (for example to add a wrapper); evaluation envs are always `eqxrl.make_env`'s.
+    (for example to add a wrapper); evaluation envs are always `eqxrl.make_env`'s. Several
+    seeds or a grid (`config.run.num_seeds`, `seeds`, `grid`) train one agent each, with one
+    env per agent, as one vmapped program (`eqxrl.agents`).
     """
     config = resolve_resume(config)
-    run = Run(config, algorithm, "step",
-              {"episode": 0, "episode_actions": [], "episodes_done": 0, "episode_returns": []})
-    config, settings = run.config, run.config.run
-    env = make_env(settings.env_id)
+    settings = config.run
+    envs = [make_env(settings.env_id)]
     try:
-        spec = spec_from_env(env)
+        spec = spec_from_env(envs[0])
         example = spec.example_transition()
+        batch_like = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape), x.dtype), example
+        )
+        agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
+                            batch_like)
+        run = Run(config, algorithm, "step", agents,
+                  {"episode": 0, "episode_actions": [], "episodes_done": 0,
+                   "episode_returns": []})
+        config = run.config
+        envs += [make_env(settings.env_id) for _ in range(agents.n - 1)]
 
-        def fresh(key):
+        def fresh(key, config):
             k_init, k_loop, k_action = jax.random.split(key, 3)
             state = algorithm.init(k_init, spec, config)
             buffer = ReplayBuffer.create(example, settings.buffer_size)
             return fresh_copy((state, k_loop)), buffer, random_action(spec, k_action)
 
-        key = jax.random.key(settings.seed)
+        one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
+        agents.check_memory(tree_bytes(one))
         if run.resume:
-            (state_like, key_like), _, action = eqx.filter_eval_shape(fresh, key)
+            (state_like, key_like), _, action_like = one
 
             def like(meta):
-                return {"state": state_like, "key": key_like, "action": action,
-                        "buffer": filled_rows_like(example, meta["buffer_rows"])}
+                return agents.saved_like({
+                    "state": state_like, "key": key_like, "action": action_like,
+                    "buffer": filled_rows_like(example, meta["buffer_rows"])})
 
-            tree = run.restore(like)
+            tree = agents.from_saved(run.restore(like))
             state_key = (tree["state"], tree["key"])
-            buffer = jit(from_filled_rows)(tree["buffer"], example, settings.buffer_size)
+            capacity = settings.buffer_size
+            buffer = jit(agents.over(lambda b: from_filled_rows(b, example, capacity)))(
+                tree["buffer"])
             action = tree["action"]
-            obs, _ = env.reset(seed=derived_seed(settings.seed, run.host["episode"]))
-            for a in run.host["episode_actions"]:  # the unfinished episode, replayed
-                obs, *_ = env.step(np.asarray(a, dtype=np.asarray(action).dtype))
+            obs = []
+            for env, seed, h in zip(envs, agents.seeds, run.host["agents"], strict=True):
+                o, _ = env.reset(seed=derived_seed(seed, h["episode"]))
+                for a in h["episode_actions"]:  # the unfinished episode, replayed
+                    o, *_ = env.step(np.asarray(a, dtype=np.asarray(action).dtype))
+                obs.append(o)
         else:
             # One compiled call: eagerly, the network constructors compile ~50 tiny programs.
-            state_key, buffer, action = jit(fresh)(key)
-            obs, _ = env.reset(seed=derived_seed(settings.seed, 0))
+            state_key, buffer, action = jit(lambda: agents.init(fresh, config))()
+            obs = [env.reset(seed=derived_seed(seed, 0))[0]
+                   for env, seed in zip(envs, agents.seeds, strict=True)]
+        state_key, buffer = agents.place(state_key), agents.place(buffer, rows_axis=1)
         random_step, train_step, (sk, buf) = make_step_functions(
-            spec, config, algorithm, state_key, buffer
+            spec, config, algorithm, state_key, buffer, agents
         )
         flat = (sk.flatten(state_key), buf.flatten(buffer))  # donated from here on
         del state_key, buffer
     except BaseException:
-        env.close()
+        for env in envs:
+            env.close()
         raise
 
-    host = run.host
+    host, per_agent = run.host, run.host["agents"]
 
     def checkpoint():
         state, key = sk.rebuild(flat[0])
         buffer = buf.rebuild(flat[1])
-        host["buffer_rows"] = int(buffer.size)
-        run.save({"state": state, "key": key, "buffer": filled_rows(buffer), "action": action})
+        saved = {"state": state, "key": key, "buffer": filled_rows(buffer), "action": action}
+        host["buffer_rows"] = int(np.max(np.asarray(buffer.size)))
+        run.save(agents.to_saved(saved))
 
     def body(stop) -> str:
         nonlocal flat, action, obs
@@ -193,36 +235,40 @@ def train_online(
             if stop.requested:
                 checkpoint()
                 return "interrupted"
-            action_np = np.asarray(action)
-            next_obs, reward, terminated, truncated, info = env.step(action_np)
-            transition = (obs, action_np, np.float32(reward), next_obs, np.bool_(terminated),
-                          np.bool_(truncated))
-            episode_actions = host["episode_actions"] + [action_np.tolist()]
-            episode, returns = host["episode"], host["episode_returns"]
-            if terminated or truncated:
-                returns = returns + [float(info["episode"]["r"])]
-                episode, episode_actions = episode + 1, []
-                next_obs, _ = env.reset(seed=derived_seed(settings.seed, episode))
+            actions = np.asarray(action)
+            rows, next_obs = [], []
+            for i, (env, h) in enumerate(zip(envs, per_agent, strict=True)):
+                a = actions[i]
+                o, reward, terminated, truncated, info = env.step(a)
+                rows.append((obs[i], a, np.float32(reward), o, np.bool_(terminated),
+                             np.bool_(truncated)))
+                h["episode_actions"].append(a.tolist())
+                if terminated or truncated:
+                    h["episode_returns"].append(float(info["episode"]["r"]))
+                    h["episode"] += 1
+                    h["episodes_done"] += 1
+                    h["episode_actions"] = []
+                    o, _ = env.reset(seed=derived_seed(agents.seeds[i], h["episode"]))
+                next_obs.append(o)
+            transition = stack_rows(rows)
             step = host["step"] + 1
             metrics = None
             if step < settings.start_steps:
-                flat, action = random_step(flat, transition, next_obs)
+                flat, action = random_step(flat, transition)
             else:
-                flat, action, metrics, finite = train_step(flat, transition, next_obs)
+                flat, action, metrics, finite = train_step(flat, transition, stack_rows(next_obs))
             obs = next_obs
-            host.update(step=step, episode=episode, episode_actions=episode_actions,
-                        episode_returns=returns,
-                        episodes_done=host["episodes_done"] + (episode - host["episode"]))
-            run.extra["episodes"] = host["episodes_done"]
+            host["step"] = step
+            run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
             if metrics is not None:
                 run.check_finite(finite, metrics)
             run.bar.update(1)
             if metrics is not None and step % settings.log_interval == 0:
-                extra = {}
-                if host["episode_returns"]:
-                    extra["episode_return"] = float(np.mean(host["episode_returns"]))
-                    host["episode_returns"] = []
-                run.log(metrics, **extra)
+                extra = []
+                for h in per_agent:
+                    returns, h["episode_returns"] = h["episode_returns"], []
+                    extra.append({"episode_return": float(np.mean(returns))} if returns else {})
+                run.log(metrics, extra)
             if run.due(step, settings.eval_interval):
                 run.evaluate(sk.rebuild(flat[0])[0])
             if run.due(step, settings.checkpoint_interval):
@@ -232,4 +278,5 @@ def train_online(
     try:
         return run_loop(run, algorithm.act, body)
     finally:
-        env.close()
+        for env in envs:
+            env.close()

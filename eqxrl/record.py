@@ -69,7 +69,7 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
         field = name.removeprefix("run.")
         if field in ("resume", "progress") or now[name] == before.get(name):
             continue
-        if field in BUDGET_FIELDS:
+        if field in BUDGET_FIELDS or field == "devices":  # devices: the state is resharded
             changes[field] = now[name]
         elif field == "run_dir" and os.path.abspath(now[name]) == os.path.abspath(run.resume):
             continue
@@ -77,7 +77,8 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
             raise ValueError(
                 f"--resume {run.resume}: {flag(field)} {now[name]!r} would change the run "
                 f"(it was trained with {before.get(name)!r}). With --resume only "
-                "--total-steps/--total-updates (to extend it) and --progress may change; for "
+                "--total-steps/--total-updates (to extend it), --devices and --progress may "
+                "change; for "
                 "other settings start a new run with another --run-dir."
             )
     return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))

@@ -263,7 +263,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     _, payload_a = ck.read_header(a)
     _, payload_b = ck.read_header(b)
     assert payload_a == payload_b  # bit-exact: every network, optimiser, buffer row and key
-    assert meta_a["last_eval"] == meta_b["last_eval"]
+    assert meta_a["agents"][0]["last_eval"] == meta_b["agents"][0]["last_eval"]
     assert (tmp_path / "straight" / "eval.csv").read_text() == (
         tmp_path / "broken" / "eval.csv"
     ).read_text()

@@ -1,0 +1,272 @@
+"""Many agents as one program: seeds and grids, online and offline, resume, devices, errors."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import equinox as eqx
+import jax
+import numpy as np
+import optax
+import pytest
+
+import eqxrl
+from algorithms import iql, sac, td3
+from eqxrl import checkpoints as ck
+from eqxrl.cli import split_grid_flags
+
+from .conftest import pendulum_dataset_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(tmp_path, name="run", **kw):
+    run = dict(env_id="Pendulum-v1", total_steps=300, start_steps=100, batch_size=32,
+               buffer_size=1000, eval_interval=300, eval_episodes=2, log_interval=100,
+               checkpoint_interval=100, run_dir=str(tmp_path / name), progress=False)
+    return sac.Config(run=eqxrl.OnlineRun(**(run | kw)), hidden_dims=(32, 32))
+
+
+def arrays(state):
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))]
+
+
+def assert_close_states(a, b, atol=1e-4):
+    for x, y in zip(arrays(a), arrays(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def three_seeds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("three")
+    summary = sac.main(tiny(tmp, seeds=(4, 0, 7)))
+    return tmp / "run", summary
+
+
+def test_agent_i_of_n_equals_a_single_run_online(three_seeds, tmp_path):
+    run_dir, summary = three_seeds
+    assert [a["seed"] for a in summary["agents"]] == [4, 0, 7]
+    single = sac.main(tiny(tmp_path, seed=7))
+    # Float tolerance: XLA:CPU runs a vmapped (batched) matmul with other kernels than a
+    # single one, so values differ in the last bits (measured: 4e-6 after 200 updates).
+    assert_close_states(eqxrl.load_run(str(run_dir), agent=2).state,
+                        eqxrl.load_run(single["run_dir"]).state)
+    assert summary["agents"][2]["final_eval_return"] == pytest.approx(
+        single["final_eval_return"], abs=1e-2)
+    # Distinct seeds learn different agents.
+    with pytest.raises(AssertionError):
+        assert_close_states(eqxrl.load_run(str(run_dir), agent=0).state,
+                            eqxrl.load_run(str(run_dir), agent=2).state)
+
+
+def test_each_agent_has_its_own_rows_folders_and_summary(three_seeds):
+    run_dir, summary = three_seeds
+    assert os.path.basename(run_dir) == "run"
+    for name in ("train.csv", "eval.csv"):
+        rows = eqxrl.logging.read_metrics(str(run_dir / name))
+        assert sorted(set(rows["seed"].astype(int))) == [0, 4, 7]
+        assert sorted(set(rows["agent"].astype(int))) == [0, 1, 2]
+    evals = eqxrl.logging.read_metrics(str(run_dir / "eval.csv"))
+    by_agent = {int(a): r for a, r in zip(evals["agent"], evals["return_mean"], strict=True)}
+    assert [by_agent[i] for i in range(3)] == [a["final_eval_return"] for a in summary["agents"]]
+    assert summary["final_eval_return"] == pytest.approx(np.mean(list(by_agent.values())))
+    assert sorted(os.listdir(run_dir / "agents")) == [
+        "agent0_seed4", "agent1_seed0", "agent2_seed7"]
+    header, _ = ck.read_header(ck.list_checkpoints(str(run_dir / "checkpoints"))[-1][1])
+    assert len(header["meta"]["agents"]) == 3
+
+
+def test_a_run_of_several_agents_needs_an_agent_to_load(three_seeds):
+    run_dir, _ = three_seeds
+    with pytest.raises(ValueError, match=r"trained 3 agents.*agent= an index in 0\.\.2"):
+        eqxrl.load_policy(str(run_dir))
+    policy, config = eqxrl.load_policy(str(run_dir), agent=1)
+    assert config.run.seed == 0 and policy(np.zeros(3, np.float32)).shape == (1,)
+
+
+def test_several_agents_resume_bit_exact(tmp_path):
+    from .test_sac import InterruptAt
+
+    straight = sac.main(tiny(tmp_path, "straight", num_seeds=2))
+    broken = tiny(tmp_path, "broken", num_seeds=2)
+    made = []
+
+    def make_env(env_id):  # the first agent's env sends one Ctrl-C
+        made.append(env_id)
+        return InterruptAt(eqxrl.make_env(env_id), 150 if len(made) == 1 else 0)
+
+    summary = eqxrl.train_online(broken, sac, make_env=make_env)
+    assert summary["interrupted"] and summary["steps"] == 150
+    resumed = sac.main(sac.Config(run=eqxrl.OnlineRun(resume=broken.run.run_dir)))
+    assert resumed["steps"] == 300
+    paths = [ck.list_checkpoints(os.path.join(r, "checkpoints"))[-1][1]
+             for r in (straight["run_dir"], resumed["run_dir"])]
+    assert ck.read_header(paths[0])[1] == ck.read_header(paths[1])[1]  # every agent, bit-exact
+    assert straight["agents"] == resumed["agents"]
+
+
+def test_resume_with_another_number_of_seeds_is_refused(three_seeds):
+    run_dir, _ = three_seeds
+    with pytest.raises(ValueError, match="--num-seeds 5 would change the run"):
+        sac.main(sac.Config(run=eqxrl.OnlineRun(resume=str(run_dir), num_seeds=5)))
+
+
+def learning_rate(train_state):
+    return float(optax.tree_utils.tree_get(train_state.opt_state, "learning_rate"))
+
+
+def test_a_grid_from_the_command_line_gives_each_point_its_hyperparameters(tmp_path, capsys):
+    run_dir = tmp_path / "grid"
+    args = ["--env-id", "Pendulum-v1", "--total-steps", "150", "--start-steps", "100",
+            "--batch-size", "32", "--buffer-size", "500", "--eval-interval", "150",
+            "--eval-episodes", "1", "--hidden-dims", "16", "16", "--num-seeds", "2",
+            "--critic-lr", "1e-3", "3e-4", "--tau", "0.01", "0.02", "--run-dir", str(run_dir),
+            "--no-progress"]
+    eqxrl.cli(sac.main, sac.Config, args)
+    out = capsys.readouterr().out
+    assert "agents           8 (2 seed(s) per point" in out and "critic_lr=0.001, tau=0.02" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(summary["agents"]) == 8
+    for i, agent in enumerate(summary["agents"]):
+        state = eqxrl.load_run(str(run_dir), agent=i).state
+        assert learning_rate(state.critic) == pytest.approx(agent["critic_lr"])
+        assert learning_rate(state.actor) == pytest.approx(3e-4)
+        assert float(state.tau) == pytest.approx(agent["tau"])
+    assert [(a["seed"], a["critic_lr"], a["tau"]) for a in summary["agents"][:3]] == [
+        (0, 1e-3, 0.01), (1, 1e-3, 0.01), (0, 1e-3, 0.02)]
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["run"]["grid"] == [["critic_lr", [1e-3, 3e-4]], ["tau", [0.01, 0.02]]]
+
+
+def test_grid_flags_are_split_from_the_others():
+    argv, grid = split_grid_flags(sac.Config, [
+        "--actor-lr", "1e-4", "--critic-lr", "1e-3", "3e-4", "--hidden-dims", "64", "64",
+        "--discount=0.9", "--seeds", "1", "2", "--target-entropy-per-dim", "-1", "-0.5"])
+    assert grid == (("critic_lr", (1e-3, 3e-4)), ("target_entropy_per_dim", (-1.0, -0.5)))
+    assert argv == ["--actor-lr", "1e-4", "--critic-lr", "1e-3", "--hidden-dims", "64", "64",
+                    "--discount=0.9", "--seeds", "1", "2", "--target-entropy-per-dim", "-1"]
+    with pytest.raises(SystemExit, match="--batch-size is a run setting and takes one value"):
+        split_grid_flags(sac.Config, ["--batch-size", "64", "128"])
+    with pytest.raises(SystemExit, match="--tau takes numbers"):
+        split_grid_flags(sac.Config, ["--tau", "0.1", "fast"])
+
+
+@pytest.mark.parametrize("algorithm, field, values, why", [
+    (sac, "num_critics", (2, 3), "init uses it as a fixed Python value"),
+    (td3, "policy_delay", (1, 2), "the update reads it from the config"),
+    (sac, "batch_size", (32, 64), "a run setting takes one value"),
+    (sac, "actor_lr", (3e-4, -1.0), "--actor-lr must be a finite number > 0"),
+])
+def test_a_grid_over_what_cannot_vary_is_refused(tmp_path, algorithm, field, values, why):
+    run = tiny(tmp_path).run
+    config = algorithm.Config(run=eqxrl.OnlineRun(**{
+        **{f: getattr(run, f) for f in ("env_id", "total_steps", "start_steps", "batch_size",
+                                        "buffer_size", "run_dir", "progress")},
+        "grid": ((field, values),)}))
+    with pytest.raises(ValueError, match=why):
+        algorithm.main(config)
+    assert not os.path.exists(run.run_dir)
+
+
+def test_seed_settings_are_checked():
+    with pytest.raises(ValueError, match="--seeds 1 2 gives 2 agents, but --num-seeds is 3"):
+        eqxrl.OnlineRun(seeds=(1, 2), num_seeds=3)
+    with pytest.raises(ValueError, match="--seeds must be distinct seeds"):
+        eqxrl.OnlineRun(seeds=(1, 1))
+    with pytest.raises(ValueError, match="--num-seeds must be >= 1"):
+        eqxrl.OnlineRun(num_seeds=0)
+
+
+def test_agents_that_cannot_fit_are_refused_before_anything_is_allocated(tmp_path):
+    config = tiny(tmp_path, num_seeds=4000, buffer_size=200_000_000)
+    with pytest.raises(ValueError, match=r"4000 agents need about .* GiB.*Lower --num-seeds"):
+        sac.main(config)
+    assert not os.path.exists(config.run.run_dir)
+
+
+def test_more_devices_than_visible_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="--devices 64: only 1 device"):
+        sac.main(tiny(tmp_path, devices=64, num_seeds=2))
+
+
+# ---------------------------------------------------------------------------- offline
+def test_agent_i_of_n_equals_a_single_run_offline(tmp_path):
+    path = pendulum_dataset_file(tmp_path / "data.hdf5")
+
+    def config(name, **kw):
+        run = eqxrl.OfflineRun(dataset=path, total_updates=200, batch_size=32,
+                               updates_per_call=100, eval_interval=200, eval_episodes=1,
+                               log_interval=100, run_dir=str(tmp_path / name), progress=False,
+                               **kw)
+        return iql.Config(run=run, hidden_dims=(16, 16))
+
+    many = iql.main(config("many", num_seeds=2, seed=3))
+    one = iql.main(config("one", seed=4))
+    assert [a["seed"] for a in many["agents"]] == [3, 4]
+    assert_close_states(eqxrl.load_run(many["run_dir"], agent=1).state,
+                        eqxrl.load_run(one["run_dir"]).state)
+    grid = iql.main(config("grid", grid=(("expectile", (0.7, 0.9)),)))
+    assert [float(eqxrl.load_run(grid["run_dir"], agent=i).state.expectile)
+            for i in range(2)] == pytest.approx([0.7, 0.9])
+
+
+# ---------------------------------------------------------------------------- devices
+DEVICES_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np, equinox as eqx
+    import eqxrl
+    from algorithms import sac, iql
+    assert len(jax.devices()) == 4, jax.devices()
+    out, data = sys.argv[1], sys.argv[2]
+
+    def online(name, **kw):
+        run = eqxrl.OnlineRun(env_id="Pendulum-v1", total_steps=200, start_steps=100,
+                              batch_size=32, buffer_size=400, eval_interval=200,
+                              eval_episodes=1, run_dir=f"{out}/{name}", progress=False, **kw)
+        return sac.main(sac.Config(run=run, hidden_dims=(16, 16)))
+
+    def offline(name, **kw):
+        run = eqxrl.OfflineRun(dataset=data, total_updates=100, batch_size=32,
+                               eval_interval=100, eval_episodes=1, run_dir=f"{out}/{name}",
+                               progress=False, **kw)
+        return iql.main(iql.Config(run=run, hidden_dims=(16, 16)))
+
+    def leaves(run_dir, agent):
+        state = eqxrl.load_run(run_dir, agent=agent).state
+        return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))]
+
+    def gap(a, b, agents):
+        return max(float(np.max(np.abs(x - y))) for i in agents
+                   for x, y in zip(leaves(a, i), leaves(b, i)))
+
+    result = {}
+    for kind, run in (("online", online), ("offline", offline)):
+        a, b = run(f"{kind}4", num_seeds=4), run(f"{kind}1", num_seeds=4, devices=1)
+        result[f"{kind}_seeds"] = gap(a["run_dir"], b["run_dir"], range(4))
+        c, d = run(f"{kind}b4"), run(f"{kind}b1", devices=1)
+        result[f"{kind}_batch"] = gap(c["run_dir"], d["run_dir"], [None])
+    try:
+        online("three", num_seeds=3)
+    except ValueError as err:
+        result["error"] = str(err)
+    print("RESULT", json.dumps(result))
+""")
+
+
+@pytest.mark.slow  # ~1 min: eight short runs in a subprocess with 4 CPU devices
+def test_four_cpu_devices_give_the_result_of_one(tmp_path):
+    data = pendulum_dataset_file(tmp_path / "data.hdf5")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, str(tmp_path), data],
+                          env=env, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ")[1])
+    # Agents split over devices compute what one device computes; a batch split over devices
+    # sums its gradients in another order (float tolerance).
+    assert result["online_seeds"] < 1e-4 and result["offline_seeds"] < 1e-4, result
+    assert result["online_batch"] < 1e-3 and result["offline_batch"] < 1e-3, result
+    assert "3 agents (1 grid point(s) × 3 seed(s)) cannot be split evenly over 4" in \
+        result["error"]
