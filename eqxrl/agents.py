@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ class Agents:
     seeds: tuple[int, ...]
     points: tuple[Point, ...]  # the grid values of each agent
     mesh: Mesh | None = None  # None: one device
+    local: tuple[int, ...] | None = None  # agents whose host work this process does; None: all
 
     @property
     def n(self) -> int:
@@ -60,6 +62,62 @@ class Agents:
     @property
     def devices(self) -> int:
         return 1 if self.mesh is None else self.mesh.devices.size
+
+    @property
+    def mine(self) -> tuple[int, ...]:
+        """The agents whose envs and evaluation this process runs (all, in one process)."""
+        return tuple(range(self.n)) if self.local is None else self.local
+
+    @property
+    def multi(self) -> bool:
+        """Whether the run spans several processes (`jax.distributed`)."""
+        return jax.process_count() > 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run folder (logs, summary): process 0."""
+        return jax.process_index() == 0
+
+    # ------------------------------------------------------------------ between processes
+    def to_host(self, x: jax.Array) -> np.ndarray:
+        """This process's agents' rows of an array with an agent axis, as numpy."""
+        if not self.multi:
+            return np.asarray(x)
+        shards: dict[int, np.ndarray] = {}
+        for shard in x.addressable_shards:
+            shards.setdefault(shard.index[0].start or 0, np.asarray(shard.data))
+        return np.concatenate([shards[k] for k in sorted(shards)])
+
+    def from_host(self, tree: Any) -> Any:
+        """One global array per leaf from this process's agents' rows (`to_host`'s inverse)."""
+        if not self.multi:
+            return tree
+        sharding = NamedSharding(self.mesh, PartitionSpec("devices"))
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(
+                sharding, np.asarray(x), (self.n, *np.shape(x)[1:])), tree)
+
+    def gather(self, tree: Any) -> Any:
+        """Every agent's values of arrays with an agent axis, on every process, as numpy."""
+        if not self.multi:
+            return jax.device_get(tree)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+
+    def gather_json(self, value: Any) -> list[Any]:
+        """`value` (JSON-able) of every process, in process order."""
+        if not self.multi:
+            return [value]
+        from jax.experimental import multihost_utils
+
+        data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+        sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
+        padded = np.zeros(int(np.max(sizes)), np.uint8)
+        padded[: data.size] = data
+        rows = multihost_utils.process_allgather(padded)
+        return [json.loads(bytes(r[: int(k)]).decode()) for r, k in
+                zip(np.reshape(rows, (len(sizes), -1)), np.ravel(sizes), strict=True)]
 
     def labels(self, i: int) -> dict[str, Any]:
         """What tells agent `i` apart in logs: agent index, seed and grid values."""
@@ -112,13 +170,22 @@ class Agents:
             return PartitionSpec()
 
         def put(x):
-            return jax.device_put(x, NamedSharding(self.mesh, spec(x))) if eqx.is_array(x) else x
+            if not eqx.is_array(x):
+                return x
+            sharding = NamedSharding(self.mesh, spec(x))
+            if isinstance(x, jax.core.Tracer):  # inside a compiled call (an init)
+                return jax.lax.with_sharding_constraint(x, sharding)
+            return jax.device_put(x, sharding)
 
         return jax.tree.map(put, tree)
 
     # ------------------------------------------------------------------ host side
     def pick(self, tree: Any, i: int) -> Any:
-        """Agent `i`'s slice of a tree with an agent axis."""
+        """Agent `i`'s slice of a tree with an agent axis (in a multi-process run: one of this
+        process's agents)."""
+        if self.multi:
+            row = self.mine.index(i)
+            return jax.tree.map(lambda x: self.to_host(x)[row] if eqx.is_array(x) else x, tree)
         return jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, tree)
 
     def to_saved(self, tree: Any) -> Any:
@@ -134,6 +201,18 @@ class Agents:
         if not self.stacked:
             return like
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct((self.n, *s.shape), s.dtype), like)
+
+    def saved_sharding(self, like: Any) -> Any:
+        """Where a restored leaf of a checkpoint (`to_saved`'s layout) goes: agents split over
+        the devices, or, for one agent, copied to every device."""
+        if not hasattr(like, "shape"):
+            return like
+        if self.mesh is None:
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        else:
+            spec = PartitionSpec("devices") if self.stacked else PartitionSpec()
+            sharding = NamedSharding(self.mesh, spec)
+        return jax.ShapeDtypeStruct(like.shape, like.dtype, sharding=sharding)
 
     def keys(self) -> jax.Array:
         """One PRNG key per agent, made from its seed as a single run makes it."""
@@ -210,6 +289,11 @@ def make_agents(run: Any, batch_size: int) -> Agents:
     points, seeds = sorted(set(agents_points)), run.seed_list
     visible = jax.devices()
     count = run.devices or len(visible)
+    if jax.process_count() > 1 and count != len(visible):
+        raise ValueError(
+            f"--devices {count}: a run of {jax.process_count()} processes uses all "
+            f"{len(visible)} of their devices; leave --devices at 0."
+        )
     if count > len(visible):
         raise ValueError(
             f"--devices {count}: only {len(visible)} device(s) are visible. On CPU, "
@@ -228,7 +312,27 @@ def make_agents(run: Any, batch_size: int) -> Agents:
             f"multiple of {count}, or --devices 1."
         )
     mesh = Mesh(np.array(visible[:count]), ("devices",)) if count > 1 else None
-    return Agents(agents_seeds, agents_points, mesh)
+    local = None
+    if jax.process_count() > 1 and n > 1:
+        sharding = NamedSharding(mesh, PartitionSpec("devices"))
+        local = tuple(sorted({i for index in sharding.addressable_devices_indices_map((n,))
+                              .values() for i in range(n)[index[0]]}))
+    elif jax.process_count() > 1:
+        local = (0,)  # one agent, its state on every process
+    return Agents(agents_seeds, agents_points, mesh, local)
+
+
+def connect(run: Any) -> None:
+    """Join the processes of a multi-process run (`jax.distributed`), before any JAX work.
+
+    `--coordinator HOST:PORT --num-processes N --process-id I` on each process; on a cluster
+    that JAX detects (SLURM, TPU pods, ...) `--num-processes N` alone. CPU processes exchange
+    data with gloo.
+    """
+    if run.num_processes <= 1 or jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(run.coordinator, run.num_processes, run.process_id)
 
 
 def check_grid(

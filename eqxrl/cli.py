@@ -12,6 +12,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 from .config import flag, flat_fields
@@ -68,8 +69,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         return None if summary[key] is None else round(summary[key], 1)
 
     score = summary["final_normalized_score"]
+    who = f"seed {summary['seed']}"
+    if summary.get("agents"):
+        who = (f"{len(summary['agents'])} agents, seeds "
+               f"{' '.join(map(str, summary['seeds']))}; returns are means over agents")
     print(
-        f"\n{summary['algo']} on {summary['env_id']} (seed {summary['seed']}): {state}\n"
+        f"\n{summary['algo']} on {summary['env_id']} ({who}): {state}\n"
         f"  {summary['unit'] + 's':<16} {summary['steps']} in {summary['wall_time_s']} s "
         f"({summary['per_second']} {summary['unit']}s/s this session)\n"
         f"  final eval       {shown('final_eval_return')}"
@@ -100,6 +105,17 @@ def _agents_lines(summary: dict[str, Any]) -> str:
     return "".join(lines)
 
 
+def parse_flags(config_class: type, args: list[str]) -> tuple[Any, list[str]]:
+    """`(config, flags without the grid's extra values)` from command-line flags."""
+    import tyro
+
+    argv, grid = split_grid_flags(config_class, args)
+    config = tyro.cli(config_class, args=argv)
+    if grid:
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
+    return config, argv
+
+
 def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None = None) -> None:
     """Parse flags into `config_class`, run `main`, print the summary; exit 130 if interrupted.
 
@@ -109,18 +125,15 @@ def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None 
     With `--resume`, the flags given on the command line (not their defaults) decide what the
     user asked to change, so `--total-steps` equal to its default still extends a run.
     """
-    import tyro
-
-    argv, grid = split_grid_flags(config_class, sys.argv[1:] if args is None else args)
-    config = tyro.cli(config_class, args=argv)
-    if grid:
-        config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
+    config, argv = parse_flags(config_class, sys.argv[1:] if args is None else args)
     if config.run.resume is not None:
+        grid = config.run.grid
         names = {a.split("=")[0].removeprefix("--").replace("-", "_") for a in argv}
         names |= {"grid"} if grid else set()
         given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
         config = resolve_resume(config, given)
     summary = main(config)
-    print_summary(summary)
+    if jax.process_index() == 0:  # in a multi-process run, process 0 speaks for all
+        print_summary(summary)
     if summary["interrupted"]:
         sys.exit(130)  # as a shell does for Ctrl-C, so `a && b` stops

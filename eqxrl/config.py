@@ -105,6 +105,12 @@ class RunConfig:
     devices: int = 0
     """devices to use: agents are split over them (one agent: its batch is); 0 uses every
     visible device. A resumed run may use another number (its state is resharded)"""
+    num_processes: int = 1
+    """processes of a multi-process run (jax.distributed), one per host or per GPU"""
+    process_id: int | None = None
+    """this process's index in a multi-process run (None: detected on a cluster)"""
+    coordinator: str | None = None
+    """HOST:PORT of process 0 in a multi-process run (None: detected on a cluster)"""
     eval_interval: int = 10_000
     """steps (online: env steps; offline: updates) between evaluations"""
     eval_episodes: int = 10
@@ -139,6 +145,9 @@ class RunConfig:
         at_least(self, 1, "eval_interval", "eval_episodes", "log_interval")
         at_least(self, 1, "checkpoint_interval", "keep_checkpoints", "num_seeds")
         at_least(self, 0, "devices")
+        at_least(self, 1, "num_processes")
+        if self.process_id is not None:
+            within(self, "process_id", 0, self.num_processes - 1)
         if self.seeds is not None:
             if not self.seeds:
                 _fail("seeds", "one or more seeds", self.seeds)
@@ -238,7 +247,8 @@ class OfflineRun(RunConfig):
 
 # Settings that may differ between a run and its resumption: they do not change what is learned.
 BUDGET_FIELDS = ("total_steps", "total_updates")
-VOLATILE_FIELDS = ("run_dir", "resume", "progress", "devices", *BUDGET_FIELDS)
+PLACEMENT_FIELDS = ("devices", "num_processes", "process_id", "coordinator")
+VOLATILE_FIELDS = ("run_dir", "resume", "progress", *PLACEMENT_FIELDS, *BUDGET_FIELDS)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import checkpoints
+from . import checkpoints, sharded
 from .agents import Agents
 from .config import identity, to_dict
 from .envs import derived_seed
@@ -77,13 +77,14 @@ class Run:
             f"{self.name}__{config.run.env_id}__{_seeds_tag(config.run)}__"
             f"{time.strftime('%Y%m%d-%H%M%S')}",
         )
+        run_dir = agents.gather_json(run_dir)[0]  # process 0's (its clock names it)
         run = dataclasses.replace(config.run, run_dir=run_dir)
         self.config = dataclasses.replace(config, run=run)
         self.dir, self.unit, self.total = run_dir, unit, config.run.budget
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         if self.resume and not os.path.isdir(self.ckpt_dir):
             raise FileNotFoundError(f"--resume {run_dir!r}: no checkpoints/ folder in it.")
-        if not self.resume and os.path.exists(run_dir):
+        if not self.resume and os.path.exists(run_dir) and agents.main:
             raise FileExistsError(
                 f"--run-dir {run_dir!r} exists already. Continue that run with --resume "
                 f"{run_dir}, or choose a new --run-dir."
@@ -98,14 +99,26 @@ class Run:
         self.eval_envs: Any = None
         self.created = False
         self.extra: dict[str, Any] = {}  # loop-specific summary entries (episodes, ...)
+        # orbax checkpoints (`eqxrl.sharded`) for a multi-process run, and for a run that
+        # continues one in a single process; `eqxrl.checkpoints` otherwise
+        self.sharded = agents.multi or sharded.is_sharded_dir(self.ckpt_dir)
 
     # ------------------------------------------------------------------ lifecycle
     def restore(self, like: Callable[[dict[str, Any]], Any]) -> Any:
         """Load the newest checkpoint into the template `like(meta)`; its meta becomes `host`."""
-        found = checkpoints.list_checkpoints(self.ckpt_dir)
-        if not found:
-            raise FileNotFoundError(f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
-        tree, self.host = checkpoints.restore(found[-1][1], like, config=identity(self.config))
+        if self.sharded:  # written by a multi-process run
+            def placed(meta):
+                return jax.tree.map(self.agents.saved_sharding, like(meta))
+
+            tree, self.host = sharded.restore(self.ckpt_dir, None, placed,
+                                              config=identity(self.config))
+        else:
+            found = checkpoints.list_checkpoints(self.ckpt_dir)
+            if not found:
+                raise FileNotFoundError(
+                    f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
+            tree, self.host = checkpoints.restore(found[-1][1], like,
+                                                  config=identity(self.config))
         if self.total < self.host["step"]:
             raise ValueError(
                 f"--resume {self.dir}: the budget {self.total} is below the checkpoint's step "
@@ -116,6 +129,16 @@ class Run:
     def start(self, act: Callable) -> None:
         """Make the folder (new runs), write config.json, open logger, evaluation and progress."""
         config, run = self.config, self.config.run
+        self.eval_envs = make_eval_envs(run.env_id, run.eval_episodes)
+        self.policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
+        self.session_start = time.perf_counter()
+        self.start_step, self.wall_before = self.host["step"], self.host["wall_time"]
+        main = self.agents.main  # in a multi-process run, process 0 writes the folder
+        self.bar = tqdm(total=self.total, initial=self.host["step"], unit=self.unit,
+                        dynamic_ncols=True, mininterval=1.0, disable=not (run.progress and main),
+                        desc=f"{self.name} {run.env_id}")
+        if not main:
+            return
         if not self.resume:
             os.makedirs(self.ckpt_dir)
             self.created = True
@@ -123,8 +146,6 @@ class Run:
         record = {"algorithm": self.name, "module": self.module, "config": to_dict(saved)}
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(record, f, indent=2)
-        self.eval_envs = make_eval_envs(run.env_id, run.eval_episodes)
-        self.policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
         self.logger = Logger(
             self.dir,
             tensorboard=run.tensorboard,
@@ -136,16 +157,11 @@ class Run:
             config=record,
             resume_step=self.host["step"] if self.resume else None,
         )
-        self.session_start = time.perf_counter()
-        self.start_step, self.wall_before = self.host["step"], self.host["wall_time"]
-        self.bar = tqdm(total=self.total, initial=self.host["step"], unit=self.unit,
-                        dynamic_ncols=True, mininterval=1.0, disable=not run.progress,
-                        desc=f"{self.name} {run.env_id}")
 
     def abandon(self) -> None:
         """Remove the folder of a new run that failed before its first step."""
         self.close_sinks()
-        if self.created and not checkpoints.list_checkpoints(self.ckpt_dir):
+        if self.created and not os.listdir(self.ckpt_dir):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ schedules
@@ -160,8 +176,8 @@ class Run:
 
     def check_finite(self, finite: jax.Array, metrics: dict[str, Any]) -> None:
         """With nan_check on, stop with an error that names the metric, step and agent."""
-        if self.config.run.nan_check and not bool(np.all(np.asarray(finite))):
-            values = jax.device_get(metrics)
+        if self.config.run.nan_check and not bool(np.all(self.agents.gather(finite))):
+            values = self.agents.gather(metrics)
             bad = [k for k, v in values.items() if not np.all(np.isfinite(np.asarray(v)))]
             agents = sorted({i for v in values.values()
                              for i in np.flatnonzero(~np.isfinite(np.asarray(v)))})
@@ -176,30 +192,40 @@ class Run:
 
     def log(self, metrics: dict[str, Any], extra: list[dict[str, float]] | None = None) -> None:
         """Log training metrics (arrays with an agent axis, read here), a row per agent."""
-        values = jax.device_get(metrics)
+        values = self.agents.gather(metrics)
+        extras = {}  # agent -> extra values, from the process that ran it
+        for part in self.agents.gather_json(dict(zip(self.agents.mine, extra or [], strict=False))):
+            extras |= {int(i): e for i, e in part.items()}
+        if self.logger is None:
+            return
         rate = {f"{self.unit}s_per_second": self.rate()}
         for i in range(self.agents.n):
             row = {k: float(np.asarray(v)[i]) for k, v in values.items()}
-            row |= (extra[i] if extra else {}) | rate
+            row |= extras.get(i, {}) | rate
             self.logger.log(row, self.host["step"], labels=self._labels(i))
 
     def evaluate(self, state: Any) -> list[dict[str, float]]:
         """Evaluate each agent's deterministic policy (`state` has the agent axis), log, show."""
         step, run = self.host["step"], self.config.run
-        results = []
-        for i, h in enumerate(self.host["agents"]):
+        mine = {}  # this process's agents (all of them in one process)
+        for i in self.agents.mine:
             one = self.agents.pick(state, i)
-            stats = evaluate(lambda o, one=one: self.policy(one, o), self.eval_envs,
-                             seed=derived_seed(self.agents.seeds[i], 1, step),
-                             reference=self.reference)
-            self.logger.log(stats, step, group="eval", labels=self._labels(i))
+            mine[i] = evaluate(lambda o, one=one: self.policy(one, o), self.eval_envs,
+                               seed=derived_seed(self.agents.seeds[i], 1, step),
+                               reference=self.reference)
+        found = {}
+        for part in self.agents.gather_json(mine):
+            found |= {int(i): stats for i, stats in part.items()}
+        results = [found[i] for i in range(self.agents.n)]
+        for i, (h, stats) in enumerate(zip(self.host["agents"], results, strict=True)):
+            if self.logger is not None:
+                self.logger.log(stats, step, group="eval", labels=self._labels(i))
             h["last_eval"] = stats["return_mean"]
             h["last_score"] = stats.get("normalized_score_mean")
             h["best_eval"] = max(h["best_eval"] or -np.inf, stats["return_mean"])
-            results.append(stats)
         means = np.array([r["return_mean"] for r in results])
         self.bar.set_postfix(eval_return=f"{means.mean():.1f}")
-        if run.progress:
+        if run.progress and self.agents.main:
             if not self.agents.stacked:
                 stats = results[0]
                 score = stats.get("normalized_score_mean")
@@ -215,9 +241,20 @@ class Run:
     def save(self, tree: Any) -> None:
         """Checkpoint `tree` with `host` as metadata, atomically; keep the newest few."""
         self.host["wall_time"] = self.wall_before + time.perf_counter() - self.session_start
+        config, keep = identity(self.config), self.config.run.keep_checkpoints
+        if self.sharded:
+            # Each process holds the host state of its own agents: collect them, then save.
+            for part in self.agents.gather_json(
+                    {i: self.host["agents"][i] for i in self.agents.mine}):
+                for i, h in part.items():
+                    if int(i) not in self.agents.mine:  # this process's own are up to date
+                        self.host["agents"][int(i)] = h
+            sharded.save(self.ckpt_dir, self.host["step"], tree, config=config, meta=self.host,
+                          keep=keep)
+            return
         path = checkpoints.checkpoint_path(self.ckpt_dir, self.host["step"])
-        checkpoints.save(path, tree, config=identity(self.config), meta=self.host)
-        checkpoints.prune(self.ckpt_dir, self.config.run.keep_checkpoints)
+        checkpoints.save(path, tree, config=config, meta=self.host)
+        checkpoints.prune(self.ckpt_dir, keep)
 
     # ------------------------------------------------------------------ the end
     def close_sinks(self) -> None:
@@ -262,8 +299,9 @@ class Run:
                                          "best_eval_return": h["best_eval"]}
                 for i, h in enumerate(per_agent)
             ]
-        with open(os.path.join(self.dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        if self.agents.main:
+            with open(os.path.join(self.dir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
         return summary
 
 

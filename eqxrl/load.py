@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from . import checkpoints
+from . import checkpoints, sharded
 from .agents import Agents, agent_list
 from .config import from_dict, identity
 from .data import ReplayBuffer
@@ -48,7 +48,11 @@ class LoadedRun:
 
 
 def _checkpoint(run_dir: str, step: int | None) -> tuple[int, str]:
-    found = checkpoints.list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    directory = os.path.join(run_dir, "checkpoints")
+    if sharded.is_sharded_dir(directory):  # a multi-process run's (orbax) checkpoints
+        found = [(s, directory) for s in sharded.steps(directory)]
+    else:
+        found = checkpoints.list_checkpoints(directory)
     if not found:
         raise FileNotFoundError(f"run_dir={run_dir!r} has no checkpoint in its checkpoints/.")
     if step is None:
@@ -123,7 +127,16 @@ def load_run(
         return agents.saved_like(
             {"state": state, "buffer": filled_rows_like(example, meta["buffer_rows"])})
 
-    tree, _ = checkpoints.restore(path, like, config=saved, strict=False)
+    if sharded.is_sharded_dir(path):
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+        def placed(meta):
+            return jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like(meta))
+
+        tree, _ = sharded.restore(path, step, placed, config=saved, strict=False)
+    else:
+        tree, _ = checkpoints.restore(path, like, config=saved, strict=False)
     if n > 1:
         tree = agents.pick(tree, agent)
     replay = None

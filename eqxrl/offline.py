@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from . import datasets
-from .agents import agents_for, tree_bytes
+from .agents import agents_for, connect, tree_bytes
 from .data import Dataset
 from .envs import make_env, spec_from_env
 from .harness import Run, run_loop
@@ -68,6 +68,7 @@ def train_offline(
     Run folder, logging, checkpoints and exact resume are as in `train_online`.
     """
     config = resolve_resume(config)
+    connect(config.run)  # before any JAX work, in a multi-process run
     if dataset is None:
         config, dataset, reference = prepare_dataset(config)
     settings = config.run
@@ -121,7 +122,8 @@ def train_offline(
         state_key = (tree["state"], tree["key"])
     else:
         # One compiled call, the dataset an argument (not a constant baked into the program).
-        state_key = jit(lambda d: agents.init(lambda k, c: fresh(k, c, d), config))(data)
+        state_key = jit(lambda d: agents.place(
+            agents.init(lambda k, c: fresh(k, c, d), config)))(data)
     state_key = agents.place(state_key)
     host = run.host
     intervals = (settings.log_interval, settings.eval_interval, settings.checkpoint_interval)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .agents import Agents, agents_for, tree_bytes
+from .agents import Agents, agents_for, connect, tree_bytes
 from .data import ReplayBuffer
 from .envs import EnvSpec, derived_seed, make_env, spec_from_env
 from .harness import Run, run_loop
@@ -36,12 +36,11 @@ def random_action(spec: EnvSpec, key: jax.Array) -> jax.Array:
     return jax.random.uniform(key, spec.action_shape, minval=-1.0, maxval=1.0)
 
 
-def filled_rows(buffer: ReplayBuffer) -> dict[str, Any]:
-    """The filled rows of a replay buffer and its counters: what a checkpoint stores.
-
-    A buffer of several agents (counters with an agent axis) keeps its agent axis first.
-    """
-    rows = int(np.max(np.asarray(buffer.size)))
+def filled_rows(buffer: ReplayBuffer, rows: int | None = None) -> dict[str, Any]:
+    """The filled rows (`rows`, by default read from the buffer) of a replay buffer and its
+    counters: what a checkpoint stores. A buffer of several agents (counters with an agent
+    axis) keeps its agent axis first."""
+    rows = int(np.max(np.asarray(buffer.size))) if rows is None else rows
     lead = (slice(None),) * np.ndim(buffer.size)
     data = jax.tree.map(lambda x: x[(*lead, slice(0, rows))], buffer.data)
     return {"data": data, "position": buffer.position, "size": buffer.size}
@@ -161,6 +160,7 @@ def train_online(
     """
     config = resolve_resume(config)
     settings = config.run
+    connect(settings)
     envs = [make_env(settings.env_id)]
     try:
         spec = spec_from_env(envs[0])
@@ -174,7 +174,13 @@ def train_online(
                   {"episode": 0, "episode_actions": [], "episodes_done": 0,
                    "episode_returns": []})
         config = run.config
-        envs += [make_env(settings.env_id) for _ in range(agents.n - 1)]
+        if agents.multi and not agents.stacked:
+            raise ValueError(
+                f"--num-processes {settings.num_processes} with one agent: the online loop "
+                "splits agents over processes; train several (--num-seeds) or use one process."
+            )
+        mine = agents.mine  # the agents whose envs this process steps (all, in one process)
+        envs += [make_env(settings.env_id) for _ in range(len(mine) - 1)]
 
         def fresh(key, config):
             k_init, k_loop, k_action = jax.random.split(key, 3)
@@ -198,17 +204,23 @@ def train_online(
             buffer = jit(agents.over(lambda b: from_filled_rows(b, example, capacity)))(
                 tree["buffer"])
             action = tree["action"]
-            obs = []
-            for env, seed, h in zip(envs, agents.seeds, run.host["agents"], strict=True):
-                o, _ = env.reset(seed=derived_seed(seed, h["episode"]))
+            obs, dtype = [], np.dtype(action.dtype)
+            for env, i in zip(envs, mine, strict=True):
+                h = run.host["agents"][i]
+                o, _ = env.reset(seed=derived_seed(agents.seeds[i], h["episode"]))
                 for a in h["episode_actions"]:  # the unfinished episode, replayed
-                    o, *_ = env.step(np.asarray(a, dtype=np.asarray(action).dtype))
+                    o, *_ = env.step(np.asarray(a, dtype=dtype))
                 obs.append(o)
         else:
             # One compiled call: eagerly, the network constructors compile ~50 tiny programs.
-            state_key, buffer, action = jit(lambda: agents.init(fresh, config))()
-            obs = [env.reset(seed=derived_seed(seed, 0))[0]
-                   for env, seed in zip(envs, agents.seeds, strict=True)]
+            def placed_init():
+                state_key, buffer, action = agents.init(fresh, config)
+                return (agents.place(state_key), agents.place(buffer, rows_axis=1),
+                        agents.place(action))
+
+            state_key, buffer, action = jit(placed_init)()
+            obs = [env.reset(seed=derived_seed(agents.seeds[i], 0))[0]
+                   for env, i in zip(envs, mine, strict=True)]
         state_key, buffer = agents.place(state_key), agents.place(buffer, rows_axis=1)
         random_step, train_step, (sk, buf) = make_step_functions(
             spec, config, algorithm, state_key, buffer, agents
@@ -220,13 +232,15 @@ def train_online(
             env.close()
         raise
 
-    host, per_agent = run.host, run.host["agents"]
+    host = run.host
+    per_agent = [host["agents"][i] for i in mine]
 
     def checkpoint():
         state, key = sk.rebuild(flat[0])
-        buffer = buf.rebuild(flat[1])
-        saved = {"state": state, "key": key, "buffer": filled_rows(buffer), "action": action}
-        host["buffer_rows"] = int(np.max(np.asarray(buffer.size)))
+        rows = min(host["step"], settings.buffer_size)  # every agent has stored as many
+        saved = {"state": state, "key": key, "action": action,
+                 "buffer": filled_rows(buf.rebuild(flat[1]), rows)}
+        host["buffer_rows"] = rows
         run.save(agents.to_saved(saved))
 
     def body(stop) -> str:
@@ -235,7 +249,7 @@ def train_online(
             if stop.requested:
                 checkpoint()
                 return "interrupted"
-            actions = np.asarray(action)
+            actions = agents.to_host(action)
             rows, next_obs = [], []
             for i, (env, h) in enumerate(zip(envs, per_agent, strict=True)):
                 a = actions[i]
@@ -248,15 +262,16 @@ def train_online(
                     h["episode"] += 1
                     h["episodes_done"] += 1
                     h["episode_actions"] = []
-                    o, _ = env.reset(seed=derived_seed(agents.seeds[i], h["episode"]))
+                    o, _ = env.reset(seed=derived_seed(agents.seeds[mine[i]], h["episode"]))
                 next_obs.append(o)
-            transition = stack_rows(rows)
+            transition = agents.from_host(stack_rows(rows))
             step = host["step"] + 1
             metrics = None
             if step < settings.start_steps:
                 flat, action = random_step(flat, transition)
             else:
-                flat, action, metrics, finite = train_step(flat, transition, stack_rows(next_obs))
+                flat, action, metrics, finite = train_step(
+                    flat, transition, agents.from_host(stack_rows(next_obs)))
             obs = next_obs
             host["step"] = step
             run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)

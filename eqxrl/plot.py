@@ -3,7 +3,9 @@
     python -m eqxrl.plot runs/sac__Hopper-v5__s0__* runs/sac__Hopper-v5__s1__* --out hopper.png
 
 Runs are grouped by algorithm and config without the seed and run folder, so several seeds of
-one setting become one curve: the mean, with a band of ± one standard deviation (or min–max).
+one setting become one curve (so do the agents of one run of several seeds, `--num-seeds`;
+each grid point is a curve of its own): the mean, with a band of ± one standard deviation (or
+min–max).
 Each legend entry names the algorithm, then what sets the curve apart from the others.
 """
 
@@ -24,8 +26,10 @@ from .logging import read_metrics
 # one curve. (Evaluation and logging intervals change where points fall, not learning.)
 _RUN_ONLY = {
     "seed", "run_dir", "resume", "progress", "tensorboard", "wandb", "nan_check",
-    "checkpoint_interval", "keep_checkpoints", "log_interval",
+    "checkpoint_interval", "keep_checkpoints", "log_interval", "num_seeds", "seeds", "grid",
+    "devices",
 }  # fmt: skip
+_LABELS = ("agent", "seed")  # columns of a multi-agent run's rows that are not metrics
 
 
 def _learning(fields: dict) -> dict:
@@ -33,18 +37,34 @@ def _learning(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if k not in _RUN_ONLY and not k.startswith("wandb")}
 
 
-def load_curve(run_dir: str, metric: str = "return_mean") -> tuple[np.ndarray, np.ndarray]:
-    """`(steps, values)` of an evaluation metric of one run."""
+def _eval_columns(run_dir: str) -> dict[str, np.ndarray]:
     path = os.path.join(run_dir, "eval.csv")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir!r} has no eval.csv; is it an eqxrl run folder?")
-    columns = read_metrics(path)
+    return read_metrics(path)
+
+
+def members(run_dir: str) -> list[tuple[str, int | None]]:
+    """The curves a run folder holds: `(run_dir, None)`, or one `(run_dir, i)` per agent of a
+    run of several agents (seeds and grid points trained as one program)."""
+    columns = _eval_columns(run_dir)
+    if "agent" not in columns:
+        return [(run_dir, None)]
+    return [(run_dir, int(i)) for i in np.unique(columns["agent"])]
+
+
+def load_curve(
+    run_dir: str, metric: str = "return_mean", agent: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(steps, values)` of an evaluation metric of one run (or of one agent of it)."""
+    columns = _eval_columns(run_dir)
     if metric not in columns:
-        raise KeyError(f"{path!r} has no column {metric!r}; it has {sorted(columns)}.")
-    return columns["step"].astype(np.int64), columns[metric]
+        raise KeyError(f"{run_dir}/eval.csv has no column {metric!r}; it has {sorted(columns)}.")
+    keep = np.ones(len(columns["step"]), bool) if agent is None else columns["agent"] == agent
+    return columns["step"][keep].astype(np.int64), columns[metric][keep]
 
 
-def _setting(run_dir: str) -> dict:
+def _setting(run_dir: str, agent: int | None = None) -> dict:
     """What a run learns: `{"algorithm", "run", "config"}` from its config.json, seed removed.
 
     `config.json` is `{"algorithm", "module", "config"}` with the shared run settings under
@@ -65,17 +85,26 @@ def _setting(run_dir: str) -> dict:
         config, run, algorithm = record, {}, None
     if algorithm is None and "__" in name:
         algorithm = name.split("__")[0]
+    if agent is not None:  # the agent's grid values are its hyperparameters
+        columns = _eval_columns(run_dir)
+        row = int(np.argmax(columns["agent"] == agent))
+        for field, _ in run.get("grid", []):
+            value = float(columns[field][row])
+            config[field] = int(value) if isinstance(config.get(field), int) else value
     return {"algorithm": algorithm, "run": _learning(run), "config": _learning(config)}
 
 
-def group_runs(run_dirs: list[str]) -> dict[str, list[str]]:
-    """Group run folders whose configs differ only in run-only fields such as the seed.
+def group_runs(run_dirs: list[str]) -> dict[str, list[tuple[str, int | None]]]:
+    """Group the curves of run folders whose configs differ only in run-only fields such as
+    the seed: separate runs, and the agents of runs of several seeds or grid points.
 
-    Keys are the settings (algorithm, run settings, hyperparameters) as JSON.
+    Keys are the settings (algorithm, run settings, hyperparameters) as JSON; values are
+    `(run_dir, agent)` pairs (`agent` None for a run of one agent).
     """
-    groups: dict[str, list[str]] = defaultdict(list)
+    groups: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
     for run in run_dirs:
-        groups[json.dumps(_setting(run), sort_keys=True)].append(run)
+        for member in members(run):
+            groups[json.dumps(_setting(*member), sort_keys=True)].append(member)
     return groups
 
 
@@ -102,7 +131,7 @@ def _label(key: str, all_keys: list[str]) -> str:
     return ", ".join(parts + [f"{k}={v}" for k, v in shown]) or "run"
 
 
-def legend_labels(groups: dict[str, list[str]]) -> dict[str, str]:
+def legend_labels(groups: dict[str, list]) -> dict[str, str]:
     """The legend entry of each group of `group_runs`: "sac, env_id=Hopper-v5 (3 seeds)"."""
     keys = list(groups)
     return {
@@ -142,7 +171,7 @@ def plot(args: PlotArgs) -> str:
     labels = legend_labels(groups)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key, runs in groups.items():
-        curves = [load_curve(r, args.metric) for r in runs]
+        curves = [load_curve(r, args.metric, agent) for r, agent in runs]
         steps = curves[0][0]
         for other, _ in curves[1:]:
             steps = np.intersect1d(steps, other)

@@ -13,7 +13,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from .config import BUDGET_FIELDS, defaults, flag, flat_fields, from_dict
+from .config import BUDGET_FIELDS, PLACEMENT_FIELDS, defaults, flag, flat_fields, from_dict
 
 
 def algorithm_name(algorithm: ModuleType) -> str:
@@ -65,11 +65,13 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
             k for k, v in now.items() if v != default.get(k) and (k not in own or v != own[k])
         }
     changes: dict[str, Any] = dict(run_dir=run.resume, resume=run.resume, progress=run.progress)
+    # Where the run goes on (devices, processes) is this invocation's, never the saved one's.
+    changes |= {name: getattr(run, name) for name in PLACEMENT_FIELDS}
     for name in sorted(given):
         field = name.removeprefix("run.")
         if field in ("resume", "progress") or now[name] == before.get(name):
             continue
-        if field in BUDGET_FIELDS or field == "devices":  # devices: the state is resharded
+        if field in BUDGET_FIELDS or field in PLACEMENT_FIELDS:  # the state is resharded
             changes[field] = now[name]
         elif field == "run_dir" and os.path.abspath(now[name]) == os.path.abspath(run.resume):
             continue
@@ -77,8 +79,8 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
             raise ValueError(
                 f"--resume {run.resume}: {flag(field)} {now[name]!r} would change the run "
                 f"(it was trained with {before.get(name)!r}). With --resume only "
-                "--total-steps/--total-updates (to extend it), --devices and --progress may "
-                "change; for "
+                "--total-steps/--total-updates (to extend it), --progress and where it runs "
+                "(--devices, --num-processes, ...) may change; for "
                 "other settings start a new run with another --run-dir."
             )
     return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))

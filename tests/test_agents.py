@@ -16,6 +16,7 @@ import eqxrl
 from algorithms import iql, sac, td3
 from eqxrl import checkpoints as ck
 from eqxrl.cli import split_grid_flags
+from eqxrl.plot import group_runs, legend_labels
 
 from .conftest import pendulum_dataset_file
 
@@ -138,6 +139,10 @@ def test_a_grid_from_the_command_line_gives_each_point_its_hyperparameters(tmp_p
         (0, 1e-3, 0.01), (1, 1e-3, 0.01), (0, 1e-3, 0.02)]
     config = json.loads((run_dir / "config.json").read_text())["config"]
     assert config["run"]["grid"] == [["critic_lr", [1e-3, 3e-4]], ["tau", [0.01, 0.02]]]
+    # The plot command draws one curve per grid point: mean and spread over its seeds.
+    assert sorted(legend_labels(group_runs([str(run_dir)])).values()) == [
+        f"sac, critic_lr={lr}, tau={tau} (2 seeds)"
+        for lr in (0.0003, 0.001) for tau in (0.01, 0.02)]
 
 
 def test_grid_flags_are_split_from_the_others():

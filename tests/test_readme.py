@@ -56,8 +56,8 @@ def test_command_line_parses(command):
     # Parse the flags exactly as the program does, without training.
     if program.startswith("algorithms/"):
         parse = (
-            "import sys, tyro, importlib; m = importlib.import_module("
-            f"{program[:-3].replace('/', '.')!r}); tyro.cli(m.Config, args=sys.argv[1:])"
+            "import sys, importlib; from eqxrl.cli import parse_flags; m = importlib.import_module("
+            f"{program[:-3].replace('/', '.')!r}); parse_flags(m.Config, sys.argv[1:])"
         )
     elif program == "eqxrl.plot":
         parse = (
