@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .config import flag
+from .config import ConfigError, flag
 
 
 def with_values(config: Any, values: dict[str, Any]) -> Any:
@@ -241,7 +241,7 @@ class Agents:
         need = per_agent_bytes * self.n
         have = _memory_bytes(self.mesh)
         if have is not None and need > 0.9 * have:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.n} agents need about {need / 2**30:.1f} GiB ({per_agent_bytes / 2**20:.0f} "
                 f"MiB each: state and replay buffer), more than the {have / 2**30:.1f} GiB of "
                 f"{self.devices} device(s). Lower --num-seeds (or the grid), --buffer-size, or "
@@ -290,24 +290,24 @@ def make_agents(run: Any, batch_size: int) -> Agents:
     visible = jax.devices()
     count = run.devices or len(visible)
     if jax.process_count() > 1 and count != len(visible):
-        raise ValueError(
+        raise ConfigError(
             f"--devices {count}: a run of {jax.process_count()} processes uses all "
             f"{len(visible)} of their devices; leave --devices at 0."
         )
     if count > len(visible):
-        raise ValueError(
+        raise ConfigError(
             f"--devices {count}: only {len(visible)} device(s) are visible. On CPU, "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={count} makes that many."
         )
     n = len(agents_seeds)
     if count > 1 and n > 1 and n % count:
-        raise ValueError(
+        raise ConfigError(
             f"{n} agents ({len(points)} grid point(s) × {len(seeds)} seed(s)) cannot be split "
             f"evenly over {count} devices: train a multiple of {count} agents, or pass --devices "
             f"with a divisor of {n}."
         )
     if count > 1 and n == 1 and batch_size % count:
-        raise ValueError(
+        raise ConfigError(
             f"--batch-size {batch_size} cannot be split evenly over {count} devices: use a "
             f"multiple of {count}, or --devices 1."
         )
@@ -350,28 +350,28 @@ def check_grid(
     for name, values in config.run.grid:
         if name not in algorithm_fields:
             run_field = name in {f.name for f in dataclasses.fields(config.run)}
-            raise ValueError(
+            raise ConfigError(
                 f"{flag(name)} {' '.join(map(str, values))}: "
                 + ("a run setting takes one value; " if run_field else "no such hyperparameter; ")
                 + "a grid is over the algorithm's numeric hyperparameters."
             )
         base = getattr(config, name)
         if isinstance(base, bool) or not isinstance(base, int | float):
-            raise ValueError(f"{flag(name)}: only numeric hyperparameters take several values.")
+            raise ConfigError(f"{flag(name)}: only numeric hyperparameters take several values.")
         for value in values:
             dataclasses.replace(config, **{name: type(base)(value)})  # each value validated
         try:
             init_shape(with_values(config, {name: jnp.asarray(values[0], _dtype(base))}))
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
                 jax.errors.TracerIntegerConversionError, TypeError) as err:
-            raise ValueError(
+            raise ConfigError(
                 f"{flag(name)} cannot take several values in one run: init uses it as a fixed "
                 f"Python value ({type(err).__name__}). Run one value per run instead."
             ) from None
         a, b = (update_jaxpr(dataclasses.replace(config, **{name: type(base)(v)}))
                 for v in values[:2])
         if a != b:
-            raise ValueError(
+            raise ConfigError(
                 f"{flag(name)} cannot take several values in one run: the update reads it from "
                 "the config (it is static, not an array leaf of the state). Run one value per "
                 "run instead."

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .config import flag, flat_fields
+from .config import ConfigError, flag, flat_fields
 from .record import resolve_resume
 
 
@@ -41,16 +41,16 @@ def split_grid_flags(
             try:
                 parsed = tuple(kind(v) for v in values)
             except ValueError:
-                raise SystemExit(  # noqa: B904 (a command-line error, not a traceback)
-                    f"error: {flag(name)} takes numbers, got {' '.join(values)}."
+                raise ConfigError(  # noqa: B904 (a command-line error, not a traceback)
+                    f"{flag(name)} takes numbers, got {' '.join(values)}."
                 )
             grid.append((name, parsed))
             out += [token, values[0]]
             i = j
             continue
         if len(values) > 1 and run_hints.get(name) in (int, float, str, bool):
-            raise SystemExit(
-                f"error: {flag(name)} is a run setting and takes one value, got "
+            raise ConfigError(
+                f"{flag(name)} is a run setting and takes one value, got "
                 f"{' '.join(values)}. Several values make a grid only for the algorithm's "
                 "numeric hyperparameters (several seeds: --num-seeds N or --seeds S1 S2 ...)."
             )
@@ -105,12 +105,21 @@ def _agents_lines(summary: dict[str, Any]) -> str:
     return "".join(lines)
 
 
+def refuse(error: Exception) -> None:
+    """Print a setting's error as a command-line error and exit with code 2 (as tyro does)."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
 def parse_flags(config_class: type, args: list[str]) -> tuple[Any, list[str]]:
     """`(config, flags without the grid's extra values)` from command-line flags."""
     import tyro
 
-    argv, grid = split_grid_flags(config_class, args)
-    config = tyro.cli(config_class, args=argv)
+    try:
+        argv, grid = split_grid_flags(config_class, args)
+        config = tyro.cli(config_class, args=argv)
+    except ConfigError as err:  # a run setting's check (tyro reports the algorithm's own)
+        refuse(err)
     if grid:
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
     return config, argv
@@ -132,7 +141,10 @@ def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None 
         names |= {"grid"} if grid else set()
         given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
         config = resolve_resume(config, given)
-    summary = main(config)
+    try:
+        summary = main(config)
+    except ConfigError as err:  # refused before the run started: seeds, grid, devices
+        refuse(err)
     if jax.process_index() == 0:  # in a multi-process run, process 0 speaks for all
         print_summary(summary)
     if summary["interrupted"]:

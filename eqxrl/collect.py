@@ -117,6 +117,8 @@ class Policy(_Output):
     """run folder of train_online (config.json and checkpoints/)"""
     step: int | None = None
     """checkpoint step to use; default: the newest"""
+    agent: int | None = None
+    """which agent of a run of several (seeds, grid points): its index in summary.json"""
     num_steps: int = 1_000_000
     """transitions to collect"""
     deterministic: bool = False
@@ -144,6 +146,8 @@ class Replay(_Output):
     """run folder of train_online (config.json and checkpoints/)"""
     step: int | None = None
     """checkpoint step to use; default: the newest"""
+    agent: int | None = None
+    """which agent of a run of several (seeds, grid points): its index in summary.json"""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -217,7 +221,8 @@ def make(
         )
         source = "random"
     else:
-        run = load_run(config.run_dir, config.step, algorithm, buffer=isinstance(config, Replay))
+        run = load_run(config.run_dir, config.step, algorithm, buffer=isinstance(config, Replay),
+                       agent=config.agent)
         env_id = run.config.run.env_id
         if isinstance(config, Policy):
             policy = run_policy(run, config.deterministic, config.noise_std, config.epsilon)

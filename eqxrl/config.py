@@ -28,13 +28,19 @@ from typing import Annotated, Any, Literal
 import tyro
 
 
+class ConfigError(ValueError):
+    """A setting that cannot be honoured; the message names the flag. The command line prints
+    it as `error: ...` (exit code 2) instead of a traceback."""
+
+
 def flag(name: str) -> str:
     """The command-line flag of a config field: `actor_lr` -> `--actor-lr`."""
     return "--" + name.replace("_", "-")
 
 
 def _fail(name: str, expected: str, value: Any, hint: str = "") -> None:
-    raise ValueError(f"{flag(name)} must be {expected}, got {value!r}.{' ' + hint if hint else ''}")
+    hint = " " + hint if hint else ""
+    raise ConfigError(f"{flag(name)} must be {expected}, got {value!r}.{hint}")
 
 
 def at_least(config: Any, minimum: int, *names: str) -> None:
@@ -77,7 +83,7 @@ def ordered(config: Any, lower: str, upper: str) -> None:
     """Require `config.lower <= config.upper` (for example log-std clips)."""
     a, b = getattr(config, lower), getattr(config, upper)
     if not (math.isfinite(a) and math.isfinite(b) and a <= b):
-        raise ValueError(f"{flag(lower)} ({a}) must be finite and <= {flag(upper)} ({b}).")
+        raise ConfigError(f"{flag(lower)} ({a}) must be finite and <= {flag(upper)} ({b}).")
 
 
 def layer_sizes(config: Any, name: str = "hidden_dims") -> None:
@@ -96,7 +102,9 @@ class RunConfig:
     seed: int = 0
     """seed for network init, exploration, batch sampling, env resets and evaluation"""
     num_seeds: int = 1
-    """agents trained as one vmapped program, with seeds --seed, --seed + 1, ..."""
+    """agents trained as one vmapped program, with seeds --seed, --seed + 1, ... A numeric
+    hyperparameter given several values (--critic-lr 3e-4 1e-3) adds a grid: every seed at
+    every combination of values"""
     seeds: tuple[int, ...] | None = None
     """an explicit list of seeds, one agent each (instead of --seed and --num-seeds)"""
     grid: Annotated[tuple[tuple[str, tuple[float | int, ...]], ...], tyro.conf.Suppress] = ()
@@ -154,7 +162,7 @@ class RunConfig:
             if len(set(self.seeds)) != len(self.seeds):
                 _fail("seeds", "distinct seeds", self.seeds, "Each agent needs its own seed.")
             if self.num_seeds != 1 and self.num_seeds != len(self.seeds):
-                raise ValueError(
+                raise ConfigError(
                     f"--seeds {' '.join(map(str, self.seeds))} gives {len(self.seeds)} agents, "
                     f"but --num-seeds is {self.num_seeds}: give one of the two."
                 )
@@ -195,12 +203,12 @@ class OnlineRun(RunConfig):
         if self.resume is not None and self.run_dir != self.resume:
             return  # flags beside --resume: checked once merged with the saved run's config
         if self.start_steps >= self.total_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"--start-steps ({self.start_steps}) must be < --total-steps "
                 f"({self.total_steps}), or the run never learns; lower --start-steps."
             )
         if self.batch_size > self.buffer_size:
-            raise ValueError(
+            raise ConfigError(
                 f"--batch-size ({self.batch_size}) must not exceed --buffer-size "
                 f"({self.buffer_size})."
             )
@@ -269,7 +277,7 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ValueError(f"{where} has fields {unknown} that {cls.__name__} does not know.")
+        raise ConfigError(f"{where} has fields {unknown} that {cls.__name__} does not know.")
     kwargs = {}
     for name, value in values.items():
         kind = _dataclass_in(hints[name])

@@ -16,6 +16,7 @@ import eqxrl
 from algorithms import iql, sac, td3
 from eqxrl import checkpoints as ck
 from eqxrl.cli import split_grid_flags
+from eqxrl.config import ConfigError
 from eqxrl.plot import group_runs, legend_labels
 
 from .conftest import pendulum_dataset_file
@@ -152,9 +153,9 @@ def test_grid_flags_are_split_from_the_others():
     assert grid == (("critic_lr", (1e-3, 3e-4)), ("target_entropy_per_dim", (-1.0, -0.5)))
     assert argv == ["--actor-lr", "1e-4", "--critic-lr", "1e-3", "--hidden-dims", "64", "64",
                     "--discount=0.9", "--seeds", "1", "2", "--target-entropy-per-dim", "-1"]
-    with pytest.raises(SystemExit, match="--batch-size is a run setting and takes one value"):
+    with pytest.raises(ConfigError, match="--batch-size is a run setting and takes one value"):
         split_grid_flags(sac.Config, ["--batch-size", "64", "128"])
-    with pytest.raises(SystemExit, match="--tau takes numbers"):
+    with pytest.raises(ConfigError, match="--tau takes numbers"):
         split_grid_flags(sac.Config, ["--tau", "0.1", "fast"])
 
 
@@ -246,7 +247,15 @@ DEVICES_SCRIPT = textwrap.dedent("""
         return max(float(np.max(np.abs(x - y))) for i in agents
                    for x, y in zip(leaves(a, i), leaves(b, i)))
 
-    result = {}
+    from eqxrl.agents import make_agents
+    many = make_agents(eqxrl.OnlineRun(num_seeds=4), 32)
+    buffer = many.place(eqxrl.ReplayBuffer.create(np.zeros(3, np.float32), 8)
+                        .data[None].repeat(4, 0))
+    one = make_agents(eqxrl.OnlineRun(), 32)
+    rows = one.place(np.zeros((1, 8, 3), np.float32), rows_axis=1)
+    result = {"agents_split": len({s.device for s in buffer.addressable_shards}),
+              "agent_shard": buffer.addressable_shards[0].data.shape,
+              "rows_shard": rows.addressable_shards[0].data.shape}
     for kind, run in (("online", online), ("offline", offline)):
         a, b = run(f"{kind}4", num_seeds=4), run(f"{kind}1", num_seeds=4, devices=1)
         result[f"{kind}_seeds"] = gap(a["run_dir"], b["run_dir"], range(4))
@@ -275,3 +284,6 @@ def test_four_cpu_devices_give_the_result_of_one(tmp_path):
     assert result["online_batch"] < 1e-3 and result["offline_batch"] < 1e-3, result
     assert "3 agents (1 grid point(s) × 3 seed(s)) cannot be split evenly over 4" in \
         result["error"]
+    # Agents live split over the devices; one agent's buffer rows are split too.
+    assert result["agents_split"] == 4 and result["agent_shard"] == [1, 8, 3]
+    assert result["rows_shard"] == [1, 2, 3]
