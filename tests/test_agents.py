@@ -201,21 +201,21 @@ def test_more_devices_than_visible_is_a_clear_error(tmp_path):
 def test_agent_i_of_n_equals_a_single_run_offline(tmp_path):
     path = pendulum_dataset_file(tmp_path / "data.hdf5")
 
-    def config(name, **kw):
+    def config(name, expectile=0.9, **kw):
         run = eqxrl.OfflineRun(dataset=path, total_updates=200, batch_size=32,
                                updates_per_call=100, eval_interval=200, eval_episodes=1,
                                log_interval=100, run_dir=str(tmp_path / name), progress=False,
                                **kw)
-        return iql.Config(run=run, hidden_dims=(16, 16))
+        return iql.Config(run=run, hidden_dims=(16, 16), expectile=expectile)
 
-    many = iql.main(config("many", num_seeds=2, seed=3))
-    one = iql.main(config("one", seed=4))
-    assert [a["seed"] for a in many["agents"]] == [3, 4]
-    assert_close_states(eqxrl.load_run(many["run_dir"], agent=1).state,
+    many = iql.main(config("many", seeds=(3, 4), grid=(("expectile", (0.9, 0.7)),)))
+    one = iql.main(config("one", seed=4, expectile=0.7))
+    assert [(a["seed"], a["expectile"]) for a in many["agents"]] == [
+        (3, 0.9), (4, 0.9), (3, 0.7), (4, 0.7)]
+    assert [float(eqxrl.load_run(many["run_dir"], agent=i).state.expectile)
+            for i in range(4)] == pytest.approx([0.9, 0.9, 0.7, 0.7])
+    assert_close_states(eqxrl.load_run(many["run_dir"], agent=3).state,
                         eqxrl.load_run(one["run_dir"]).state)
-    grid = iql.main(config("grid", grid=(("expectile", (0.7, 0.9)),)))
-    assert [float(eqxrl.load_run(grid["run_dir"], agent=i).state.expectile)
-            for i in range(2)] == pytest.approx([0.7, 0.9])
 
 
 # ---------------------------------------------------------------------------- devices
