@@ -9,6 +9,10 @@ optimiser state, discount, τ, ...): the agents of a grid share one compiled pro
 Devices: with several visible, the agent axis is split over a one-axis `Mesh` (`jax.sharding`),
 or, for a single agent, each sampled batch is (parameters are replicated; the replay buffer's
 rows and the dataset are split). XLA inserts the gradient all-reduce.
+
+Hosts: with `jax.distributed` (`connect`), the mesh spans every process's devices; each process
+runs the host work (envs, evaluation) of the agents on its own devices (`Agents.mine`), and
+moves their rows in and out with `from_host` / `to_host`; logs are gathered to process 0.
 """
 
 from __future__ import annotations

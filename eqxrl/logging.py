@@ -39,12 +39,10 @@ class Logger:
             for name in os.listdir(run_dir):
                 if name.endswith(".csv"):
                     _truncate_csv(os.path.join(run_dir, name), resume_step)
-        self._tb = None
-        self._agent_tb: dict[str, Any] = {}
+        self._tensorboard = tensorboard
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(run_dir, flush_secs=10)
+            import tensorboardX  # noqa: F401 (fail now, not at the first log, when missing)
+        self._writers: dict[str, Any] = {}  # "" (the run) or an agent's folder -> writer
         self._wandb = None
         if wandb:
             try:
@@ -77,27 +75,24 @@ class Logger:
         """
         row = {k: float(np.asarray(v)) for k, v in metrics.items()}
         self._write_csv(group, step, dict(labels or {}) | row)
-        tb, prefix = self._tb, ""
-        if labels:
-            prefix = _agent_name(labels)
-            tb = self._agent_writer(prefix)
-            prefix += "/"
+        name = _agent_name(labels) if labels else ""
+        tb, prefix = self._writer(name), f"{name}/" if name else ""
         if tb is not None:
             for k, v in row.items():
                 tb.add_scalar(f"{group}/{k}", v, step)
         if self._wandb is not None:
             self._wandb.log({f"{prefix}{group}/{k}": v for k, v in row.items()}, step=step)
 
-    def _agent_writer(self, name: str) -> Any:
-        if self._tb is None:
+    def _writer(self, name: str) -> Any:
+        """The TensorBoard writer of the run (`name` "") or of one agent, made when first used."""
+        if not self._tensorboard:
             return None
-        if name not in self._agent_tb:
+        if name not in self._writers:
             from tensorboardX import SummaryWriter
 
-            self._agent_tb[name] = SummaryWriter(
-                os.path.join(self.run_dir, "agents", name), flush_secs=10
-            )
-        return self._agent_tb[name]
+            folder = os.path.join(self.run_dir, "agents", name) if name else self.run_dir
+            self._writers[name] = SummaryWriter(folder, flush_secs=10)
+        return self._writers[name]
 
     def _write_csv(self, group: str, step: int, row: dict[str, Any]) -> None:
         path = os.path.join(self.run_dir, f"{group}.csv")
@@ -120,16 +115,14 @@ class Logger:
 
     def flush(self) -> None:
         """Flush TensorBoard events to disk."""
-        for tb in [self._tb, *self._agent_tb.values()]:
-            if tb is not None:
-                tb.flush()
+        for tb in self._writers.values():
+            tb.flush()
 
     def close(self) -> None:
         """Flush and close every sink."""
-        for tb in [self._tb, *self._agent_tb.values()]:
-            if tb is not None:
-                tb.close()
-        self._tb, self._agent_tb = None, {}
+        for tb in self._writers.values():
+            tb.close()
+        self._writers = {}
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
