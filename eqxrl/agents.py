@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .blocks import AGENTS
 from .config import ConfigError, flag
 
 
@@ -139,7 +140,8 @@ class Agents:
         its axis of length 1 is dropped on the way in and restored on the way out.
         """
         if self.n > 1:
-            return jax.vmap(f, in_axes=0 if in_axes is None else tuple(in_axes))
+            return jax.vmap(f, in_axes=0 if in_axes is None else tuple(in_axes),
+                            axis_name=AGENTS)
 
         def one(*args):
             axes = in_axes or (0,) * len(args)

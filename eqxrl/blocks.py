@@ -9,6 +9,7 @@ an algorithm *that* algorithm (its losses, its update order) stays in its file.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -132,11 +133,19 @@ def prefixed(**groups: Metrics) -> Metrics:
     return {f"{name}/{k}": v for name, metrics in groups.items() for k, v in metrics.items()}
 
 
+AGENTS = "agents"  # the axis name of the loops' vmap over agents (`eqxrl.agents`)
+
+
 def every(period: int | Int[Array, ""], step: Int[Array, ""], fn: Callable[..., T], keep: T,
           *args: Any) -> T:
     """`fn(*args)` when `step % period == 0`, else `keep` (a tree laid out like fn's result).
 
-    Only the branch taken runs (`lax.cond`), so skipped updates cost nothing. (Under `vmap`
-    with a batched `step`, JAX turns the cond into a select and evaluates both branches.)
+    Only the branch taken runs (`lax.cond`), so skipped updates cost nothing. Under a plain
+    `vmap` with a batched `step`, JAX turns the cond into a select and evaluates both branches;
+    under the loops' vmap over agents (axis name `AGENTS`), whose agents all take the same
+    number of updates, the condition is taken over the agents so the cond stays a cond.
     """
-    return jax.lax.cond(step % period == 0, lambda: fn(*args), lambda: keep)
+    due = step % period == 0
+    with contextlib.suppress(NameError):  # NameError: not inside the loops' vmap over agents
+        due = jax.lax.pmax(due.astype(jnp.int32), AGENTS) > 0  # the same for every agent
+    return jax.lax.cond(due, lambda: fn(*args), lambda: keep)

@@ -1,5 +1,6 @@
 """Many agents as one program: seeds and grids, online and offline, resume, devices, errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -287,3 +288,17 @@ def test_four_cpu_devices_give_the_result_of_one(tmp_path):
     # Agents live split over the devices; one agent's buffer rows are split too.
     assert result["agents_split"] == 4 and result["agent_shard"] == [1, 8, 3]
     assert result["rows_shard"] == [1, 2, 3]
+
+
+def test_td3_agents_keep_the_delayed_actor_update_a_cond(tmp_path):
+    # TD3's `every(policy_delay, ...)` stays a real cond under the loops' vmap over agents.
+    run = tiny(tmp_path).run
+
+    def config(name, **kw):
+        settings = dataclasses.replace(run, run_dir=str(tmp_path / name), total_steps=200, **kw)
+        return td3.Config(run=settings, hidden_dims=(16, 16))
+
+    many = td3.main(config("many", num_seeds=2))
+    one = td3.main(config("one", seed=1))
+    assert_close_states(eqxrl.load_run(many["run_dir"], agent=1).state,
+                        eqxrl.load_run(one["run_dir"]).state)

@@ -74,3 +74,19 @@ def test_every_runs_only_the_branch_taken():
     jax.effects_barrier()
     assert results == [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
     assert len(calls) == 2  # computed on steps 3 and 6 only
+
+
+def test_every_stays_a_cond_for_the_agents_of_a_run():
+    from eqxrl.agents import Agents
+
+    def update(x, count):
+        return eqxrl.every(2, count, lambda v: jnp.sin(v) * 2.0, x, x)
+
+    agents = Agents((0, 1, 2), ((),) * 3)
+    x, counts = jnp.ones(3), jnp.full(3, 4, jnp.int32)
+    text = str(jax.make_jaxpr(agents.over(update))(x, counts))
+    assert "cond[" in text and "sin" in text  # one branch runs, not a select of both
+    np.testing.assert_allclose(agents.over(update)(x, counts), jnp.sin(1.0) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(agents.over(update)(x, counts + 1), 1.0)
+    # A plain vmap (no agents' axis) still works: both branches, then a select.
+    np.testing.assert_allclose(jax.vmap(update)(x, counts + 1), 1.0)
