@@ -86,12 +86,15 @@ class Agents:
     # ------------------------------------------------------------------ between processes
     def to_host(self, x: jax.Array) -> np.ndarray:
         """This process's agents' rows of an array with an agent axis, as numpy."""
+        key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
         if not self.multi:
-            return np.asarray(x)
+            return x if key else np.asarray(x)
         shards: dict[int, np.ndarray] = {}
         for shard in x.addressable_shards:
-            shards.setdefault(shard.index[0].start or 0, np.asarray(shard.data))
-        return np.concatenate([shards[k] for k in sorted(shards)])
+            data = jax.random.key_data(shard.data) if key else shard.data
+            shards.setdefault(shard.index[0].start or 0, np.asarray(data))
+        rows = np.concatenate([shards[k] for k in sorted(shards)])
+        return jax.random.wrap_key_data(rows, impl=jax.random.key_impl(x)) if key else rows
 
     def from_host(self, tree: Any) -> Any:
         """One global array per leaf from this process's agents' rows (`to_host`'s inverse)."""
@@ -181,6 +184,11 @@ class Agents:
             sharding = NamedSharding(self.mesh, spec(x))
             if isinstance(x, jax.core.Tracer):  # inside a compiled call (an init)
                 return jax.lax.with_sharding_constraint(x, sharding)
+            if self.multi:  # every process holds all of `x` and keeps its own shards
+                if isinstance(x, jax.Array) and not x.is_fully_addressable:
+                    return x  # a global array already (restored with its sharding)
+                host = np.asarray(x)
+                return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
             return jax.device_put(x, sharding)
 
         return jax.tree.map(put, tree)
@@ -196,7 +204,9 @@ class Agents:
 
     def to_saved(self, tree: Any) -> Any:
         """What a checkpoint holds: the agent axis, or for one agent a single run's tree."""
-        return tree if self.stacked else self.pick(tree, 0)
+        if self.stacked:
+            return tree
+        return jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, tree)  # stays global
 
     def from_saved(self, tree: Any) -> Any:
         """The inverse of `to_saved`."""

@@ -88,18 +88,21 @@ def test_two_processes_train_survive_a_killed_process_and_resume_exactly(tmp_pat
     assert summary["steps"] == 700 and len(summary["agents"]) == 2
 
 
-def test_two_processes_offline_equal_one(tmp_path):
+@pytest.mark.parametrize("seeds", [2, 1])  # agents split over processes; one agent's batch
+def test_two_processes_offline_equal_one(tmp_path, seeds):
     data = pendulum_dataset_file(tmp_path / "data.hdf5")
-    args = ["algorithms/iql.py", "--dataset", data, "--num-seeds", "2", "--total-updates",
+    args = ["algorithms/iql.py", "--dataset", data, "--num-seeds", str(seeds), "--total-updates",
             "200", "--updates-per-call", "100", "--eval-interval", "200", "--eval-episodes",
             "1", "--hidden-dims", "16", "16", "--batch-size", "32", "--no-progress"]
     finish(launch([*args, "--run-dir", str(tmp_path / "two")]))
     one = subprocess.run([sys.executable, *args, "--run-dir", str(tmp_path / "one")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    for agent in range(2):
-        a, b = (eqxrl.load_run(str(tmp_path / name), agent=agent).state for name in ("two", "one"))
+    for agent in range(seeds):
+        a, b = (eqxrl.load_run(str(tmp_path / name), agent=agent if seeds > 1 else None).state
+                for name in ("two", "one"))
         for x, y in zip(jax.tree.leaves(eqx.filter(a, eqx.is_inexact_array)),
                         jax.tree.leaves(eqx.filter(b, eqx.is_inexact_array)), strict=True):
-            # Each process runs its agent as a vmap of one: other kernels, float tolerance.
-            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=1e-4)
+            # Float tolerance: each process runs its agent as a vmap of one (other kernels),
+            # or one agent's gradient is summed over two halves of its batch.
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=2e-4)
