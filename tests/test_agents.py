@@ -89,6 +89,7 @@ def test_a_run_of_several_agents_needs_an_agent_to_load(three_seeds):
     assert config.run.seed == 0 and policy(np.zeros(3, np.float32)).shape == (1,)
 
 
+@pytest.mark.slow  # ~20 s: keeps the default run under 10 minutes
 def test_several_agents_resume_bit_exact(tmp_path):
     from .test_sac import InterruptAt
 
@@ -290,6 +291,7 @@ def test_four_cpu_devices_give_the_result_of_one(tmp_path):
     assert result["rows_shard"] == [1, 2, 3]
 
 
+@pytest.mark.slow  # ~15 s: keeps the default run under 10 minutes
 def test_td3_agents_keep_the_delayed_actor_update_a_cond(tmp_path):
     # TD3's `every(policy_delay, ...)` stays a real cond under the loops' vmap over agents.
     run = tiny(tmp_path).run
