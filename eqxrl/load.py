@@ -128,11 +128,8 @@ def load_run(
             {"state": state, "buffer": filled_rows_like(example, meta["buffer_rows"])})
 
     if sharded.is_sharded_dir(path):
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-
-        def placed(meta):
-            return jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like(meta))
+        def placed(meta):  # onto this process's first device
+            return jax.tree.map(agents.saved_sharding, like(meta))
 
         tree, _ = sharded.restore(path, step, placed, config=saved, strict=False)
     else:

@@ -119,12 +119,11 @@ def train_offline(
         state, key = one
         tree = agents.from_saved(run.restore(
             lambda meta: agents.saved_like({"state": state, "key": key})))
-        state_key = (tree["state"], tree["key"])
+        state_key = agents.place((tree["state"], tree["key"]))
     else:
         # One compiled call, the dataset an argument (not a constant baked into the program).
         state_key = jit(lambda d: agents.place(
             agents.init(lambda k, c: fresh(k, c, d), config)))(data)
-    state_key = agents.place(state_key)
     host = run.host
     intervals = (settings.log_interval, settings.eval_interval, settings.checkpoint_interval)
 

@@ -203,6 +203,7 @@ def train_online(
             capacity = settings.buffer_size
             buffer = jit(agents.over(lambda b: from_filled_rows(b, example, capacity)))(
                 tree["buffer"])
+            state_key, buffer = agents.place(state_key), agents.place(buffer, rows_axis=1)
             action = tree["action"]
             obs, dtype = [], np.dtype(action.dtype)
             for env, i in zip(envs, mine, strict=True):
@@ -221,7 +222,6 @@ def train_online(
             state_key, buffer, action = jit(placed_init)()
             obs = [env.reset(seed=derived_seed(agents.seeds[i], 0))[0]
                    for env, i in zip(envs, mine, strict=True)]
-        state_key, buffer = agents.place(state_key), agents.place(buffer, rows_axis=1)
         random_step, train_step, (sk, buf) = make_step_functions(
             spec, config, algorithm, state_key, buffer, agents
         )
