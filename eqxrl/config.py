@@ -183,7 +183,8 @@ class OnlineRun(RunConfig):
     """Run settings of the online loop: a gymnasium env stepped on the host, a replay buffer."""
 
     env_id: str | None = "HalfCheetah-v5"
-    """gymnasium environment id"""
+    """gymnasium environment id, or a JAX-native one (gymnax:Pendulum-v1, brax:ant): then the
+    whole loop is compiled, env included"""
     total_steps: int = 1_000_000
     """environment steps to train for"""
     start_steps: int = 10_000

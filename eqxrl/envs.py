@@ -217,6 +217,11 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     observations become float32, and episode return, length and time are recorded in
     `info["episode"]`. Terminated and truncated stay separate, as gymnasium returns them.
     """
+    if env_id.split(":", 1)[0] in ("gymnax", "brax"):
+        raise ValueError(
+            f"env_id={env_id!r} is a JAX-native env, not a gymnasium one: eqxrl.make_jax_env "
+            "makes it, and the compiled loops train on it (train_online sends it there)."
+        )
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as err:

@@ -63,11 +63,14 @@ class Run:
 
     `host` is the JSON-able bookkeeping saved as checkpoint metadata; `host["step"]` counts
     env steps (online) or updates (offline). The folder is made by `start`, not before, so a
-    run that fails while it is set up leaves nothing behind.
+    run that fails while it is set up leaves nothing behind. `evaluator(state, seed) -> stats`
+    evaluates one agent (the compiled loops evaluate on their JAX env); by default its policy
+    runs on gymnasium envs of `env_id`.
     """
 
     def __init__(self, config: Any, algorithm: ModuleType, unit: str, agents: Agents,
-                 per_agent: dict[str, Any]):
+                 per_agent: dict[str, Any],
+                 evaluator: Callable[[Any, int], dict[str, float]] | None = None):
         self.name = algorithm_name(algorithm)
         self.module = module_name(algorithm)
         self.agents = agents
@@ -97,6 +100,7 @@ class Run:
         self.logger: Logger | None = None
         self.bar: Any = None
         self.eval_envs: Any = None
+        self.evaluator = evaluator
         self.created = False
         self.extra: dict[str, Any] = {}  # loop-specific summary entries (episodes, ...)
         # orbax checkpoints (`eqxrl.sharded`) for a multi-process run, and for a run that
@@ -129,7 +133,8 @@ class Run:
     def start(self, act: Callable) -> None:
         """Make the folder (new runs), write config.json, open logger, evaluation and progress."""
         config, run = self.config, self.config.run
-        self.eval_envs = make_eval_envs(run.env_id, run.eval_episodes)
+        if self.evaluator is None:
+            self.eval_envs = make_eval_envs(run.env_id, run.eval_episodes)
         self.policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
         self.session_start = time.perf_counter()
         self.start_step, self.wall_before = self.host["step"], self.host["wall_time"]
@@ -209,10 +214,12 @@ class Run:
         step, run = self.host["step"], self.config.run
         mine = {}  # this process's agents (all of them in one process)
         for i in self.agents.mine:
-            one = self.agents.pick(state, i)
+            one, seed = self.agents.pick(state, i), derived_seed(self.agents.seeds[i], 1, step)
+            if self.evaluator is not None:
+                mine[i] = self.evaluator(one, seed)
+                continue
             mine[i] = evaluate(lambda o, one=one: self.policy(one, o), self.eval_envs,
-                               seed=derived_seed(self.agents.seeds[i], 1, step),
-                               reference=self.reference)
+                               seed=seed, reference=self.reference)
         found = {}
         for part in self.agents.gather_json(mine):
             found |= {int(i): stats for i, stats in part.items()}

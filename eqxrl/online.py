@@ -23,7 +23,9 @@ import numpy as np
 from .agents import Agents, agents_for, connect, tree_bytes
 from .data import ReplayBuffer
 from .envs import EnvSpec, derived_seed, make_env, spec_from_env
+from .envs import make_env as default_make_env
 from .harness import Run, run_loop
+from .jaxenvs import is_jax_env_id
 from .jit import jit, merge, split
 from .record import resolve_resume
 from .types import Transition
@@ -156,10 +158,19 @@ def train_online(
     unfinished episode is replayed from its seed). `make_env(env_id)` builds the training env
     (for example to add a wrapper); evaluation envs are always `eqxrl.make_env`'s. Several
     seeds or a grid (`config.run.num_seeds`, `seeds`, `grid`) train one agent each, with one
-    env per agent, as one vmapped program (`eqxrl.agents`).
+    env per agent, as one vmapped program (`eqxrl.agents`). A JAX-native `env_id`
+    (`gymnax:Pendulum-v1`, `brax:ant`) is trained by the compiled loop, `eqxrl.train_compiled`.
     """
     config = resolve_resume(config)
     settings = config.run
+    if is_jax_env_id(settings.env_id):  # gymnax:..., brax:...: the whole loop is compiled
+        if make_env is not default_make_env:
+            raise ValueError(
+                f"--env-id {settings.env_id} is a JAX-native env, trained by the compiled loop; "
+                "make_env builds host (gymnasium) envs and cannot be used with it.")
+        from .compiled import train_compiled
+
+        return train_compiled(config, algorithm)
     connect(settings)
     envs = [make_env(settings.env_id)]
     try:
