@@ -13,9 +13,11 @@ if _os.environ.get("EQXRL_TYPECHECK", "0") not in ("", "0", "false", "False"):
 
 from .blocks import ADAM as ADAM
 from .blocks import LogScalar as LogScalar
+from .blocks import clipped_policy_loss as clipped_policy_loss
 from .blocks import critic_td_loss as critic_td_loss
 from .blocks import ensemble_q as ensemble_q
 from .blocks import every as every
+from .blocks import gae as gae
 from .blocks import policy_actions as policy_actions
 from .blocks import prefixed as prefixed
 from .blocks import q_ensemble as q_ensemble
@@ -23,11 +25,14 @@ from .blocks import sample_actions as sample_actions
 from .blocks import smoothed_target_action as smoothed_target_action
 from .blocks import td_target as td_target
 from .blocks import temperature_loss as temperature_loss
+from .blocks import value_loss as value_loss
 from .checkpoints import CheckpointError as CheckpointError
 from .cli import cli as cli
 from .cli import print_summary as print_summary
+from .compiled import train_compiled as train_compiled
 from .config import OfflineRun as OfflineRun
 from .config import OnlineRun as OnlineRun
+from .config import OnPolicyRun as OnPolicyRun
 from .config import RunConfig as RunConfig
 from .data import Dataset as Dataset
 from .data import Normalizer as Normalizer
@@ -45,6 +50,8 @@ from .envs import spec_from_env as spec_from_env
 from .evaluation import evaluate as evaluate
 from .evaluation import make_eval_envs as make_eval_envs
 from .evaluation import normalized_score as normalized_score
+from .jaxenvs import JaxEnv as JaxEnv
+from .jaxenvs import make_jax_env as make_jax_env
 from .jit import jit as jit
 from .load import LoadedRun as LoadedRun
 from .load import load_policy as load_policy
@@ -63,6 +70,7 @@ from .networks import WithEncoder as WithEncoder
 from .networks import flatten_obs as flatten_obs
 from .offline import train_offline as train_offline
 from .online import train_online as train_online
+from .onpolicy import train_on_policy as train_on_policy
 from .train_state import TrainState as TrainState
 from .train_state import polyak as polyak
 from .train_state import value_and_grad as value_and_grad
@@ -70,6 +78,7 @@ from .tree import tree_stack as tree_stack
 from .tree import tree_unstack as tree_unstack
 from .types import Metrics as Metrics
 from .types import Obs as Obs
+from .types import Rollout as Rollout
 from .types import Transition as Transition
 
 __version__ = "0.1.0"

@@ -254,6 +254,58 @@ class OfflineRun(RunConfig):
         return self.total_updates
 
 
+@dataclasses.dataclass(frozen=True)
+class OnPolicyRun(RunConfig):
+    """Run settings of the on-policy loop: `num_envs` envs stepped `num_steps` times per
+    rollout, one update per rollout (gymnasium vector envs on the host, or a JAX-native env
+    compiled with the loop)."""
+
+    env_id: str | None = "CartPole-v1"
+    """gymnasium environment id, or a JAX-native one (gymnax:CartPole-v1, brax:ant): then the
+    whole loop is compiled, env included"""
+    total_steps: int = 500_000
+    """environment steps to train for, over all envs (rounded down to whole rollouts)"""
+    num_envs: int = 8
+    """envs stepped together; a rollout has num_envs × num_steps transitions"""
+    num_steps: int = 128
+    """steps of each env per rollout"""
+    eval_interval: int = 50_000
+    """env steps between evaluations (at the end of the rollout that crosses each multiple)"""
+    log_interval: int = 10_000
+    """env steps between training-metric logs"""
+    checkpoint_interval: int = 100_000
+    """env steps between checkpoints (one is always written at the end and on Ctrl-C)"""
+
+    def __post_init__(self):
+        RunConfig.__post_init__(self)
+        if not self.env_id:
+            _fail("env_id", "a gymnasium or JAX-native environment id", self.env_id)
+        at_least(self, 1, "total_steps", "num_envs", "num_steps")
+        if self.resume is not None and self.run_dir != self.resume:
+            return  # flags beside --resume: checked once merged with the saved run's config
+        if self.total_steps < self.rollout_size:
+            raise ConfigError(
+                f"--total-steps ({self.total_steps}) is less than one rollout (--num-envs "
+                f"{self.num_envs} × --num-steps {self.num_steps} = {self.rollout_size}): raise "
+                "--total-steps or shorten the rollout."
+            )
+
+    @property
+    def rollout_size(self) -> int:
+        """Transitions per rollout (num_envs × num_steps)."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def batch_size(self) -> int:
+        """What one update sees: a whole rollout (split over devices for one agent)."""
+        return self.rollout_size
+
+    @property
+    def budget(self) -> int:
+        """The run's length in env steps: whole rollouts, at most --total-steps."""
+        return self.total_steps // self.rollout_size * self.rollout_size
+
+
 # Settings that may differ between a run and its resumption: they do not change what is learned.
 BUDGET_FIELDS = ("total_steps", "total_updates")
 PLACEMENT_FIELDS = ("devices", "num_processes", "process_id", "coordinator")

@@ -26,6 +26,7 @@ from .agents import Agents, agent_list
 from .config import from_dict, identity
 from .data import ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
+from .jaxenvs import is_jax_env_id, make_jax_env
 from .online import filled_rows_like, from_filled_rows
 from .record import algorithm_name, read_record
 
@@ -97,11 +98,14 @@ def load_run(
     config = from_dict(module.Config, record["config"], os.path.join(run_dir, "config.json"))
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=run_dir))
     step, path = _checkpoint(run_dir, step)
-    env = make_env(config.run.env_id)
-    try:
-        spec = spec_from_env(env)
-    finally:
-        env.close()
+    if is_jax_env_id(config.run.env_id):  # a compiled run's gymnax or Brax env
+        spec = make_jax_env(config.run.env_id).spec
+    else:
+        env = make_env(config.run.env_id)
+        try:
+            spec = spec_from_env(env)
+        finally:
+            env.close()
     saved = identity(config)  # what the checkpoints were written with
     seeds, points = agent_list(config.run)
     n = len(seeds)

@@ -53,3 +53,22 @@ class Transition(eqx.Module):
     def batch_shape(self) -> tuple[int, ...]:
         """The shared leading shape (empty for a single transition)."""
         return jnp.shape(self.reward)
+
+
+class Rollout(eqx.Module):
+    """`num_steps` steps of `num_envs` envs, collected by an on-policy loop: every field has
+    the leading axes `(num_steps, num_envs)`.
+
+    `next_obs` is the observation each step reached: at the end of an episode, its final
+    observation (the env then restarts, so the next step's `obs` is a new episode's first).
+    A truncated step bootstraps from it. `aux` holds what the algorithm's `explore` returned
+    beside the action (PPO: the action's log-probability and the value estimate).
+    """
+
+    obs: Obs
+    action: Shaped[Array, "..."]
+    reward: Float[Array, "steps envs"]
+    next_obs: Obs
+    terminated: Bool[Array, "steps envs"]
+    truncated: Bool[Array, "steps envs"]
+    aux: dict[str, Shaped[Array, "steps envs ..."]]
