@@ -126,7 +126,7 @@ def _import(module: str, extra: str) -> Any:
 HOST_ONLY = ("render_mode", "render", "record_video", "pixels")
 
 
-def make_jax_env(env_id: str, **kwargs: Any) -> JaxEnv:
+def make_jax_env(env_id: Any, **kwargs: Any) -> JaxEnv:
     """The `JaxEnv` of `gymnax:<id>` (any `gymnax.make` id) or `brax:<name>` (any
     `brax.envs.get_environment` name). `kwargs` go to the env's constructor; for Brax,
     `episode_length` sets the time limit (default 1000)."""

@@ -52,17 +52,15 @@ def rollouts_until_event(step: int, total: int, size: int, *intervals: int) -> i
 
 def rollout_like(spec: Any, algorithm: ModuleType, state: Any, steps: int, envs: int) -> Rollout:
     """The shapes of a rollout (for tracing an update before any data exists)."""
-    obs = jax.tree.map(lambda s: jax.ShapeDtypeStruct((steps, envs, *s.shape), s.dtype),
-                       spec.obs_structure)
-    one = jax.tree.map(lambda s: jax.ShapeDtypeStruct((envs, *s.shape[2:]), s.dtype), obs)
-    action, aux = jax.eval_shape(algorithm.explore, state, one, jax.random.key(0))
-    lead = (steps, envs)
-    flag = jax.ShapeDtypeStruct(lead, jnp.bool_)
-    return Rollout(
-        obs=obs, action=jax.ShapeDtypeStruct((steps, *action.shape), action.dtype),
-        reward=jax.ShapeDtypeStruct(lead, jnp.float32), next_obs=obs, terminated=flag,
-        truncated=flag,
-        aux={k: jax.ShapeDtypeStruct((steps, *v.shape), v.dtype) for k, v in aux.items()})
+    def build(state):
+        obs = jax.tree.map(lambda s: jnp.zeros((steps, envs, *s.shape), s.dtype),
+                           spec.obs_structure)
+        action, aux = jax.vmap(lambda o, k: algorithm.explore(state, o, k))(
+            obs, jax.random.split(jax.random.key(0), steps))
+        flag = jnp.zeros((steps, envs), bool)
+        return Rollout(obs, action, jnp.zeros((steps, envs)), obs, flag, flag, aux)
+
+    return eqx.filter_eval_shape(build, state)
 
 
 def train_on_policy(config: Any, algorithm: ModuleType) -> dict[str, Any]:
@@ -234,7 +232,7 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
         def learn(carry, rollout):
             def one_agent(carry, rollout):
                 key, k = jax.random.split(carry["key"])
-                state, metrics = algorithm.update(carry["state"], rollout, k, config)
+                state, metrics = algorithm.update(carry["state"], Rollout(**rollout), k, config)
                 return {"state": state, "key": key}, metrics
 
             return agents.over(one_agent)(carry, rollout)
@@ -300,12 +298,12 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
             vec.close()
 
 
-def _stack_rollout(rows: list, num_agents: int) -> Rollout:
+def _stack_rollout(rows: list, num_agents: int) -> dict[str, Any]:
     """Host rows (per step: per agent (obs, action, reward, next_obs, terminated, truncated),
-    and the aux arrays of all agents) as one Rollout with axes (agent, step, env, ...)."""
+    and the aux arrays of all agents) as the fields of a Rollout with axes (agent, step, env)."""
     def field(k):
         return np.stack([np.stack([step[0][i][k] for step in rows]) for i in range(num_agents)])
 
     aux = {name: np.stack([step[1][name] for step in rows], axis=1) for name in rows[0][1]}
-    return Rollout(obs=field(0), action=field(1), reward=field(2), next_obs=field(3),
-                   terminated=field(4), truncated=field(5), aux=aux)
+    return dict(obs=field(0), action=field(1), reward=field(2), next_obs=field(3),
+                terminated=field(4), truncated=field(5), aux=aux)

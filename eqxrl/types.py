@@ -67,8 +67,8 @@ class Rollout(eqx.Module):
 
     obs: Obs
     action: Shaped[Array, "..."]
-    reward: Float[Array, "steps envs"]
+    reward: Float[Array, "*batch"]  # (steps, envs); one step's row of it inside a loop: (envs,)
     next_obs: Obs
-    terminated: Bool[Array, "steps envs"]
-    truncated: Bool[Array, "steps envs"]
-    aux: dict[str, Shaped[Array, "steps envs ..."]]
+    terminated: Bool[Array, "*batch"]
+    truncated: Bool[Array, "*batch"]
+    aux: dict[str, Shaped[Array, "..."]]
