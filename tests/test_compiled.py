@@ -165,6 +165,7 @@ def test_compiled_sac_run_writes_a_run_folder_and_its_resume_equals_an_uninterru
     assert policy(np.zeros(3, np.float32)).shape == (1,)
 
 
+@pytest.mark.slow  # 12 s; the default suite is near its 10-minute budget
 def test_compiled_loop_trains_several_agents_and_td3(tmp_path):
     summary = eqxrl.train_online(small(td3, tmp_path, "td3", num_seeds=2, total_steps=400), td3)
     assert summary["status"] == "done" and len(summary["agents"]) == 2
@@ -182,3 +183,19 @@ def test_compiled_sac_learns_gymnax_pendulum(tmp_path):
         progress=False, run_dir=str(tmp_path / "run")))
     summary = eqxrl.train_online(config, sac)
     assert summary["final_eval_return"] > -300, summary
+
+
+@pytest.mark.slow  # Brax compiles for ~14 s on CPU
+def test_brax_envs_have_the_same_interface():
+    pytest.importorskip("brax")
+    env = make_jax_env("brax:inverted_pendulum", episode_length=3)
+    assert env.spec.action_shape == (1,) and env.max_episode_steps == 3
+    obs, state = env.reset(jax.random.key(0))
+    step = jax.jit(env.step)
+    flags = []
+    for i in range(4):
+        out = step(jax.random.key(i), state, jnp.zeros(1))
+        flags.append((bool(out.terminated), bool(out.truncated)))
+        state = out.state
+    assert flags == [(False, False), (False, False), (False, True), (False, False)]
+    assert out.obs.shape == obs.shape == (4,)

@@ -133,6 +133,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, env_id):
                       eqxrl.load_run(str(tmp_path / "part")).state)
 
 
+@pytest.mark.slow  # 11 s; the default suite is near its 10-minute budget
 def test_several_agents_in_the_compiled_on_policy_loop(tmp_path):
     pytest.importorskip("gymnax")
     config = config_for(tmp_path, "grid", env_id="gymnax:CartPole-v1", num_seeds=2,
