@@ -49,7 +49,8 @@ class Config:
     learning_rate: float = 2.5e-4
     """Adam learning rate (at the start, when annealed)"""
     anneal_lr: bool = True
-    """decay the learning rate linearly to 0 over the run's rollouts"""
+    """decay the learning rate linearly to 0 over the run's rollouts (a run extended with
+    --resume --total-steps follows the schedule of its new budget from where it is)"""
     discount: float = 0.99
     """discount factor γ"""
     gae_lambda: float = 0.95

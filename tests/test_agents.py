@@ -225,7 +225,7 @@ DEVICES_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np, equinox as eqx
     import eqxrl
-    from algorithms import sac, iql
+    from algorithms import sac, iql, ppo
     assert len(jax.devices()) == 4, jax.devices()
     out, data = sys.argv[1], sys.argv[2]
 
@@ -240,6 +240,12 @@ DEVICES_SCRIPT = textwrap.dedent("""
                                eval_interval=100, eval_episodes=1, run_dir=f"{out}/{name}",
                                progress=False, **kw)
         return iql.main(iql.Config(run=run, hidden_dims=(16, 16)))
+
+    def compiled(name, **kw):  # PPO with its env compiled in (gymnax)
+        run = eqxrl.OnPolicyRun(env_id="gymnax:CartPole-v1", total_steps=512, num_envs=4,
+                                num_steps=32, eval_interval=512, eval_episodes=1,
+                                run_dir=f"{out}/{name}", progress=False, **kw)
+        return ppo.main(ppo.Config(run=run, hidden_dims=(16, 16)))
 
     def leaves(run_dir, agent):
         state = eqxrl.load_run(run_dir, agent=agent).state
@@ -258,7 +264,7 @@ DEVICES_SCRIPT = textwrap.dedent("""
     result = {"agents_split": len({s.device for s in buffer.addressable_shards}),
               "agent_shard": buffer.addressable_shards[0].data.shape,
               "rows_shard": rows.addressable_shards[0].data.shape}
-    for kind, run in (("online", online), ("offline", offline)):
+    for kind, run in (("online", online), ("offline", offline), ("compiled", compiled)):
         a, b = run(f"{kind}4", num_seeds=4), run(f"{kind}1", num_seeds=4, devices=1)
         result[f"{kind}_seeds"] = gap(a["run_dir"], b["run_dir"], range(4))
         c, d = run(f"{kind}b4"), run(f"{kind}b1", devices=1)
@@ -284,6 +290,7 @@ def test_four_cpu_devices_give_the_result_of_one(tmp_path):
     # sums its gradients in another order (float tolerance).
     assert result["online_seeds"] < 1e-4 and result["offline_seeds"] < 1e-4, result
     assert result["online_batch"] < 1e-3 and result["offline_batch"] < 1e-3, result
+    assert result["compiled_seeds"] < 1e-3 and result["compiled_batch"] < 1e-3, result
     assert "3 agents (1 grid point(s) × 3 seed(s)) cannot be split evenly over 4" in \
         result["error"]
     # Agents live split over the devices; one agent's buffer rows are split too.

@@ -128,34 +128,22 @@ def test_bad_input_is_refused_clearly():
 
 
 def small(algorithm, tmp_path, name, **run):
-    settings = dict(env_id="gymnax:Pendulum-v1", total_steps=600, start_steps=200,
-                    batch_size=32, buffer_size=1000, log_interval=100, eval_interval=300,
-                    checkpoint_interval=300, eval_episodes=2, progress=False,
+    settings = dict(env_id="gymnax:Pendulum-v1", total_steps=400, start_steps=150,
+                    batch_size=16, buffer_size=1000, log_interval=100, eval_interval=200,
+                    checkpoint_interval=200, eval_episodes=2, progress=False,
                     run_dir=str(tmp_path / name))
-    return algorithm.Config(run=eqxrl.OnlineRun(**(settings | run)), hidden_dims=(32, 32))
+    return algorithm.Config(run=eqxrl.OnlineRun(**(settings | run)), hidden_dims=(16, 16))
 
 
-def test_compiled_sac_run_writes_a_run_folder_and_its_resume_equals_an_uninterrupted_run(
-        tmp_path):
-    whole = eqxrl.train_online(small(sac, tmp_path, "whole"), sac)
-    assert whole["status"] == "done" and whole["steps"] == 600 and whole["episodes"] == 3
+def test_compiled_sac_run_writes_a_run_folder_and_keeps_each_final_observation(tmp_path):
+    summary = eqxrl.train_online(small(sac, tmp_path, "whole"), sac)
+    assert summary["status"] == "done" and summary["steps"] == 400 and summary["episodes"] == 2
     for f in ("config.json", "train.csv", "eval.csv", "summary.json"):
         assert os.path.exists(tmp_path / "whole" / f), f
-    assert len((tmp_path / "whole" / "train.csv").read_text().splitlines()) == 1 + 5  # 200..600
-
-    eqxrl.train_online(small(sac, tmp_path, "part", total_steps=300), sac)
-    resumed = dataclasses.replace(small(sac, tmp_path, "part"), run=dataclasses.replace(
-        small(sac, tmp_path, "part").run, resume=str(tmp_path / "part")))
-    eqxrl.train_online(resumed, sac)
-    a = eqxrl.load_run(str(tmp_path / "whole"), buffer=True)
-    b = eqxrl.load_run(str(tmp_path / "part"), buffer=True)
-    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    np.testing.assert_array_equal(np.asarray(a.buffer.data.obs), np.asarray(b.buffer.data.obs))
-
+    assert len((tmp_path / "whole" / "train.csv").read_text().splitlines()) == 1 + 3  # 200..400
     # The buffer keeps each episode's final observation: step 200 was truncated (Pendulum's
     # time limit), its next_obs is where the pendulum went, not the next episode's start.
-    data = a.buffer.data
+    data = eqxrl.load_run(str(tmp_path / "whole"), buffer=True).buffer.data
     assert bool(data.truncated[199]) and not bool(data.terminated[199])
     assert not np.allclose(np.asarray(data.next_obs[199]), np.asarray(data.obs[200]))
     np.testing.assert_allclose(np.asarray(data.next_obs[198]), np.asarray(data.obs[199]))
@@ -165,12 +153,26 @@ def test_compiled_sac_run_writes_a_run_folder_and_its_resume_equals_an_uninterru
     assert policy(np.zeros(3, np.float32)).shape == (1,)
 
 
+@pytest.mark.slow  # 20 s (PPO's compiled resume is in the default suite)
+def test_compiled_sac_resume_equals_an_uninterrupted_run(tmp_path):
+    eqxrl.train_online(small(sac, tmp_path, "whole"), sac)
+    eqxrl.train_online(small(sac, tmp_path, "part", total_steps=200), sac)
+    resumed = dataclasses.replace(small(sac, tmp_path, "part"), run=dataclasses.replace(
+        small(sac, tmp_path, "part").run, resume=str(tmp_path / "part")))
+    eqxrl.train_online(resumed, sac)
+    a = eqxrl.load_run(str(tmp_path / "whole"), buffer=True)
+    b = eqxrl.load_run(str(tmp_path / "part"), buffer=True)
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    np.testing.assert_array_equal(np.asarray(a.buffer.data.obs), np.asarray(b.buffer.data.obs))
+
+
 @pytest.mark.slow  # 12 s; the default suite is near its 10-minute budget
 def test_compiled_loop_trains_several_agents_and_td3(tmp_path):
     summary = eqxrl.train_online(small(td3, tmp_path, "td3", num_seeds=2, total_steps=400), td3)
     assert summary["status"] == "done" and len(summary["agents"]) == 2
     rows = (tmp_path / "td3" / "eval.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 2  # steps 300 and 400, two agents each
+    assert len(rows) == 1 + 2 * 2  # steps 200 and 400, two agents each
     with open(tmp_path / "td3" / "summary.json") as f:
         assert [a["seed"] for a in json.load(f)["agents"]] == [0, 1]
 

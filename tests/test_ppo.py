@@ -106,8 +106,8 @@ def test_bad_settings_are_refused():
 
 
 def config_for(tmp_path, name, **run):
-    settings = dict(env_id="CartPole-v1", total_steps=1024, num_envs=4, num_steps=64,
-                    log_interval=256, eval_interval=512, checkpoint_interval=512,
+    settings = dict(env_id="CartPole-v1", total_steps=512, num_envs=4, num_steps=32,
+                    log_interval=128, eval_interval=256, checkpoint_interval=256,
                     eval_episodes=2, progress=False, run_dir=str(tmp_path / name))
     return ppo.Config(run=eqxrl.OnPolicyRun(**(settings | run)), hidden_dims=(16, 16),
                       anneal_lr=False)
@@ -123,8 +123,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, env_id):
     if env_id.startswith("gymnax"):
         pytest.importorskip("gymnax")
     whole = eqxrl.train_on_policy(config_for(tmp_path, "whole", env_id=env_id), ppo)
-    assert whole["status"] == "done" and whole["steps"] == 1024 and whole["episodes"] > 0
-    eqxrl.train_on_policy(config_for(tmp_path, "part", env_id=env_id, total_steps=512), ppo)
+    assert whole["status"] == "done" and whole["steps"] == 512 and whole["episodes"] > 0
+    eqxrl.train_on_policy(config_for(tmp_path, "part", env_id=env_id, total_steps=256), ppo)
     config = config_for(tmp_path, "part", env_id=env_id)
     config = dataclasses.replace(config, run=dataclasses.replace(
         config.run, resume=str(tmp_path / "part")))

@@ -1,0 +1,135 @@
+"""Compiled training loops against rejax at equal configuration, in one invocation.
+
+    pip install -e ".[bench]"      # rejax 0.1.3 (and flax); gymnax comes with [dev]/[gymnax]
+    python benchmarks/compiled.py  # ~10 minutes on 2 CPU cores; --quick for a smoke run
+
+Workloads (gymnax envs, `--agents 1 4` agents as one vmapped program on each side):
+- SAC, 256×256, batch 256, UTD 1, lr 3e-4, τ 0.005, buffer 131072, 2048 random steps, one env
+  per agent, on Pendulum-v1;
+- PPO, 64×64 tanh, 8 envs × 128 steps, 4 epochs × 4 minibatches, on CartPole-v1.
+
+eqxrl runs the algorithm files as a user does (`train_online` / `train_on_policy`: the harness
+with its chunks, logs, one evaluation and one checkpoint at the end); rejax runs
+`jax.jit(jax.vmap(algo.train))` (one evaluation at the end). Each side trains twice, for a
+short and a long budget, in this process; the training rate is (long − short steps) /
+(long − short seconds), which cancels compilation and set-up, and "compile + set-up" is the
+short run's time less its steps at that rate. rejax 0.1.3 calls `env.step` with gymnax 0.0.x's
+signature; `Gymnax1ForRejax` (benchmark only) returns gymnax 1.0's five values with
+`done = terminated | truncated`, which is what rejax stores (so, unlike eqxrl, it does not
+bootstrap through Pendulum's time limit: a learning difference, not a speed one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import eqxrl  # noqa: E402
+from algorithms import ppo, sac  # noqa: E402
+
+
+class Gymnax1ForRejax:
+    """A gymnax 1.0 env seen through gymnax 0.0.x's `step` (what rejax 0.1.3 calls)."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action,
+                                                                        params)
+        return obs, state, reward, terminated | truncated, info
+
+
+def rejax_train(name: str, steps: int, agents: int) -> float:
+    """Seconds for rejax to train `agents` agents for `steps` env steps each (compile included)."""
+    import gymnax
+    import rejax
+
+    if name == "sac":
+        env, params = gymnax.make("Pendulum-v1")
+        algo = rejax.SAC.create(
+            env=Gymnax1ForRejax(env), env_params=params, total_timesteps=steps,
+            eval_freq=steps, skip_initial_evaluation=True, num_envs=1, learning_rate=3e-4,
+            batch_size=256, buffer_size=131_072, fill_buffer=2048, polyak=0.995, gamma=0.99,
+            hidden_layer_sizes=(256, 256), agent_kwargs={"activation": "relu"})
+    else:
+        env, params = gymnax.make("CartPole-v1")
+        algo = rejax.PPO.create(
+            env=Gymnax1ForRejax(env), env_params=params, total_timesteps=steps,
+            eval_freq=steps, skip_initial_evaluation=True, num_envs=8, num_steps=128,
+            num_epochs=4, num_minibatches=4, learning_rate=2.5e-4, max_grad_norm=0.5,
+            clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, gae_lambda=0.95, gamma=0.99,
+            hidden_layer_sizes=(64, 64), agent_kwargs={"activation": "tanh"})
+    keys = jax.random.split(jax.random.key(0), agents)
+    start = time.perf_counter()
+    out = jax.jit(jax.vmap(algo.train))(keys)
+    jax.block_until_ready(out)
+    return time.perf_counter() - start
+
+
+def eqxrl_train(name: str, steps: int, agents: int) -> float:
+    """Seconds for eqxrl's algorithm file to train `agents` agents for `steps` env steps."""
+    folder = tempfile.mkdtemp(prefix="eqxrl-bench-")
+    common = dict(total_steps=steps, num_seeds=agents, eval_interval=steps,
+                  checkpoint_interval=steps, eval_episodes=128, progress=False,
+                  tensorboard=False, run_dir=os.path.join(folder, "run"))
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        if name == "sac":
+            config = sac.Config(run=eqxrl.OnlineRun(
+                env_id="gymnax:Pendulum-v1", start_steps=2048, batch_size=256,
+                buffer_size=131_072, **common))
+            eqxrl.train_online(config, sac)
+        else:
+            config = ppo.Config(run=eqxrl.OnPolicyRun(env_id="gymnax:CartPole-v1", **common))
+            eqxrl.train_on_policy(config, ppo)
+    return time.perf_counter() - start
+
+
+def measure(train, name: str, short: int, long: int, agents: int) -> tuple[float, float]:
+    """(env steps per second per agent, compile + set-up seconds) by the two-budget difference."""
+    t_short = train(name, short, agents)
+    t_long = train(name, long, agents)
+    rate = (long - short) / max(t_long - t_short, 1e-9)
+    return rate, t_short - short / rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--workloads", nargs="+", default=["sac", "ppo"],
+                        choices=["sac", "ppo"])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run")
+    args = parser.parse_args()
+    budgets = {"sac": (2560, 5120), "ppo": (65_536, 262_144)}
+    if args.quick:
+        budgets = {"sac": (2100, 2300), "ppo": (8192, 16_384)}
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; steps/s are env steps per "
+          "second per agent, training only")
+    print(f"{'workload':<22} {'agents':>6} {'eqxrl steps/s':>14} {'rejax steps/s':>14} "
+          f"{'ratio':>6} {'eqxrl compile+setup':>20} {'rejax compile+setup':>20}")
+    for name in args.workloads:
+        short, long = budgets[name]
+        for agents in args.agents:
+            ours, ours_setup = measure(eqxrl_train, name, short, long, agents)
+            theirs, theirs_setup = measure(rejax_train, name, short, long, agents)
+            label = {"sac": "SAC gymnax Pendulum", "ppo": "PPO gymnax CartPole"}[name]
+            print(f"{label:<22} {agents:>6} {ours:>14.1f} {theirs:>14.1f} "
+                  f"{ours / theirs:>6.2f} {ours_setup:>19.1f}s {theirs_setup:>19.1f}s",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
