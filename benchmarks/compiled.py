@@ -12,11 +12,13 @@ eqxrl runs the algorithm files as a user does (`train_online` / `train_on_policy
 with its chunks, logs, one evaluation and one checkpoint at the end); rejax runs
 `jax.jit(jax.vmap(algo.train))` (one evaluation at the end). Each side trains twice, for a
 short and a long budget, in this process; the training rate is (long − short steps) /
-(long − short seconds), which cancels compilation and set-up, and "compile + set-up" is the
-short run's time less its steps at that rate. rejax 0.1.3 calls `env.step` with gymnax 0.0.x's
-signature; `Gymnax1ForRejax` (benchmark only) returns gymnax 1.0's five values with
-`done = terminated | truncated`, which is what rejax stores (so, unlike eqxrl, it does not
-bootstrap through Pendulum's time limit: a learning difference, not a speed one).
+(long − short seconds), which cancels compilation and set-up. Compile time is what JAX reports
+through `jax.monitoring` for the short run: tracing + lowering to StableHLO, and XLA's own
+compilation, summed over every program the run compiled (nested traces may count twice).
+rejax 0.1.3 calls `env.step` with gymnax 0.0.x's signature; `Gymnax1ForRejax` (benchmark
+only) returns gymnax 1.0's values as those five, with `done = terminated | truncated`, which
+is what rejax stores (so, unlike eqxrl, it does not bootstrap through Pendulum's time limit:
+a learning difference, not a speed one).
 """
 
 from __future__ import annotations
@@ -31,6 +33,21 @@ import time
 
 import jax
 
+TRACE_AND_LOWER = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration")
+XLA_COMPILE = "/jax/core/compile/backend_compile_duration"
+compile_seconds = {"trace": 0.0, "xla": 0.0}
+
+
+def _listen(event: str, duration: float, **kwargs) -> None:
+    if event in TRACE_AND_LOWER:
+        compile_seconds["trace"] += duration
+    elif event == XLA_COMPILE:
+        compile_seconds["xla"] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_listen)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eqxrl  # noqa: E402
@@ -43,7 +60,9 @@ class Gymnax1ForRejax:
     def __init__(self, env):
         self.env = env
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only for names not set here (deepcopy makes a bare one)
+        if name == "env":
+            raise AttributeError(name)
         return getattr(self.env, name)
 
     def step(self, key, state, action, params=None):
@@ -71,7 +90,7 @@ def rejax_train(name: str, steps: int, agents: int) -> float:
             eval_freq=steps, skip_initial_evaluation=True, num_envs=8, num_steps=128,
             num_epochs=4, num_minibatches=4, learning_rate=2.5e-4, max_grad_norm=0.5,
             clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, gae_lambda=0.95, gamma=0.99,
-            hidden_layer_sizes=(64, 64), agent_kwargs={"activation": "tanh"})
+            agent_kwargs={"activation": "tanh", "hidden_layer_sizes": (64, 64)})
     keys = jax.random.split(jax.random.key(0), agents)
     start = time.perf_counter()
     out = jax.jit(jax.vmap(algo.train))(keys)
@@ -98,12 +117,14 @@ def eqxrl_train(name: str, steps: int, agents: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(train, name: str, short: int, long: int, agents: int) -> tuple[float, float]:
-    """(env steps per second per agent, compile + set-up seconds) by the two-budget difference."""
+def measure(train, name: str, short: int, long: int, agents: int) -> tuple[float, str]:
+    """(env steps per second per agent by the two-budget difference, the short run's compile
+    seconds as "trace+lower / XLA")."""
+    compile_seconds.update(trace=0.0, xla=0.0)
     t_short = train(name, short, agents)
+    compiled = f"{compile_seconds['trace']:.1f} / {compile_seconds['xla']:.1f}"
     t_long = train(name, long, agents)
-    rate = (long - short) / max(t_long - t_short, 1e-9)
-    return rate, t_short - short / rate
+    return (long - short) / max(t_long - t_short, 1e-9), compiled
 
 
 def main() -> None:
@@ -119,7 +140,7 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; steps/s are env steps per "
           "second per agent, training only")
     print(f"{'workload':<22} {'agents':>6} {'eqxrl steps/s':>14} {'rejax steps/s':>14} "
-          f"{'ratio':>6} {'eqxrl compile+setup':>20} {'rejax compile+setup':>20}")
+          f"{'ratio':>6} {'eqxrl compile s':>16} {'rejax compile s':>16}  (trace+lower / XLA)")
     for name in args.workloads:
         short, long = budgets[name]
         for agents in args.agents:
@@ -127,7 +148,7 @@ def main() -> None:
             theirs, theirs_setup = measure(rejax_train, name, short, long, agents)
             label = {"sac": "SAC gymnax Pendulum", "ppo": "PPO gymnax CartPole"}[name]
             print(f"{label:<22} {agents:>6} {ours:>14.1f} {theirs:>14.1f} "
-                  f"{ours / theirs:>6.2f} {ours_setup:>19.1f}s {theirs_setup:>19.1f}s",
+                  f"{ours / theirs:>6.2f} {ours_setup:>16} {theirs_setup:>16}",
                   flush=True)
 
 
