@@ -145,7 +145,8 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
     def rollouts(carry, count: int):
         return jax.lax.scan(iteration, carry, None, length=count)
 
-    chunk = jit(lambda carry, count: agents.over(lambda c: rollouts(c, count))(carry),
+    chunk = jit(lambda carry, count: agents.over(lambda c: rollouts(c, count),
+                                                 sequential=agents.sequential)(carry),
                 donate=(0,))
     host, size = run.host, settings.rollout_size
     per_agent = [host["agents"][i] for i in agents.mine]
@@ -179,6 +180,11 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
 
 def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[str, Any]:
     settings = config.run
+    if isinstance(spec.observation, tuple):
+        raise ValueError(
+            f"--env-id {settings.env_id} has dict observations ({[k for k, _ in spec.observation]}"
+            "): the host on-policy loop stacks array observations only. Flatten them with "
+            "gymnasium.wrappers.FlattenObservation, or use a JAX-native env.")
     num_envs, num_steps = settings.num_envs, settings.num_steps
     # Per agent and env: the episode index (its reset seed) and the actions since that reset
     # (replayed on --resume).
