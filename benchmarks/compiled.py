@@ -13,10 +13,11 @@ vmapped, as rejax runs them and as eqxrl does on accelerators):
 eqxrl runs the algorithm files as a user does (`train_online` / `train_on_policy`: the harness
 with its chunks, logs, one evaluation and one checkpoint at the end); rejax runs
 `jax.jit(jax.vmap(algo.train))` (one evaluation at the end), compiled ahead of time, so its
-rate is the long budget over the call's time. eqxrl trains twice, for a short and a long
-budget, in this process, and its rate is (long − short steps) / (long − short seconds), which
-cancels compilation and set-up (a difference of two runs was unreliable for rejax, whose first
-call in a process carries more one-off work). Compile time is what JAX reports through
+rate is the budget over the call's time (its 2048 random steps and final evaluation
+included). eqxrl's rate is read from its run's `train.csv` between the first and the last
+log after learning has begun (see `eqxrl_train`; no random steps, no evaluation). A difference
+of two runs' times is not used: JAX reuses a compiled program whose HLO it has seen in the
+process, so a second run skips compilation. Compile time is what JAX reports through
 `jax.monitoring`: tracing + lowering to StableHLO, and XLA's own compilation, summed over every
 program a run compiled (nested traces may count twice).
 rejax 0.1.3 calls `env.step` with gymnax 0.0.x's signature; `Gymnax1ForRejax` (benchmark
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import os
 import sys
@@ -106,39 +108,37 @@ def rejax_train(name: str, steps: int, agents: int) -> tuple[float, str]:
     return time.perf_counter() - start, compiled
 
 
-def eqxrl_train(name: str, steps: int, agents: int) -> float:
-    """Seconds for eqxrl's algorithm file to train `agents` agents for `steps` env steps."""
+def eqxrl_train(name: str, steps: int, agents: int) -> tuple[float, str]:
+    """(steady env steps per second per agent, compile seconds) of eqxrl's algorithm file
+    training `agents` agents for `steps` env steps.
+
+    The rate is read from the run's own `train.csv` (`steps_per_second` is steps over the
+    seconds since the run started, so each row gives the elapsed time at its step): from the
+    first logged step after learning has started to the last, which excludes compilation,
+    set-up and the random steps. Every chunk has the same length, so nothing compiles then.
+    """
     folder = tempfile.mkdtemp(prefix="eqxrl-bench-")
+    run_dir = os.path.join(folder, "run")
     common = dict(total_steps=steps, num_seeds=agents, eval_interval=steps,
                   checkpoint_interval=steps, eval_episodes=128, progress=False,
-                  tensorboard=False, run_dir=os.path.join(folder, "run"))
-    start = time.perf_counter()
+                  tensorboard=False, run_dir=run_dir)
+    compile_seconds.update(trace=0.0, xla=0.0)
     with contextlib.redirect_stdout(io.StringIO()):
         if name == "sac":
             config = sac.Config(run=eqxrl.OnlineRun(
                 env_id="gymnax:Pendulum-v1", start_steps=2048, batch_size=256,
-                buffer_size=131_072, **common))
+                buffer_size=131_072, log_interval=1000, **common))
             eqxrl.train_online(config, sac)
         else:
-            config = ppo.Config(run=eqxrl.OnPolicyRun(env_id="gymnax:CartPole-v1", **common))
+            config = ppo.Config(run=eqxrl.OnPolicyRun(
+                env_id="gymnax:CartPole-v1", log_interval=16_384, **common))
             eqxrl.train_on_policy(config, ppo)
-    return time.perf_counter() - start
-
-
-def measure_eqxrl(name: str, short: int, long: int, agents: int) -> tuple[float, str]:
-    """(env steps per second per agent by the two-budget difference, the short run's compile
-    seconds as "trace+lower / XLA")."""
-    compile_seconds.update(trace=0.0, xla=0.0)
-    t_short = eqxrl_train(name, short, agents)
     compiled = f"{compile_seconds['trace']:.1f} / {compile_seconds['xla']:.1f}"
-    t_long = eqxrl_train(name, long, agents)
-    return (long - short) / max(t_long - t_short, 1e-9), compiled
-
-
-def measure_rejax(name: str, long: int, agents: int) -> tuple[float, str]:
-    """(env steps per second per agent of one compiled call, its compile seconds)."""
-    seconds, compiled = rejax_train(name, long, agents)
-    return long / seconds, compiled
+    with open(os.path.join(run_dir, "train.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("agent", "0") in ("0", "")]
+    elapsed = [(int(r["step"]), int(r["step"]) / float(r["steps_per_second"])) for r in rows]
+    (s0, t0), (s1, t1) = elapsed[0], elapsed[-1]
+    return (s1 - s0) / (t1 - t0), compiled
 
 
 def main() -> None:
@@ -148,18 +148,19 @@ def main() -> None:
                         choices=["sac", "ppo"])
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run")
     args = parser.parse_args()
-    budgets = {"sac": (2560, 5120), "ppo": (65_536, 262_144)}
+    budgets = {"sac": 6000, "ppo": 262_144}
     if args.quick:
-        budgets = {"sac": (2100, 2300), "ppo": (8192, 16_384)}
+        budgets = {"sac": 4000, "ppo": 65_536}
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; steps/s are env steps per "
           "second per agent, training only")
     print(f"{'workload':<22} {'agents':>6} {'eqxrl steps/s':>14} {'rejax steps/s':>14} "
           f"{'ratio':>6} {'eqxrl compile s':>16} {'rejax compile s':>16}  (trace+lower / XLA)")
     for name in args.workloads:
-        short, long = budgets[name]
+        steps = budgets[name]
         for agents in args.agents:
-            ours, ours_setup = measure_eqxrl(name, short, long, agents)
-            theirs, theirs_setup = measure_rejax(name, long, agents)
+            ours, ours_setup = eqxrl_train(name, steps, agents)
+            seconds, theirs_setup = rejax_train(name, steps, agents)
+            theirs = steps / seconds
             label = {"sac": "SAC gymnax Pendulum", "ppo": "PPO gymnax CartPole"}[name]
             print(f"{label:<22} {agents:>6} {ours:>14.1f} {theirs:>14.1f} "
                   f"{ours / theirs:>6.2f} {ours_setup:>16} {theirs_setup:>16}",
@@ -168,7 +169,7 @@ def main() -> None:
                 default = Agents.sequential
                 Agents.sequential = property(lambda self: False)
                 try:
-                    ours, ours_setup = measure_eqxrl(name, short, long, agents)
+                    ours, ours_setup = eqxrl_train(name, steps, agents)
                 finally:
                     Agents.sequential = default
                 print(f"{label + ' (vmapped)':<22} {agents:>6} {ours:>14.1f} {theirs:>14.1f} "
