@@ -3,9 +3,7 @@
     pip install -e ".[bench]"      # rejax 0.1.3 (and flax); gymnax comes with [dev]/[gymnax]
     python benchmarks/compiled.py  # ~10 minutes on 2 CPU cores; --quick for a smoke run
 
-Workloads (gymnax envs, `--agents 1 4` agents as one program on each side; eqxrl runs several
-agents on one CPU device one after another, `Agents.sequential`, and a second row shows them
-vmapped, as rejax runs them and as eqxrl does on accelerators):
+Workloads (gymnax envs, `--agents 1 4` agents as one vmapped program on each side):
 - SAC, 256×256, batch 256, UTD 1, lr 3e-4, τ 0.005, buffer 131072, 2048 random steps, one env
   per agent, on Pendulum-v1;
 - PPO, 64×64 tanh, 8 envs × 128 steps, 4 epochs × 4 minibatches, on CartPole-v1.
@@ -58,7 +56,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eqxrl  # noqa: E402
 from algorithms import ppo, sac  # noqa: E402
-from eqxrl.agents import Agents  # noqa: E402
 
 
 class Gymnax1ForRejax:
@@ -165,15 +162,6 @@ def main() -> None:
             print(f"{label:<22} {agents:>6} {ours:>14.1f} {theirs:>14.1f} "
                   f"{ours / theirs:>6.2f} {ours_setup:>16} {theirs_setup:>16}",
                   flush=True)
-            if agents > 1:  # eqxrl's agents vmapped, as on an accelerator, for comparison
-                default = Agents.sequential
-                Agents.sequential = property(lambda self: False)
-                try:
-                    ours, ours_setup = eqxrl_train(name, steps, agents)
-                finally:
-                    Agents.sequential = default
-                print(f"{label + ' (vmapped)':<22} {agents:>6} {ours:>14.1f} {theirs:>14.1f} "
-                      f"{ours / theirs:>6.2f} {ours_setup:>16} {theirs_setup:>16}", flush=True)
 
 
 if __name__ == "__main__":

@@ -74,12 +74,6 @@ class Agents:
         return tuple(range(self.n)) if self.local is None else self.local
 
     @property
-    def sequential(self) -> bool:
-        """Whether compiled loops run this run's agents one after another (`over`): several
-        agents on one CPU device, where that measured faster than vmapping them."""
-        return self.n > 1 and self.mesh is None and jax.devices()[0].platform == "cpu"
-
-    @property
     def multi(self) -> bool:
         """Whether the run spans several processes (`jax.distributed`)."""
         return jax.process_count() > 1
@@ -142,29 +136,12 @@ class Agents:
         return "_".join([f"seed{self.seeds[i]}"] + [f"{k}={v:g}" for k, v in self.points[i]])
 
     # ------------------------------------------------------------------ compiled calls
-    def over(self, f: Callable, in_axes: Sequence[int | None] | None = None,
-             sequential: bool = False) -> Callable:
+    def over(self, f: Callable, in_axes: Sequence[int | None] | None = None) -> Callable:
         """`f` for every agent: its arguments and results carry the agent axis first.
 
         `in_axes` marks shared arguments with None (a dataset). One agent is not vmapped:
-        its axis of length 1 is dropped on the way in and restored on the way out. With
-        `sequential`, several agents on one device run one after another (`lax.map`) instead of
-        vmapped: XLA:CPU runs batched matmuls slower than one agent's, so a compiled loop whose
-        time is all updates is faster that way on CPU (`sequential_agents`).
+        its axis of length 1 is dropped on the way in and restored on the way out.
         """
-        if self.n > 1 and sequential and self.mesh is None:
-            def each(*args):
-                axes = in_axes or (0,) * len(args)
-                mapped = tuple(a for a, ax in zip(args, axes, strict=True) if ax is not None)
-
-                def one(xs):
-                    it = iter(xs)
-                    return f(*[a if ax is None else next(it)
-                               for a, ax in zip(args, axes, strict=True)])
-
-                return jax.lax.map(one, mapped)
-
-            return each
         if self.n > 1:
             return jax.vmap(f, in_axes=0 if in_axes is None else tuple(in_axes),
                             axis_name=AGENTS)

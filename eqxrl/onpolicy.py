@@ -145,8 +145,7 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
     def rollouts(carry, count: int):
         return jax.lax.scan(iteration, carry, None, length=count)
 
-    chunk = jit(lambda carry, count: agents.over(lambda c: rollouts(c, count),
-                                                 sequential=agents.sequential)(carry),
+    chunk = jit(lambda carry, count: agents.over(lambda c: rollouts(c, count))(carry),
                 donate=(0,))
     host, size = run.host, settings.rollout_size
     per_agent = [host["agents"][i] for i in agents.mine]
