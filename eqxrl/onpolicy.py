@@ -100,6 +100,16 @@ def _fresh_state(algorithm: ModuleType, spec: Any):
     return fresh
 
 
+def _start(run: Run, agents: Any, fresh: Any, config: Any) -> Any:
+    """The loop's carry (agent axis first, on the devices): restored from the newest
+    checkpoint, or `fresh(key, config)` for every agent in one compiled call."""
+    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
+    agents.check_memory(tree_bytes(one))
+    if run.resume:
+        return agents.place(agents.from_saved(run.restore(lambda meta: agents.saved_like(one))))
+    return jit(lambda: agents.place(agents.init(fresh, config)))()
+
+
 def _log(run: Run, metrics: Any, returns: np.ndarray) -> None:
     """Log the mean of `metrics` (agent, rollout) and of the episode returns (NaN: none)."""
     extra = [{"episode_return": float(np.nanmean(r))} if np.any(~np.isnan(r)) else {}
@@ -120,12 +130,7 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
         obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, num_envs))
         return base(k_state, config) | {"obs": obs, "env": env_state}
 
-    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
-    agents.check_memory(tree_bytes(one))
-    if run.resume:
-        carry = agents.place(agents.from_saved(run.restore(lambda meta: agents.saved_like(one))))
-    else:
-        carry = jit(lambda: agents.place(agents.init(fresh, config)))()
+    carry = _start(run, agents, fresh, config)
 
     def env_step(carry, _):
         key, k_act, k_env = jax.random.split(carry["key"], 3)
@@ -192,12 +197,7 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
                "episodes_done": 0, "episode_returns": []})
     config = run.config
     fresh = _fresh_state(algorithm, spec)
-    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
-    agents.check_memory(tree_bytes(one))
-    if run.resume:
-        carry = agents.place(agents.from_saved(run.restore(lambda meta: agents.saved_like(one))))
-    else:
-        carry = jit(lambda: agents.place(agents.init(fresh, config)))()
+    carry = _start(run, agents, fresh, config)
 
     host, mine = run.host, agents.mine
     per_agent = [host["agents"][i] for i in mine]
