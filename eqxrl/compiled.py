@@ -18,7 +18,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .agents import agents_for, connect, tree_bytes
 from .data import ReplayBuffer
@@ -28,12 +27,6 @@ from .jit import jit
 from .online import filled_rows, filled_rows_like, fresh_copy, from_filled_rows, random_action
 from .record import resolve_resume
 from .types import Transition
-
-
-def chunk_end(step: int, total: int, *intervals: int) -> int:
-    """The first step after `step` at which the host has work: a multiple of one of
-    `intervals` (log, eval, checkpoint), or `total`."""
-    return min([total] + [(step // i + 1) * i for i in intervals])
 
 
 def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
@@ -137,8 +130,7 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
     chunk = jit(agents.over(lambda c, steps: jax.lax.scan(env_step, c, steps), (0, None)),
                 donate=(0,))
 
-    host, mine = run.host, agents.mine
-    per_agent = [host["agents"][i] for i in mine]
+    host = run.host
 
     def checkpoint():
         rows = min(host["step"], settings.buffer_size)  # every agent has stored as many
@@ -153,14 +145,11 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
                 checkpoint()
                 return "interrupted"
             start = host["step"]
-            end = chunk_end(start, run.total, settings.log_interval, settings.eval_interval,
-                            settings.checkpoint_interval)
+            end = run.next_stop(start, settings.log_interval, settings.eval_interval,
+                                settings.checkpoint_interval)
             carry, out = chunk(carry, jnp.arange(start, end, dtype=jnp.int32))
             host["step"] = end
-            returns = agents.to_host(out["episode_return"])  # (agents, steps)
-            for h, r in zip(per_agent, returns, strict=True):
-                h["episodes_done"] += int(np.sum(~np.isnan(r)))
-            run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
+            extra = run.finished_episodes(agents.to_host(out["episode_return"]))
             run.bar.update(end - start)
             learned = slice(max(start_steps - 1 - start, 0), None)  # the steps that updated
             if end > start_steps - 1 and end % settings.log_interval == 0:
@@ -168,8 +157,6 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
                 if settings.nan_check:
                     finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]), 0)
                     run.check_finite(finite, metrics)
-                extra = [{"episode_return": float(np.nanmean(r))} if np.any(~np.isnan(r))
-                         else {} for r in returns]
                 run.log(metrics, extra)
             if run.due(end, settings.eval_interval):
                 run.evaluate(carry["state"])

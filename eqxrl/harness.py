@@ -170,9 +170,28 @@ class Run:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ schedules
-    def due(self, step: int, interval: int) -> bool:
-        """Whether `step` is on the schedule of `interval` (the final step always is)."""
-        return step % interval == 0 or step == self.total
+    def due(self, step: int, interval: int, since: int | None = None) -> bool:
+        """Whether the steps after `since` (by default `step − 1`) up to `step` reach a
+        multiple of `interval` (the final step always is due)."""
+        since = step - 1 if since is None else since
+        return step // interval > since // interval or step == self.total
+
+    def next_stop(self, step: int, *intervals: int) -> int:
+        """The first step after `step` at which the host has work: a multiple of one of
+        `intervals` (log, eval, checkpoint), or the run's end."""
+        return min([self.total] + [(step // i + 1) * i for i in intervals])
+
+    def finished_episodes(self, returns: Any) -> list[dict[str, float]]:
+        """Count the episodes a compiled chunk ended (`returns`: this process's agents first,
+        NaN where no episode ended) and give each agent's log extra: their mean return."""
+        extra = []
+        for i, r in zip(self.agents.mine, np.asarray(returns), strict=True):
+            ended = r[~np.isnan(r)]
+            self.host["agents"][i]["episodes_done"] += int(ended.size)
+            extra.append({"episode_return": float(ended.mean())} if ended.size else {})
+        self.extra["episodes"] = sum(self.host["agents"][i]["episodes_done"]
+                                     for i in self.agents.mine)
+        return extra
 
     def rate(self) -> float:
         """Steps (or updates) per second in this session."""

@@ -138,8 +138,7 @@ def train_offline(
                 return "interrupted"
             step = host["step"]
             # Up to the next log/eval/checkpoint boundary: a few chunk lengths, compiled once.
-            n = min([settings.updates_per_call, run.total - step]
-                    + [i - step % i for i in intervals])
+            n = min(settings.updates_per_call, run.next_stop(step, *intervals) - step)
             state_key, metrics, finite = train_chunk(state_key, data, n)
             host["step"] = step = step + n
             run.check_finite(finite, metrics)

@@ -38,18 +38,6 @@ from .record import resolve_resume
 from .types import Rollout
 
 
-def crossed(before: int, after: int, interval: int, total: int) -> bool:
-    """Whether the steps `before` → `after` passed a multiple of `interval`, or ended the run."""
-    return after // interval > before // interval or after >= total
-
-
-def rollouts_until_event(step: int, total: int, size: int, *intervals: int) -> int:
-    """Rollouts of `size` steps from `step` up to the first that crosses a multiple of one of
-    `intervals` or reaches `total`: how many one compiled call runs."""
-    ends = [total] + [(step // i + 1) * i for i in intervals]
-    return max(1, min(-(-(end - step) // size) for end in ends))
-
-
 def rollout_like(spec: Any, algorithm: ModuleType, state: Any, steps: int, envs: int) -> Rollout:
     """The shapes of a rollout (for tracing an update before any data exists)."""
     def build(state):
@@ -110,13 +98,6 @@ def _start(run: Run, agents: Any, fresh: Any, config: Any) -> Any:
     return jit(lambda: agents.place(agents.init(fresh, config)))()
 
 
-def _log(run: Run, metrics: Any, returns: np.ndarray) -> None:
-    """Log the mean of `metrics` (agent, rollout) and of the episode returns (NaN: none)."""
-    extra = [{"episode_return": float(np.nanmean(r))} if np.any(~np.isnan(r)) else {}
-             for r in returns.reshape(returns.shape[0], -1)]
-    run.log(jax.tree.map(lambda v: jnp.mean(v, axis=1), metrics), extra)
-
-
 def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict[str, Any]:
     settings = config.run
     spec, num_envs, num_steps = env.spec, settings.num_envs, settings.num_steps
@@ -153,7 +134,6 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
     chunk = jit(lambda carry, count: agents.over(lambda c: rollouts(c, count))(carry),
                 donate=(0,))
     host, size = run.host, settings.rollout_size
-    per_agent = [host["agents"][i] for i in agents.mine]
 
     def body(stop) -> str:
         nonlocal carry
@@ -162,20 +142,20 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
                 run.save(agents.to_saved(carry))
                 return "interrupted"
             start = host["step"]
-            count = rollouts_until_event(start, run.total, size, settings.log_interval,
-                                         settings.eval_interval, settings.checkpoint_interval)
+            # whole rollouts up to the first that reaches the next log/eval/checkpoint step
+            stop_at = run.next_stop(start, settings.log_interval, settings.eval_interval,
+                                    settings.checkpoint_interval)
+            count = max(1, -(-(stop_at - start) // size))
             carry, (metrics, returns) = chunk(carry, count)
             end = host["step"] = start + count * size
             returns = agents.to_host(returns)  # (agent, rollout, step, env)
-            for h, r in zip(per_agent, returns, strict=True):
-                h["episodes_done"] += int(np.sum(~np.isnan(r)))
-            run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
+            extra = run.finished_episodes(returns.reshape(returns.shape[0], -1))
             run.bar.update(end - start)
-            if crossed(start, end, settings.log_interval, run.total):
-                _log(run, metrics, returns)
-            if crossed(start, end, settings.eval_interval, run.total):
+            if run.due(end, settings.log_interval, since=start):
+                run.log(jax.tree.map(lambda v: jnp.mean(v, axis=1), metrics), extra)
+            if run.due(end, settings.eval_interval, since=start):
                 run.evaluate(carry["state"])
-            if crossed(start, end, settings.checkpoint_interval, run.total):
+            if run.due(end, settings.checkpoint_interval, since=start):
                 run.save(agents.to_saved(carry))
         return "done"
 
@@ -284,15 +264,15 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
             end = host["step"] = start + num_steps * num_envs
             run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
             run.bar.update(end - start)
-            if crossed(start, end, settings.log_interval, run.total):
+            if run.due(end, settings.log_interval, since=start):
                 extra = []
                 for h in per_agent:
                     returns, h["episode_returns"] = h["episode_returns"], []
                     extra.append({"episode_return": float(np.mean(returns))} if returns else {})
                 run.log(metrics, extra)
-            if crossed(start, end, settings.eval_interval, run.total):
+            if run.due(end, settings.eval_interval, since=start):
                 run.evaluate(carry["state"])
-            if crossed(start, end, settings.checkpoint_interval, run.total):
+            if run.due(end, settings.checkpoint_interval, since=start):
                 run.save(agents.to_saved(carry))
         return "done"
 
