@@ -33,12 +33,15 @@ ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
 
 def q_ensemble(
     spec: EnvSpec, hidden_dims: tuple[int, ...], num: int = 2, *, key: PRNGKeyArray,
-    **kwargs: Any,
+    vectorise: bool = False, **kwargs: Any,
 ) -> Ensemble:
-    """`num` Q-functions Q(s, a) for `spec` as one `Ensemble`; `kwargs` go to each `MLP`."""
+    """`num` Q-functions Q(s, a) for `spec` as one `Ensemble`; `kwargs` go to each `MLP`.
+
+    `vectorise=True` stacks the critics and applies them with one vmap (see `Ensemble`).
+    """
     return Ensemble(
         lambda k: QFunction(spec.obs_dim, spec.action_dim, hidden_dims, key=k, **kwargs), num,
-        key=key,
+        key=key, vectorise=vectorise,
     )
 
 
@@ -76,7 +79,15 @@ def critic_td_loss(
 def policy_actions(
     policy: Callable[[Obs], Any], obs: Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
-    """Actions of a distribution-valued policy for a batch: samples, or modes if `deterministic`."""
+    """Actions of a distribution-valued policy for a batch: samples, or modes if `deterministic`.
+
+    A policy with a `batch(obs)` method (eqxrl's `GaussianPolicy`, `CategoricalPolicy`) is
+    sampled once for the whole batch with `key`; any other `policy(obs)` is sampled per
+    observation with keys split from `key`.
+    """
+    if hasattr(policy, "batch"):
+        dist = policy.batch(obs)
+        return dist.mode() if deterministic else dist.sample(seed=key)
     if deterministic:
         return jax.vmap(lambda o: policy(o).mode())(obs)
     n = jax.tree.leaves(obs)[0].shape[0]
@@ -88,8 +99,14 @@ def sample_actions(
 ) -> tuple[Float[Array, " batch *num action_dim"], Float[Array, " batch *num"]]:
     """An action and its log-probability per observation of a batch, or `num` of them (axis 1).
 
-    `policy(obs)` returns a distrax distribution for one observation.
+    `policy(obs)` returns a distrax distribution for one observation. A policy with a
+    `batch(obs)` method is sampled once for the whole batch (one key, no per-example split).
     """
+    if hasattr(policy, "batch"):
+        if num is None:
+            return policy.batch(obs).sample_and_log_prob(seed=key)
+        action, log_prob = policy.batch(obs).sample_and_log_prob(seed=key, sample_shape=(num,))
+        return jnp.moveaxis(action, 0, 1), jnp.moveaxis(log_prob, 0, 1)
     n = jax.tree.leaves(obs)[0].shape[0]
     shape = () if num is None else (num,)
     sample = lambda o, k: policy(o).sample_and_log_prob(seed=k, sample_shape=shape)

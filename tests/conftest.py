@@ -108,4 +108,5 @@ def constant_critic(values, key=None):
     key = jax.random.key(0) if key is None else key
     ens = eqxrl.Ensemble(lambda k: eqxrl.QFunction(3, 2, (4,), key=k), len(values), key=key)
     ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
-    return eqx.tree_at(lambda e: e.stacked.net.layers[-1].bias, ens, jnp.asarray(values)[:, None])
+    biases = tuple(jnp.full(1, v, jnp.float32) for v in values)
+    return eqx.tree_at(lambda e: tuple(m.net.layers[-1].bias for m in e.members), ens, biases)

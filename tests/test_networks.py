@@ -41,8 +41,9 @@ def test_mlp_init_is_xavier_uniform_with_zero_bias():
     assert not np.any(mlp.layers[0].bias)
 
 
-def test_ensemble_members_differ_and_stack():
-    ens = Ensemble(lambda k: QFunction(3, 2, (8,), key=k), 4, key=KEY)
+@pytest.mark.parametrize("vectorise", [False, True])
+def test_ensemble_members_differ_and_stack(vectorise):
+    ens = Ensemble(lambda k: QFunction(3, 2, (8,), key=k), 4, key=KEY, vectorise=vectorise)
     q = ens(jnp.ones(3), jnp.ones(2))
     assert q.shape == (4,)
     assert len(set(np.round(np.asarray(q), 6))) == 4
@@ -50,6 +51,29 @@ def test_ensemble_members_differ_and_stack():
     np.testing.assert_allclose(member(jnp.ones(3), jnp.ones(2)), q[2], rtol=1e-6)
     batched = jax.vmap(ens, out_axes=1)(jnp.ones((5, 3)), jnp.ones((5, 2)))
     assert batched.shape == (4, 5)
+
+
+def test_ensemble_layouts_agree():
+    """Members as a tuple (default) and stacked under vmap: same members, outputs, gradients and
+    dropout masks."""
+    make = lambda k: QFunction(3, 2, (8,), dropout_rate=0.5, key=k)  # noqa: E731
+    unrolled = Ensemble(make, 3, key=KEY)
+    stacked = Ensemble(make, 3, key=KEY, vectorise=True)
+    assert isinstance(unrolled.members, tuple) and len(unrolled.members) == 3
+    assert stacked.members.net.layers[0].weight.shape == (3, 8, 5)
+    for i in range(3):
+        for a, b in zip(jax.tree.leaves(unrolled.member(i)), jax.tree.leaves(stacked.member(i)),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    obs, act = jnp.arange(3.0), jnp.ones(2)
+    for key in (None, jax.random.key(3)):
+        np.testing.assert_allclose(unrolled(obs, act, key=key), stacked(obs, act, key=key),
+                                   rtol=1e-6)
+    loss = lambda e: jnp.sum(e(obs, act) ** 2)  # noqa: E731
+    g_u = eqx.filter_grad(loss)(unrolled)
+    g_s = eqx.filter_grad(loss)(stacked)
+    np.testing.assert_allclose(g_u.members[1].net.layers[0].weight,
+                               g_s.members.net.layers[0].weight[1], rtol=1e-5)
 
 
 def test_heads_shapes_on_dict_obs():

@@ -144,8 +144,8 @@ def test_sweep_of_hyperparameters_is_one_program():
     moved = [
         float(
             jnp.abs(
-                n.critic.model.stacked.net.layers[0].weight
-                - o.critic.model.stacked.net.layers[0].weight
+                n.critic.model.members[0].net.layers[0].weight
+                - o.critic.model.members[0].net.layers[0].weight
             ).mean()
         )
         for n, o in zip(eqxrl.tree_unstack(new), eqxrl.tree_unstack(states), strict=True)
