@@ -1,12 +1,21 @@
-"""Updates/s of eqxrl's SAC update against a plain-JAX implementation of the same maths.
+"""Updates/s of eqxrl's SAC update against plain-JAX SAC updates written without eqxrl.
 
 Run:  python benchmarks/sac_update.py            (HalfCheetah-sized: obs 17, action 6)
       python benchmarks/sac_update.py --scan-length 200 --repeats 5
 
-Both sides run in this process on the same inputs, as one compiled call per update and as a
-`lax.scan` over many updates per call. Prints updates/s, the ratio eqxrl / plain JAX (above 1
-means eqxrl is faster), GFLOP/s from XLA's cost analysis, and the fraction of this machine's
-measured float32 matmul peak.
+Three sides run in this process on the same inputs, as one compiled call per update and as a
+`lax.scan` over many updates per call:
+
+- eqxrl: `algorithms/sac.py`'s `update`, compiled with `eqxrl.jit`, state donated.
+- plain (the baseline): SAC as a user would write it in plain JAX. Two critics, each its own
+  list of `{"w": (in, out), "b"}` layers applied as `x @ w + b`; a hand-written tanh-Gaussian
+  sampled with one key for the batch; `optax.adam`; `jax.jit`. Its own layout, not eqxrl's.
+- mirrored (for diagnosis only): the same maths with eqxrl's former layout, the two critics'
+  weights stacked on a leading axis and applied with batched `einsum`s.
+
+Prints updates/s, the ratios eqxrl / plain and eqxrl / mirrored (above 1 means eqxrl is
+faster), GFLOP/s from XLA's cost analysis, the fraction of this machine's measured float32
+matmul peak, and each side's compile time (trace+lower, then XLA).
 """
 
 from __future__ import annotations
@@ -39,13 +48,13 @@ class Args:
     """updates per compiled call on the scan path"""
     calls: int = 200
     """timed calls on the per-call path"""
-    repeats: int = 3
+    repeats: int = 5
     """timing repeats; the best is reported"""
     filter_jit: bool = False
     """compile eqxrl's side with eqx.filter_jit instead of eqxrl.jit"""
 
 
-# ---------------------------------------------------------------- plain JAX, same maths
+# ---------------------------------------------------------------- mirrored: eqxrl's former layout
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
 
@@ -54,13 +63,7 @@ def dense_init(key, n_in, n_out, scale=1.0):
     return {"w": w, "b": jnp.zeros(n_out)}
 
 
-def mlp(params, x):
-    for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    return x @ params[-1]["w"] + params[-1]["b"]
-
-
-def plain_init(key, a: Args):
+def mirrored_init(key, a: Args):
     ks = jax.random.split(key, 8)
     sizes_c = [a.obs_dim + a.action_dim, a.hidden, a.hidden, 1]
     critic = [
@@ -109,7 +112,7 @@ def actor_sample(actor, obs, key):
     return jnp.tanh(u), log_prob
 
 
-def plain_update(params, opt, batch, key, target_entropy):
+def mirrored_update(params, opt, batch, key, target_entropy):
     tx = optax.adam(3e-4)
     k1, k2 = jax.random.split(key)
     alpha = jnp.exp(params["log_alpha"])
@@ -141,6 +144,70 @@ def plain_update(params, opt, batch, key, target_entropy):
         "log_alpha": optax.apply_updates(params["log_alpha"], upd),
     }
     return new, {"critic": opt_c, "actor": opt_a, "log_alpha": opt_t}
+
+
+# ---------------------------------------------------------------- plain JAX, the obvious way
+def obvious_init(key, a: Args):
+    """Separate critics and targets, `(in, out)` weights, plain optax.adam states."""
+    ks = jax.random.split(key, 5)
+
+    def mlp_init(k, sizes, last_scale=1.0):
+        kk = jax.random.split(k, len(sizes) - 1)
+        return [dense_init(kk[i], sizes[i], sizes[i + 1], last_scale if i == len(sizes) - 2
+                           else 1.0) for i in range(len(sizes) - 1)]
+
+    q_sizes = [a.obs_dim + a.action_dim, a.hidden, a.hidden, 1]
+    q1, q2 = mlp_init(ks[0], q_sizes), mlp_init(ks[1], q_sizes)
+    actor = {
+        "trunk": mlp_init(ks[2], [a.obs_dim, a.hidden, a.hidden]),
+        "mean": dense_init(ks[3], a.hidden, a.action_dim, 1e-2),
+        "log_std": dense_init(ks[4], a.hidden, a.action_dim, 1e-2),
+    }
+    params = {"actor": actor, "q1": q1, "q2": q2, "log_alpha": jnp.zeros(()),
+              "q1_target": jax.tree.map(jnp.copy, q1), "q2_target": jax.tree.map(jnp.copy, q2)}
+    tx = optax.adam(3e-4)
+    opt = {"actor": tx.init(actor), "critic": tx.init((q1, q2)), "alpha": tx.init(jnp.zeros(()))}
+    return params, opt
+
+
+def obvious_q(q, obs, action):
+    x = jnp.concatenate([obs, action], -1)
+    for layer in q[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return (x @ q[-1]["w"] + q[-1]["b"])[:, 0]
+
+
+def obvious_update(params, opt, batch, key, target_entropy):
+    tx = optax.adam(3e-4)
+    k_next, k_new = jax.random.split(key)
+    alpha = jnp.exp(params["log_alpha"])
+    next_a, next_lp = actor_sample(params["actor"], batch.next_obs, k_next)
+    next_q = jnp.minimum(obvious_q(params["q1_target"], batch.next_obs, next_a),
+                         obvious_q(params["q2_target"], batch.next_obs, next_a))
+    target = batch.reward + 0.99 * (1.0 - batch.terminated) * (next_q - alpha * next_lp)
+
+    def critic_loss(qs):
+        return sum(jnp.mean((obvious_q(q, batch.obs, batch.action) - target) ** 2) for q in qs)
+
+    grads = jax.grad(critic_loss)((params["q1"], params["q2"]))
+    updates, opt_critic = tx.update(grads, opt["critic"])
+    q1, q2 = optax.apply_updates((params["q1"], params["q2"]), updates)
+
+    def actor_loss(actor):
+        a, log_prob = actor_sample(actor, batch.obs, k_new)
+        q = jnp.minimum(obvious_q(q1, batch.obs, a), obvious_q(q2, batch.obs, a))
+        return jnp.mean(alpha * log_prob - q), -jnp.mean(log_prob)
+
+    grads, entropy = jax.grad(actor_loss, has_aux=True)(params["actor"])
+    updates, opt_actor = tx.update(grads, opt["actor"])
+    actor = optax.apply_updates(params["actor"], updates)
+    grad = jax.grad(lambda la: jnp.exp(la) * (entropy - target_entropy))(params["log_alpha"])
+    updates, opt_alpha = tx.update(grad, opt["alpha"])
+    new = {"actor": actor, "q1": q1, "q2": q2,
+           "log_alpha": optax.apply_updates(params["log_alpha"], updates),
+           "q1_target": optax.incremental_update(q1, params["q1_target"], 0.005),
+           "q2_target": optax.incremental_update(q2, params["q2_target"], 0.005)}
+    return new, {"critic": opt_critic, "actor": opt_actor, "alpha": opt_alpha}
 
 
 # ---------------------------------------------------------------- timing
@@ -177,6 +244,15 @@ def matmul_peak(n=2048, reps=10):
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
+def compile_seconds(fn, *args):
+    """(trace + lower, XLA compile) seconds of `jax.jit(fn)` on `args`, and the executable."""
+    t0 = time.perf_counter()
+    lowered = jax.jit(fn).lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    return t1 - t0, time.perf_counter() - t1, compiled
+
+
 def main(a: Args):
     spec = EnvSpec(
         jax.ShapeDtypeStruct((a.obs_dim,), np.dtype("float32")),
@@ -191,13 +267,31 @@ def main(a: Args):
     batch = make_batch(key, a)
     batches = make_batch(key, a, lead=(a.scan_length,))
     target_entropy = -float(a.action_dim)
+    state = jax.tree.map(
+        lambda x: jnp.copy(x) if eqx.is_array(x) else x, sac.init(key, spec, config)
+    )
+
+    # Compile times of one update, measured first, before any of these programs is cached.
+    # eqxrl's side is compiled as jax.jit of its array leaves (what eqxrl.jit hands to XLA).
+    arrays, static = eqx.partition(state, eqx.is_array)
+    sides = {"plain": (obvious_init, obvious_update), "mirrored": (mirrored_init, mirrored_update)}
+    compile_rows = [("eqxrl", *compile_seconds(
+        lambda d, b, k: eqx.partition(sac.update(eqx.combine(d, static), b, k, config)[0],
+                                      eqx.is_array)[0], arrays, batch, key)[:2])]
+    params = {name: init(key, a) for name, (init, _) in sides.items()}
+    for name, (_, update) in sides.items():
+        lower_s, compile_s, compiled = compile_seconds(
+            lambda p, o, b, k, u=update: u(p, o, b, k, target_entropy), *params[name], batch, key
+        )
+        compile_rows.append((name, lower_s, compile_s))
+        if name == "plain":
+            cost = compiled.cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            flops_per_update = float(cost.get("flops", float("nan")))
 
     # eqxrl: the update as users write it, compiled with eqxrl.jit (filtered, asynchronous
     # dispatch), state donated. `--filter-jit` measures eqx.filter_jit instead, which blocks on
     # every call.
-    state = jax.tree.map(
-        lambda x: jnp.copy(x) if eqx.is_array(x) else x, sac.init(key, spec, config)
-    )
     compile_ = eqx.filter_jit(donate="all-except-first") if a.filter_jit else eqxrl.jit(donate=(1,))
     eqx_step = compile_(lambda b, s, k: sac.update(s, b, k, config)[0])
 
@@ -208,64 +302,53 @@ def main(a: Args):
 
         return jax.lax.scan(body, s, (bs, jax.random.split(k, a.scan_length)))[0]
 
-    # plain JAX: dict params, jax.jit, same maths.
-    params, opt = plain_init(key, a)
-    plain_step = jax.jit(
-        lambda p, o, b, k: plain_update(p, o, b, k, target_entropy), donate_argnums=(0, 1)
-    )
+    holder = {"eqxrl": state, **params}
 
-    @jax.jit
-    def plain_scan(p, o, bs, k):
-        def body(c, xs):
-            return plain_update(*c, xs[0], xs[1], target_entropy), None
-
-        return jax.lax.scan(body, (p, o), (bs, jax.random.split(k, a.scan_length)))[0]
-
-    holder = {"eqx": state, "plain": (params, opt)}
-
-    def run_eqx_calls():
-        s = holder["eqx"]
+    def eqx_calls():
+        s = holder["eqxrl"]
         for i in range(a.calls):
             s = eqx_step(batch, s, jax.random.fold_in(key, i))
-        jax.block_until_ready(s)
-        holder["eqx"] = s
+        holder["eqxrl"] = jax.block_until_ready(s)
 
-    def run_plain_calls():
-        p, o = holder["plain"]
-        for i in range(a.calls):
-            p, o = plain_step(p, o, batch, jax.random.fold_in(key, i))
-        jax.block_until_ready(p)
-        holder["plain"] = (p, o)
+    def eqx_scanned():
+        holder["eqxrl"] = jax.block_until_ready(eqx_scan(batches, holder["eqxrl"], key))
 
-    def run_eqx_scan():
-        holder["eqx"] = jax.block_until_ready(eqx_scan(batches, holder["eqx"], jax.random.key(1)))
+    runners = {"eqxrl": (eqx_calls, eqx_scanned)}
+    for name, (_, update) in sides.items():
+        step = jax.jit(lambda p, o, b, k, u=update: u(p, o, b, k, target_entropy),
+                       donate_argnums=(0, 1))
 
-    def run_plain_scan():
-        holder["plain"] = jax.block_until_ready(plain_scan(*holder["plain"], batches, key))
+        @jax.jit
+        def scan(p, o, bs, k, u=update):
+            def body(c, xs):
+                return u(*c, xs[0], xs[1], target_entropy), None
 
-    cost = (
-        jax.jit(lambda p, o, b, k: plain_update(p, o, b, k, target_entropy))
-        .lower(params, opt, batch, key)
-        .compile()
-        .cost_analysis()
-    )
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops_per_update = float(cost.get("flops", float("nan")))
+            return jax.lax.scan(body, (p, o), (bs, jax.random.split(k, a.scan_length)))[0]
+
+        def calls(name=name, step=step):
+            p, o = holder[name]
+            for i in range(a.calls):
+                p, o = step(p, o, batch, jax.random.fold_in(key, i))
+            holder[name] = jax.block_until_ready((p, o))
+
+        def scanned(name=name, scan=scan):
+            holder[name] = jax.block_until_ready(scan(*holder[name], batches, key))
+
+        runners[name] = (calls, scanned)
+
     peak = matmul_peak()
-
     rows = []
-    for path, f_eqx, f_plain, n in (
-        ("per call", run_eqx_calls, run_plain_calls, a.calls),
-        (f"scan x{a.scan_length}", run_eqx_scan, run_plain_scan, a.scan_length),
-    ):
-        # Interleave the two sides so that machine noise hits both alike.
-        t_eqx = t_plain = float("inf")
+    for path, index, n in (("per call", 0, a.calls), (f"scan x{a.scan_length}", 1, a.scan_length)):
+        # Interleave the sides so that machine noise hits them alike; keep each side's best.
+        best = dict.fromkeys(runners, float("inf"))
         for _ in range(a.repeats):
-            t_plain = min(t_plain, best_time(f_plain, 1))
-            t_eqx = min(t_eqx, best_time(f_eqx, 1))
-        ups_eqx, ups_plain = n / t_eqx, n / t_plain
-        gflops = ups_eqx * flops_per_update / 1e9
-        rows.append((path, ups_eqx, ups_plain, ups_eqx / ups_plain, gflops, gflops * 1e9 / peak))
+            for name, fns in runners.items():
+                best[name] = min(best[name], best_time(fns[index], 1))
+        ups = {name: n / t for name, t in best.items()}
+        gflops = ups["eqxrl"] * flops_per_update / 1e9
+        rows.append(
+            (path, ups["eqxrl"], ups["plain"], ups["mirrored"], gflops, gflops * 1e9 / peak)
+        )
 
     print(
         f"SAC update, obs {a.obs_dim}, action {a.action_dim}, {a.hidden}x{a.hidden}, "
@@ -276,11 +359,14 @@ def main(a: Args):
         f"measured f32 matmul peak {peak / 1e9:.1f} GFLOP/s"
     )
     print(
-        f"{'path':<12}{'eqxrl upd/s':>14}{'plain upd/s':>14}{'ratio':>8}"
-        f"{'GFLOP/s':>10}{'% peak':>8}"
+        f"{'path':<12}{'eqxrl upd/s':>13}{'plain':>9}{'mirrored':>10}{'÷ plain':>9}"
+        f"{'÷ mirr.':>9}{'GFLOP/s':>9}{'% peak':>8}"
     )
-    for path, ue, up, ratio, gf, frac in rows:
-        print(f"{path:<12}{ue:>14.1f}{up:>14.1f}{ratio:>8.3f}{gf:>10.1f}{100 * frac:>7.1f}%")
+    for path, ue, up, um, gf, frac in rows:
+        print(f"{path:<12}{ue:>13.1f}{up:>9.1f}{um:>10.1f}{ue / up:>9.3f}{ue / um:>9.3f}"
+              f"{gf:>9.1f}{100 * frac:>7.1f}%")
+    print("compile one update (s): " + "; ".join(
+        f"{name} {lo:.2f} trace+lower + {co:.2f} XLA" for name, lo, co in compile_rows))
 
 
 if __name__ == "__main__":
