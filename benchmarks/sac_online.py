@@ -1,4 +1,5 @@
-"""Env steps/s of full SAC training (UTD 1) on HalfCheetah-v5: eqxrl vs SBX vs Stable-Baselines3.
+"""Env steps/s of full SAC training (UTD 1) on HalfCheetah-v5: eqxrl vs SBX vs Stable-Baselines3,
+and how close eqxrl's loop comes to the rate of its own update alone.
 
 Run:  pip install -e ".[bench]"   (sbx-rl and stable-baselines3 with PyTorch; optional)
       python benchmarks/sac_online.py --steps 5000
@@ -9,6 +10,12 @@ Each framework trains SAC from scratch with the same hyperparameters (256x256 ne
 in this invocation, and is timed end to end (compilation included for the two JAX ones).
 eqxrl's time also includes one final evaluation episode, which its loop always runs.
 Frameworks that are not installed are reported as skipped.
+
+For eqxrl it also reports the loop's steady rate (from its train.csv, between the second
+log row after `learning_starts` and the end: compilation excluded) and, in the same
+invocation, the rate of the loop's own compiled `learn` call (sample a batch, update; the
+same program the loop runs) called back to back on a filled 1M-row buffer with no env,
+store or Python in between: "loop ÷ update-only" is what the loop's own overhead leaves.
 """
 
 from __future__ import annotations
@@ -34,22 +41,91 @@ class Args:
     seed: int = 0
     only: tuple[str, ...] = ("eqxrl", "sbx", "sb3")
     """frameworks to run"""
+    log_interval: int = 1000
+    """eqxrl's log interval (its steady rate is read from these rows)"""
+    update_only_calls: int = 1000
+    """eqxrl update-only calls to time (0 skips it)"""
 
 
-def run_eqxrl(a: Args) -> float:
+def eqxrl_config(a: Args, run_dir: str):
     import eqxrl
     from algorithms import sac
 
+    return sac.Config(run=eqxrl.OnlineRun(
+        env_id=a.env_id, seed=a.seed, total_steps=a.steps, start_steps=a.learning_starts,
+        eval_interval=a.steps, eval_episodes=1, checkpoint_interval=a.steps,
+        log_interval=a.log_interval, run_dir=run_dir, progress=False, tensorboard=False,
+    ))
+
+
+def run_eqxrl(a: Args) -> float:
+    import csv
+
+    from algorithms import sac
+
     with tempfile.TemporaryDirectory() as tmp:
-        config = sac.Config(run=eqxrl.OnlineRun(
-            env_id=a.env_id, seed=a.seed, total_steps=a.steps, start_steps=a.learning_starts,
-            eval_interval=a.steps, eval_episodes=1, checkpoint_interval=a.steps,
-            log_interval=1000, run_dir=os.path.join(tmp, "run"), progress=False,
-            tensorboard=False,
-        ))
+        config = eqxrl_config(a, os.path.join(tmp, "run"))
         start = time.perf_counter()
         sac.main(config)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        with open(os.path.join(tmp, "run", "train.csv")) as f:
+            rows = [(int(r["step"]), int(r["step"]) / float(r["steps_per_second"]))
+                    for r in csv.DictReader(f)]
+    # Steady training rate: from the second log row after learning starts (the first one
+    # includes compiling the update) to the last.
+    rows = [r for r in rows if r[0] >= a.learning_starts + a.log_interval]
+    if len(rows) >= 2:
+        (s0, t0), (s1, t1) = rows[0], rows[-1]
+        STEADY["eqxrl"] = (s1 - s0) / (t1 - t0)
+    return seconds
+
+
+def eqxrl_update_only(a: Args, calls: int) -> float:
+    """Calls/s of the online loop's compiled `learn` (UTD 1: one update each), back to back."""
+    import jax
+    import numpy as np
+
+    import eqxrl
+    from algorithms import sac
+    from eqxrl.agents import make_agents
+    from eqxrl.data import ReplayBuffer
+    from eqxrl.online import make_step_functions
+
+    config = eqxrl_config(a, "unused")
+    env = eqxrl.make_env(a.env_id)
+    spec = eqxrl.spec_from_env(env)
+    env.close()
+    example = spec.example_transition()
+    agents = make_agents(config.run, config.run.batch_size)
+
+    def fresh(key, config):
+        return (sac.init(key, spec, config), key), ReplayBuffer.create(example,
+                                                                       config.run.buffer_size)
+
+    state_key, buffer = eqxrl.jit(lambda: agents.init(fresh, config))()
+    fns = make_step_functions(spec, config, sac, state_key, buffer, agents)
+    flat = (fns.sk.flatten(state_key), fns.buf.flatten(buffer))
+    del state_key, buffer
+    rng = np.random.default_rng(0)
+    obs_shape = (1, *spec.observation.shape)
+    for _ in range(a.learning_starts):  # fill the buffer as the loop's random phase does
+        row = (rng.normal(size=obs_shape).astype(np.float32),
+               rng.uniform(-1, 1, (1, spec.action_dim)).astype(np.float32),
+               np.ones(1, np.float32), rng.normal(size=obs_shape).astype(np.float32),
+               np.zeros(1, bool), np.zeros(1, bool))
+        flat, _ = fns.random_step(flat, row)
+    sk, buf = flat
+    sk, _, _ = fns.learn(sk, buf)  # compile
+    jax.block_until_ready(sk)
+    start = time.perf_counter()
+    for _ in range(calls):
+        sk, _, _ = fns.learn(sk, buf)
+    jax.block_until_ready(sk)
+    return calls / (time.perf_counter() - start)
+
+
+STEADY: dict[str, float] = {}
+UPDATE_ONLY: list[float] = []
 
 
 def _sb_kwargs(a: Args) -> dict:
@@ -87,7 +163,11 @@ def main(a: Args) -> None:
     results = {}
     for name in a.only:
         try:
+            if name == "eqxrl" and a.update_only_calls:
+                UPDATE_ONLY.append(eqxrl_update_only(a, a.update_only_calls))
             seconds = runners[name](a)
+            if name == "eqxrl" and a.update_only_calls:
+                UPDATE_ONLY.append(eqxrl_update_only(a, a.update_only_calls))
         except ImportError as err:
             print(f"{name}: skipped ({err})")
             continue
@@ -98,6 +178,12 @@ def main(a: Args) -> None:
     for name, rate in results.items():
         speedup = f"  (eqxrl is {base / rate:.2f}x)" if base and name != "eqxrl" else ""
         print(f"  {name:<6} {rate:8.1f} env steps/s{speedup}")
+    if "eqxrl" in STEADY and UPDATE_ONLY:
+        update_only = sum(UPDATE_ONLY) / len(UPDATE_ONLY)
+        loop = STEADY["eqxrl"]
+        print(f"eqxrl steady loop {loop:.1f} env steps/s; its update alone "
+              f"{' and '.join(f'{u:.1f}' for u in UPDATE_ONLY)}/s (before and after the run); "
+              f"loop ÷ update-only = {loop / update_only:.3f}")
 
 
 if __name__ == "__main__":

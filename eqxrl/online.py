@@ -1,8 +1,10 @@
 """The online off-policy loop: a gymnasium env stepped on the host, a replay buffer on the device.
 
-Per env step the loop makes two compiled calls: one stores the transition in the donated
-replay buffer (updated in place), one runs `utd` updates on sampled batches (a `lax.scan`)
-and chooses the next action with `act`. Before `start_steps` the action is uniform random.
+Per env step the loop makes three compiled calls: one stores the transition in the donated
+replay buffer (updated in place), one chooses the next action with `act`, and one runs `utd`
+updates on sampled batches (a `lax.scan`). The action is chosen before the updates, so the
+host steps the envs while the device learns; it is one env step's updates behind. Before
+`start_steps` the action is uniform random.
 Each agent (one per seed and grid point, `eqxrl.agents`) has its own env; the compiled calls
 are vmapped over the agents. Between the calls the carry (state, key, buffer) is held as
 flat lists of arrays (`eqxrl.jit.split`): rebuilding SAC's ~80-leaf state in Python twice
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -91,16 +93,29 @@ class Flat:
         return merge(dynamic, self.static)
 
 
+class StepFunctions(NamedTuple):
+    """What `make_step_functions` returns."""
+
+    random_step: Callable
+    train_step: Callable
+    act: Callable
+    learn: Callable
+    sk: Flat  # rebuilds and flattens the (state, key) carry
+    buf: Flat  # rebuilds and flattens the replay buffer
+
+
 def make_step_functions(
     spec: EnvSpec, config: Any, algorithm: ModuleType, state_key: Any, buffer: Any, agents: Agents
 ):
-    """`(random_step, train_step)` on flat `(state-and-key arrays, buffer arrays)` carries.
+    """The loop's compiled calls on flat `(state-and-key arrays, buffer arrays)` carries.
 
-    Every array has the agent axis first. Both take the flat carry and one transition per agent
-    (a tuple of host arrays, the fields of `Transition`); they store the transitions and return
-    the new flat carry and the next actions. `train_step` also takes the next observations,
-    runs `config.run.utd` updates per agent and returns their metrics (averaged over the
-    updates) and whether all of them are finite, per agent.
+    Every array has the agent axis first. `random_step` and `train_step` take the flat carry
+    and one transition per agent (a tuple of host arrays, the fields of `Transition`); they
+    store the transitions and return the new flat carry and the next actions. `train_step`
+    also takes the next observations, runs `config.run.utd` updates per agent and returns their
+    metrics (averaged over the updates) and whether all of them are finite, per agent. Its
+    parts `act(state-and-key arrays, obs)` and `learn(state-and-key arrays, buffer arrays)` are
+    returned too (`benchmarks/sac_online.py` times `learn` alone).
     """
     sk, buf = Flat(state_key), Flat(buffer)
     batch_size, utd = config.run.batch_size, config.run.utd
@@ -122,10 +137,20 @@ def make_step_functions(
     # step (+100-130 ms for a 1M-row HalfCheetah buffer on CPU; a store alone takes ~0.2 ms).
     store = jax.jit(agents.over(store_in), donate_argnums=0)
 
-    def learn_one(sk_arrays: list, buffer_arrays: list, obs):
+    # The next action is chosen before this step's updates, in its own small call, and the
+    # updates are dispatched after it: the host reads the action as soon as `act` is done and
+    # steps the envs while the device is still learning (the action is one step's updates
+    # behind). Both calls split the carry's key the same way: `learn` keeps the first part and
+    # uses the second, `act` uses the third.
+    def act_one(sk_arrays: list, obs):
+        state, key = sk.rebuild(sk_arrays)
+        k_act = jax.random.split(key, 3)[2]
+        return algorithm.act(state, jax.tree.map(lambda x: x[None], obs), k_act)[0]
+
+    def learn_one(sk_arrays: list, buffer_arrays: list):
         state, key = sk.rebuild(sk_arrays)
         data = buf.rebuild(buffer_arrays)
-        key, k_update, k_act = jax.random.split(key, 3)
+        key, k_update, _ = jax.random.split(key, 3)
 
         def one_update(state, k):
             k_sample, k_loss = jax.random.split(k)
@@ -135,17 +160,18 @@ def make_step_functions(
         state, metrics = jax.lax.scan(one_update, state, jax.random.split(k_update, utd))
         metrics = {k: jnp.mean(v) for k, v in metrics.items()}
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
-        action = algorithm.act(state, jax.tree.map(lambda x: x[None], obs), k_act)[0]
-        return sk.flatten((state, key)), action, metrics, finite
+        return sk.flatten((state, key)), metrics, finite
 
+    act = jax.jit(agents.over(act_one))
     learn = jax.jit(agents.over(learn_one), donate_argnums=0)
 
     def train_step(flat: tuple[list, list], transition: tuple, obs):
         buffer_arrays = store(flat[1], transition)
-        sk_arrays, action, metrics, finite = learn(flat[0], buffer_arrays, obs)
+        action = act(flat[0], obs)
+        sk_arrays, metrics, finite = learn(flat[0], buffer_arrays)
         return (sk_arrays, buffer_arrays), action, metrics, finite
 
-    return random_step, train_step, (sk, buf)
+    return StepFunctions(random_step, train_step, act, learn, sk, buf)
 
 
 def train_online(
@@ -233,7 +259,7 @@ def train_online(
             state_key, buffer, action = jit(placed_init)()
             obs = [env.reset(seed=derived_seed(agents.seeds[i], 0))[0]
                    for env, i in zip(envs, mine, strict=True)]
-        random_step, train_step, (sk, buf) = make_step_functions(
+        random_step, train_step, _, _, sk, buf = make_step_functions(
             spec, config, algorithm, state_key, buffer, agents
         )
         flat = (sk.flatten(state_key), buf.flatten(buffer))  # donated from here on
