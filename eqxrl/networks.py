@@ -35,6 +35,18 @@ def _linear(in_size: int, out_size: int, scale: float, *, key: PRNGKeyArray) -> 
     return eqx.tree_at(lambda m: (m.weight, m.bias), layer, (weight, jnp.zeros(out_size)))
 
 
+def dense(layer: eqx.nn.Linear, x: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
+    """`layer(x)` computed as `x @ weight.T + bias`.
+
+    The same numbers as `eqx.nn.Linear.__call__` (`weight @ x + bias`), but under `vmap` the
+    batch axis stays the leading axis of the product. With `weight @ x`, XLA:CPU computed a
+    batch's activations as (features, batch) and transposed them back: CQL's update, whose
+    critics see 7680 sampled actions, spent ~14% of its time on those transposes.
+    """
+    y = x @ layer.weight.T
+    return y if layer.bias is None else y + layer.bias
+
+
 class MLP(eqx.Module):
     """Linear layers with an activation between them, optional dropout and LayerNorm.
 
@@ -81,7 +93,7 @@ class MLP(eqx.Module):
         n = len(self.layers)
         keys = jax.random.split(key, n) if key is not None else [None] * n
         for i, (layer, k) in enumerate(zip(self.layers, keys, strict=True)):
-            x = layer(x)
+            x = dense(layer, x)
             if i < n - 1 or self.activate_final:
                 if k is not None and self.dropout_rate > 0.0:
                     keep = jax.random.bernoulli(k, 1.0 - self.dropout_rate, x.shape)
@@ -275,8 +287,8 @@ class GaussianPolicy(eqx.Module):
     ) -> tuple[Float[Array, " action_dim"], Float[Array, " action_dim"]]:
         """The Gaussian's mean and (clipped) std for one observation."""
         h = self.trunk(flatten_obs(obs), key=key)
-        mean = self.mean_head(h)
-        log_std = self.log_std_head(h) if self.log_std_head is not None else self.log_std
+        mean = dense(self.mean_head, h)
+        log_std = dense(self.log_std_head, h) if self.log_std_head is not None else self.log_std
         return mean, jnp.exp(jnp.clip(log_std, self.log_std_min, self.log_std_max))
 
     def distribution(
