@@ -143,11 +143,18 @@ def restore(
             raise CheckpointError(f"{path!r} belongs to a different config ({shown}).")
     saved = {name: (shape, dtype) for name, shape, dtype in header["layout"]}
     flat, treedef = jax.tree_util.tree_flatten_with_path(like)
-    wanted = {jax.tree_util.keystr(p) for p, leaf in flat if _is_array_like(leaf)}
+    shapes = {jax.tree_util.keystr(p): tuple(leaf.shape) for p, leaf in flat
+              if _is_array_like(leaf)}
+    wanted = set(shapes)
+    members = _stacked_members({n: shapes[n] for n in wanted - set(saved)}, saved)
+    sources = {old for old, _, _ in members.values()}
     with np.load(io.BytesIO(payload)) as npz:
-        arrays = {name: npz[name] for name in npz.files if name in wanted}
+        arrays = {name: npz[name] for name in npz.files if name in wanted | sources}
+    for name, (old, i, axis) in members.items():  # an Ensemble saved in its stacked layout
+        arrays[name] = np.take(arrays[old], i, axis=axis)
+        saved[name] = (list(arrays[name].shape), saved[old][1])
     missing = sorted(wanted - set(saved))
-    extra = sorted(set(saved) - wanted) if strict else []
+    extra = sorted(set(saved) - wanted - sources) if strict else []
     if missing or extra:
         raise CheckpointError(
             f"{path!r} does not match the expected state layout: missing {missing[:5]}, "
@@ -172,6 +179,37 @@ def restore(
         values.append(value)
     tree = jax.tree_util.tree_unflatten(treedef, values)
     return tree, header["meta"]
+
+
+_MEMBER = re.compile(r"\.members\[(\d+)\]")
+
+
+def _stacked_members(
+    missing: dict[str, tuple[int, ...]], saved: dict[str, tuple]
+) -> dict[str, tuple[str, int, int]]:
+    """Where each missing `Ensemble` member leaf lies in a checkpoint that stored the members
+    stacked (eqxrl before Ensemble kept them as a tuple): `{name: (saved name, member, axis)}`.
+
+    `...members[i].rest` was `...stacked.rest` with the members on one axis: axis 0, or axis 1
+    behind the agent axis of a several-agent run. The axis is the one that fits every leaf;
+    anything else gives `{}` (and the usual layout error).
+    """
+    plan = {}
+    for name in missing:
+        m = _MEMBER.search(name)
+        old = m and name[: m.start()] + ".stacked" + name[m.end():]
+        if not m or old not in saved:
+            return {}
+        plan[name] = (old, int(m.group(1)))
+    for axis in (1, 0):
+        def fits(name, old, i, axis=axis):
+            shape = tuple(saved[old][0])
+            return (len(shape) == len(missing[name]) + 1 and axis < len(shape)
+                    and i < shape[axis] and shape[:axis] + shape[axis + 1:] == missing[name])
+
+        if plan and all(fits(name, old, i) for name, (old, i) in plan.items()):
+            return {name: (old, i, axis) for name, (old, i) in plan.items()}
+    return {}
 
 
 def checkpoint_path(directory: str, step: int) -> str:

@@ -82,3 +82,42 @@ def test_killed_write_leaves_previous_checkpoint_readable(tmp_path):
     ck.prune(directory, keep=2)
     assert [s for s, _ in ck.list_checkpoints(directory)] == [30, 40]
     assert not [n for n in os.listdir(directory) if ".tmp-" in n]
+
+
+class _StackedEnsemble(eqx.Module):
+    """An Ensemble as eqxrl stored it before it kept its members as a tuple."""
+
+    stacked: eqx.Module
+    num: int = eqx.field(static=True)
+
+
+@pytest.mark.parametrize("agents", [None, 2])
+def test_checkpoint_of_stacked_ensemble_restores_into_members(tmp_path, agents):
+    """A checkpoint from before Ensemble kept a tuple (members stacked on one axis, behind the
+    agent axis when there are several agents) restores into today's layout, member by member;
+    the optimiser state's mirrored leaves included."""
+    from eqxrl import ADAM, Ensemble, QFunction
+
+    make = lambda k: QFunction(3, 2, (4,), key=k)  # noqa: E731
+    new = Ensemble(make, 2, key=jax.random.key(0))
+    stacked = Ensemble(make, 2, key=jax.random.key(0), vectorise=True)
+    old = TrainState.create(_StackedEnsemble(stacked.members, 2), ADAM)
+    like = TrainState.create(new, ADAM)
+    if agents:  # an agent axis first, agent j's weights shifted by j
+        old = jax.tree.map(lambda x: jnp.stack([x + j for j in range(agents)]), old)
+        like = jax.tree.map(lambda x: jnp.stack([x] * agents), like)
+    path = str(tmp_path / "old.ckpt")
+    ck.save(path, {"state": old})
+    tree, _ = ck.restore(path, {"state": like})
+    got = tree["state"].model
+    for i in range(2):
+        for a, b in zip(jax.tree.leaves(got.members[i]), jax.tree.leaves(old.model.stacked),
+                        strict=True):
+            want = b[:, i] if agents else b[i]
+            assert a.shape == want.shape
+            assert bool(jnp.all(a == want))
+    mu = tree["state"].opt_state.inner_state[0].mu.members[1].net.layers[0].weight
+    assert mu.shape == (((agents,) if agents else ()) + (4, 5))
+    with pytest.raises(CheckpointError, match="does not match the expected state layout"):
+        ck.restore(path, {"state": TrainState.create(Ensemble(make, 3, key=jax.random.key(0)),
+                                                      ADAM)})
