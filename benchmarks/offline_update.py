@@ -26,14 +26,15 @@ import optax
 import tyro
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import eqxrl  # noqa: E402
 from algorithms import cql, iql  # noqa: E402
 from benchmarks.sac_update import (  # noqa: E402
-    best_time,
     critic_apply,
     dense_init,
+    eqx_runners,
+    interleaved_rates,
     make_batch,
     matmul_peak,
+    plain_runners,
 )
 from eqxrl import EnvSpec, OfflineRun  # noqa: E402
 
@@ -236,53 +237,18 @@ def measure(name, a: Args, spec, key):
 
     state = jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x,
                          module.init(key, spec, config))
-    eqx_step = eqxrl.jit(donate=(1,))(lambda b, s, k: module.update(s, b, k, config)[0])
-
-    @eqxrl.jit(donate=(1,))
-    def eqx_scan(bs, s, k):
-        body = lambda s, xs: (module.update(s, xs[0], xs[1], config)[0], None)
-        return jax.lax.scan(body, s, (bs, jax.random.split(k, a.scan_length)))[0]
-
-    plain_step = jax.jit(plain, donate_argnums=(0, 1))
-
-    @jax.jit
-    def plain_scan(p, o, bs, k):
-        body = lambda c, xs: (plain(*c, xs[0], xs[1]), None)
-        return jax.lax.scan(body, (p, o), (bs, jax.random.split(k, a.scan_length)))[0]
-
     cost = jax.jit(plain).lower(params, opt, batch, key).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan")))
-    holder = {"eqx": state, "plain": (params, opt)}
-
-    def run_eqx_calls():
-        s = holder["eqx"]
-        for i in range(a.calls):
-            s = eqx_step(batch, s, jax.random.fold_in(key, i))
-        holder["eqx"] = jax.block_until_ready(s)
-
-    def run_plain_calls():
-        p, o = holder["plain"]
-        for i in range(a.calls):
-            p, o = plain_step(p, o, batch, jax.random.fold_in(key, i))
-        holder["plain"] = jax.block_until_ready((p, o))
-
-    def run_eqx_scan():
-        holder["eqx"] = jax.block_until_ready(eqx_scan(batches, holder["eqx"], key))
-
-    def run_plain_scan():
-        holder["plain"] = jax.block_until_ready(plain_scan(*holder["plain"], batches, key))
-
+    runners = {
+        "eqx": eqx_runners(lambda s, b, k: module.update(s, b, k, config)[0], state, batch,
+                           batches, key, a),
+        "plain": plain_runners(plain, params, opt, batch, batches, key, a),
+    }
     rows = []
-    for path, f_eqx, f_plain, n in (
-        ("per call", run_eqx_calls, run_plain_calls, a.calls),
-        (f"scan x{a.scan_length}", run_eqx_scan, run_plain_scan, a.scan_length),
-    ):
-        t_eqx = t_plain = float("inf")
-        for _ in range(a.repeats):  # interleaved, so machine noise hits both sides alike
-            t_plain = min(t_plain, best_time(f_plain, 1))
-            t_eqx = min(t_eqx, best_time(f_eqx, 1))
-        rows.append((path, n / t_eqx, n / t_plain, t_plain / t_eqx, n / t_eqx * flops / 1e9))
+    for path, ups in interleaved_rates(runners, a):
+        ue, up = ups["eqx"], ups["plain"]
+        rows.append((path, ue, up, ue / up, ue * flops / 1e9))
     return rows, flops
 
 

@@ -253,6 +253,74 @@ def compile_seconds(fn, *args):
     return t1 - t0, time.perf_counter() - t1, compiled
 
 
+def eqx_runners(update, state, batch, batches, key, a, compile_=None):
+    """`(per-call, scan)` timers of eqxrl's `update(state, batch, key) -> new state`.
+
+    Compiled with `eqxrl.jit` (or `compile_`), the state donated; each timer continues from the
+    state the previous one left.
+    """
+    compile_ = compile_ or eqxrl.jit(donate=(1,))
+    step = compile_(lambda b, s, k: update(s, b, k))
+
+    @compile_
+    def scan(bs, s, k):
+        body = lambda s, xs: (update(s, xs[0], xs[1]), None)  # noqa: E731
+        return jax.lax.scan(body, s, (bs, jax.random.split(k, a.scan_length)))[0]
+
+    holder = [state]
+
+    def calls():
+        s = holder[0]
+        for i in range(a.calls):
+            s = step(batch, s, jax.random.fold_in(key, i))
+        holder[0] = jax.block_until_ready(s)
+
+    def scanned():
+        holder[0] = jax.block_until_ready(scan(batches, holder[0], key))
+
+    return calls, scanned
+
+
+def plain_runners(update, params, opt, batch, batches, key, a):
+    """`(per-call, scan)` timers of a plain-JAX `update(params, opt, batch, key) -> (params,
+    opt)`, compiled with `jax.jit`, params and optimiser state donated."""
+    step = jax.jit(update, donate_argnums=(0, 1))
+
+    @jax.jit
+    def scan(p, o, bs, k):
+        body = lambda c, xs: (update(*c, xs[0], xs[1]), None)  # noqa: E731
+        return jax.lax.scan(body, (p, o), (bs, jax.random.split(k, a.scan_length)))[0]
+
+    holder = [(params, opt)]
+
+    def calls():
+        p, o = holder[0]
+        for i in range(a.calls):
+            p, o = step(p, o, batch, jax.random.fold_in(key, i))
+        holder[0] = jax.block_until_ready((p, o))
+
+    def scanned():
+        holder[0] = jax.block_until_ready(scan(*holder[0], batches, key))
+
+    return calls, scanned
+
+
+def interleaved_rates(runners: dict, a) -> list[tuple[str, dict[str, float]]]:
+    """Updates/s of every side, per call and in a scan: `[(path, {side: rate})]`.
+
+    The sides run in turn, `a.repeats` times, so machine noise hits them alike; each keeps its
+    best time.
+    """
+    rows = []
+    for path, index, n in (("per call", 0, a.calls), (f"scan x{a.scan_length}", 1, a.scan_length)):
+        best = dict.fromkeys(runners, float("inf"))
+        for _ in range(a.repeats):
+            for name, fns in runners.items():
+                best[name] = min(best[name], best_time(fns[index], 1))
+        rows.append((path, {name: n / t for name, t in best.items()}))
+    return rows
+
+
 def main(a: Args):
     spec = EnvSpec(
         jax.ShapeDtypeStruct((a.obs_dim,), np.dtype("float32")),
@@ -292,59 +360,17 @@ def main(a: Args):
     # eqxrl: the update as users write it, compiled with eqxrl.jit (filtered, asynchronous
     # dispatch), state donated. `--filter-jit` measures eqx.filter_jit instead, which blocks on
     # every call.
-    compile_ = eqx.filter_jit(donate="all-except-first") if a.filter_jit else eqxrl.jit(donate=(1,))
-    eqx_step = compile_(lambda b, s, k: sac.update(s, b, k, config)[0])
-
-    @compile_
-    def eqx_scan(bs, s, k):
-        def body(s, xs):
-            return sac.update(s, xs[0], xs[1], config)[0], None
-
-        return jax.lax.scan(body, s, (bs, jax.random.split(k, a.scan_length)))[0]
-
-    holder = {"eqxrl": state, **params}
-
-    def eqx_calls():
-        s = holder["eqxrl"]
-        for i in range(a.calls):
-            s = eqx_step(batch, s, jax.random.fold_in(key, i))
-        holder["eqxrl"] = jax.block_until_ready(s)
-
-    def eqx_scanned():
-        holder["eqxrl"] = jax.block_until_ready(eqx_scan(batches, holder["eqxrl"], key))
-
-    runners = {"eqxrl": (eqx_calls, eqx_scanned)}
+    compile_ = eqx.filter_jit(donate="all-except-first") if a.filter_jit else None
+    runners = {"eqxrl": eqx_runners(lambda s, b, k: sac.update(s, b, k, config)[0], state,
+                                    batch, batches, key, a, compile_)}
     for name, (_, update) in sides.items():
-        step = jax.jit(lambda p, o, b, k, u=update: u(p, o, b, k, target_entropy),
-                       donate_argnums=(0, 1))
-
-        @jax.jit
-        def scan(p, o, bs, k, u=update):
-            def body(c, xs):
-                return u(*c, xs[0], xs[1], target_entropy), None
-
-            return jax.lax.scan(body, (p, o), (bs, jax.random.split(k, a.scan_length)))[0]
-
-        def calls(name=name, step=step):
-            p, o = holder[name]
-            for i in range(a.calls):
-                p, o = step(p, o, batch, jax.random.fold_in(key, i))
-            holder[name] = jax.block_until_ready((p, o))
-
-        def scanned(name=name, scan=scan):
-            holder[name] = jax.block_until_ready(scan(*holder[name], batches, key))
-
-        runners[name] = (calls, scanned)
+        runners[name] = plain_runners(
+            lambda p, o, b, k, u=update: u(p, o, b, k, target_entropy), *params[name], batch,
+            batches, key, a)
 
     peak = matmul_peak()
     rows = []
-    for path, index, n in (("per call", 0, a.calls), (f"scan x{a.scan_length}", 1, a.scan_length)):
-        # Interleave the sides so that machine noise hits them alike; keep each side's best.
-        best = dict.fromkeys(runners, float("inf"))
-        for _ in range(a.repeats):
-            for name, fns in runners.items():
-                best[name] = min(best[name], best_time(fns[index], 1))
-        ups = {name: n / t for name, t in best.items()}
+    for path, ups in interleaved_rates(runners, a):
         gflops = ups["eqxrl"] * flops_per_update / 1e9
         rows.append(
             (path, ups["eqxrl"], ups["plain"], ups["mirrored"], gflops, gflops * 1e9 / peak)
