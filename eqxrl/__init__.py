@@ -77,6 +77,7 @@ from .train_state import value_and_grad as value_and_grad
 from .tree import tree_stack as tree_stack
 from .tree import tree_unstack as tree_unstack
 from .types import Metrics as Metrics
+from .types import NStepTransition as NStepTransition
 from .types import Obs as Obs
 from .types import Rollout as Rollout
 from .types import Transition as Transition

@@ -3,7 +3,8 @@
 `python algorithms/sac.py --env-id gymnax:Pendulum-v1` lands here (`train_online` sends every
 `gymnax:`/`brax:` id to `train_compiled`): the same algorithm file, its `init`/`update`/`act`
 unchanged. One compiled call runs a chunk of env steps, each `act` → env step (auto-reset, the
-final observation kept for the bootstrap) → store → `utd` updates, as a `lax.scan` vmapped over
+final observation kept for the bootstrap) → store → `utd` updates (on every `update_every`-th
+step; `act` and `sample_batch` hooks as in `eqxrl.online`), as a `lax.scan` vmapped over
 the agents (seeds and grid points, `eqxrl.agents`) and placed on the devices like the host
 loop's. Between chunks the host logs, evaluates (also compiled, on the same env), checkpoints
 and answers Ctrl-C; chunks end on the log, eval and checkpoint steps, so a resumed run takes
@@ -24,7 +25,16 @@ from .data import ReplayBuffer
 from .harness import Run, run_loop
 from .jaxenvs import is_jax_env_id, make_evaluator, make_jax_env
 from .jit import jit
-from .online import filled_rows, filled_rows_like, fresh_copy, from_filled_rows, random_action
+from .online import (
+    batch_like,
+    batch_sampler,
+    explorer,
+    filled_rows,
+    filled_rows_like,
+    fresh_copy,
+    from_filled_rows,
+    random_action,
+)
 from .record import resolve_resume
 from .types import Transition
 
@@ -48,9 +58,8 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
     env = make_jax_env(settings.env_id)
     spec = env.spec
     example = spec.example_transition()
-    batch_like = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape), x.dtype), example)
-    agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c), batch_like)
+    agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
+                        batch_like(algorithm, config, example))
     run = Run(config, algorithm, "step", agents, {"episodes_done": 0},
               evaluator=make_evaluator(env, algorithm.act, settings.eval_episodes))
     config = run.config
@@ -86,10 +95,11 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
     else:
         carry = jit(lambda: place(agents.init(fresh, config)))()
 
-    batch_size, utd, start_steps = settings.batch_size, settings.utd, settings.start_steps
+    utd, start_steps, every = settings.utd, settings.start_steps, settings.update_every
+    sample_one, explore = batch_sampler(algorithm, config), explorer(algorithm)
 
     def sample(buffer, key):
-        return jax.vmap(lambda k: agents.split_batch(buffer.sample(k, batch_size)))(
+        return jax.vmap(lambda k: agents.split_batch(sample_one(buffer, k)))(
             jax.random.split(key, utd))
 
     def learn(state, batches, key):
@@ -110,11 +120,11 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
         state, obs = carry["state"], carry["obs"]
         action = jax.lax.cond(
             t < start_steps, lambda: random_action(spec, k_random),
-            lambda: algorithm.act(state, jax.tree.map(lambda x: x[None], obs), k_act)[0])
+            lambda: explore(state, jax.tree.map(lambda x: x[None], obs), k_act, t)[0])
         out = env.step(k_env, carry["env"], action)
         buffer = carry["buffer"].add(Transition(obs, action, out.reward, out.final_obs,
                                                 out.terminated, out.truncated))
-        learns = t + 1 >= start_steps
+        learns = (t + 1 >= start_steps) & ((t + 1) % every == 0)
 
         def skip(state, batches, key):
             return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_like)
@@ -123,7 +133,8 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
         batches = sample(buffer, k_sample)
         state, metrics = jax.lax.cond(learns, learn, skip, state, batches, k_learn)
         carry = {"state": state, "key": key, "obs": out.obs, "env": out.state, "buffer": buffer}
-        return carry, {"metrics": metrics, "episode_return": out.episode_return}
+        return carry, {"metrics": metrics, "learned": learns,
+                       "episode_return": out.episode_return}
 
     # The scan runs inside the per-agent function: scanning the vmapped step instead made XLA
     # copy the replay buffer at every step (2.6x slower with a 1M-row buffer).
@@ -151,9 +162,11 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
             host["step"] = end
             extra = run.finished_episodes(agents.to_host(out["episode_return"]))
             run.bar.update(end - start)
-            learned = slice(max(start_steps - 1 - start, 0), None)  # the steps that updated
             if end > start_steps - 1 and end % settings.log_interval == 0:
-                metrics = {k: jnp.mean(v[:, learned], axis=1) for k, v in out["metrics"].items()}
+                # the mean over the steps that updated (the log step is one of them)
+                learned = out["learned"].astype(jnp.float32)
+                metrics = {k: jnp.sum(v * learned, axis=1) / jnp.sum(learned, axis=1)
+                           for k, v in out["metrics"].items()}
                 if settings.nan_check:
                     finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]), 0)
                     run.check_finite(finite, metrics)

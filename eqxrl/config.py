@@ -194,19 +194,31 @@ class OnlineRun(RunConfig):
     buffer_size: int = 1_000_000
     """replay buffer capacity (rows)"""
     utd: int = 1
-    """updates per env step (update-to-data ratio), run as one compiled lax.scan"""
+    """updates per learning call (one compiled lax.scan); with --update-every 1, updates per
+    env step"""
+    update_every: int = 1
+    """env steps between learning calls: the update-to-data ratio is utd / update_every
+    (DQN's classic one update every 4 steps is --utd 1 --update-every 4)"""
 
     def __post_init__(self):
         RunConfig.__post_init__(self)
         if not self.env_id:
             _fail("env_id", "a gymnasium environment id", self.env_id)
-        at_least(self, 1, "total_steps", "start_steps", "batch_size", "buffer_size", "utd")
+        at_least(self, 1, "total_steps", "start_steps", "batch_size", "buffer_size", "utd",
+                 "update_every")
         if self.resume is not None and self.run_dir != self.resume:
             return  # flags beside --resume: checked once merged with the saved run's config
         if self.start_steps >= self.total_steps:
             raise ConfigError(
                 f"--start-steps ({self.start_steps}) must be < --total-steps "
                 f"({self.total_steps}), or the run never learns; lower --start-steps."
+            )
+        if self.log_interval % self.update_every:
+            fit = self.log_interval - self.log_interval % self.update_every or self.update_every
+            raise ConfigError(
+                f"--log-interval ({self.log_interval}) must be a multiple of --update-every "
+                f"({self.update_every}): metrics are logged on steps that learn; use "
+                f"--log-interval {fit}."
             )
         if self.batch_size > self.buffer_size:
             raise ConfigError(

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 
+from .types import NStepTransition, Transition
+
 
 def _leading_size(tree: PyTree, what: str) -> int:
     """The shared leading-axis size of every leaf of `tree`; a clear error if they differ."""
@@ -140,6 +142,48 @@ class ReplayBuffer(eqx.Module):
             )
         idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
         return jax.tree.map(lambda x: x[idx], self.data)
+
+    def sample_n_step(self, key: PRNGKeyArray, batch_size: int, n: int) -> NStepTransition:
+        """Sample `batch_size` windows of up to `n` consecutive transitions (n-step returns).
+
+        The rows must be `Transition`s stored in env order, one env per buffer (as the online
+        loops store them). A window starts at a filled row drawn uniformly and stops after `n`
+        steps, at the first step that ends an episode (terminated or truncated), or at the
+        newest row, so it never crosses an episode boundary or the ring's write position.
+        `n=1` gives ordinary one-step transitions. Like `sample`, an empty buffer is an error
+        outside `jit` and is not checked under it.
+        """
+        if not isinstance(self.data, Transition):
+            raise TypeError(
+                f"ReplayBuffer.sample_n_step needs rows of eqxrl.Transition, got "
+                f"{type(self.data).__name__}; build the buffer with ReplayBuffer.create("
+                "spec.example_transition(), capacity)."
+            )
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"ReplayBuffer.sample_n_step: n must be an int >= 1, got {n!r}.")
+        if not isinstance(self.size, jax.core.Tracer) and int(self.size) == 0:
+            raise ValueError(
+                "ReplayBuffer.sample_n_step: the buffer is empty (size 0); add transitions first."
+            )
+        data: Transition = self.data
+        start = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
+        rows = (start[:, None] + jnp.arange(n)[None, :]) % self.capacity  # (batch, n)
+        newest = (self.position - 1) % self.capacity
+        ahead = (newest - start) % self.capacity  # steps from the start to the newest row
+        ends = data.terminated[rows] | data.truncated[rows]
+        # A step is in the window if no earlier step of it ended the episode and it is stored.
+        ended_before = (jnp.cumsum(ends, axis=1) - ends) > 0
+        inside = (~ended_before) & (jnp.arange(n)[None, :] <= ahead[:, None])
+        steps = jnp.sum(inside, axis=1).astype(jnp.int32)
+        last = (start + steps - 1) % self.capacity
+        return NStepTransition(
+            obs=jax.tree.map(lambda x: x[start], data.obs),
+            action=data.action[start],
+            rewards=jnp.where(inside, data.reward[rows], 0.0),
+            next_obs=jax.tree.map(lambda x: x[last], data.next_obs),
+            terminated=data.terminated[last],
+            steps=steps,
+        )
 
     def to_dataset(self) -> Dataset:
         """The filled rows, oldest first, as a `Dataset` (host-side; not jittable)."""

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .types import Obs, Transition
+from .types import NStepTransition, Obs, Transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +149,10 @@ class EnvSpec:
                 "eqxrl.make_env (which rescales) or gymnasium.wrappers.RescaleAction."
             )
 
-    def check_batch(self, batch: Transition, name: str = "batch") -> tuple[int, ...]:
-        """Check a batch of transitions against the spec; return its batch shape.
+    def check_batch(self, batch: Transition | NStepTransition, name: str = "batch"
+                    ) -> tuple[int, ...]:
+        """Check a batch of transitions (or n-step windows) against the spec; return its batch
+        shape.
 
         Catches the classic `(batch, 1)` reward against a `(batch,)` value at trace time.
         """
@@ -158,7 +160,16 @@ class EnvSpec:
         next_lead = self.obs_batch_shape(batch.next_obs, f"{name}.next_obs")
         if next_lead != lead:
             raise ValueError(f"{name}.next_obs has batch shape {next_lead}, {name}.obs has {lead}.")
-        for field in ("reward", "terminated", "truncated"):
+        if isinstance(batch, NStepTransition):
+            fields = ("terminated", "steps")
+            shape = tuple(jnp.shape(batch.rewards))
+            if shape[:-1] != lead or len(shape) != len(lead) + 1:
+                raise ValueError(
+                    f"{name}.rewards has shape {shape}, expected {lead} + (n,): one column per "
+                    "step of the window.")
+        else:
+            fields = ("reward", "terminated", "truncated")
+        for field in fields:
             shape = tuple(jnp.shape(getattr(batch, field)))
             if shape != lead:
                 raise ValueError(

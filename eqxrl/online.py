@@ -2,9 +2,16 @@
 
 Per env step the loop makes three compiled calls: one stores the transition in the donated
 replay buffer (updated in place), one chooses the next action with `act`, and one runs `utd`
-updates on sampled batches (a `lax.scan`). The action is chosen before the updates, so the
-host steps the envs while the device learns; it is one env step's updates behind. Before
-`start_steps` the action is uniform random.
+updates on sampled batches (a `lax.scan`); with `update_every` k > 1 the updates run on
+every k-th env step only (fractional update-to-data ratios). The action is chosen before the
+updates, so the host steps the envs while the device learns; it is one env step's updates
+behind. Before `start_steps` the action is uniform random.
+
+Two optional hooks of an algorithm module change what the loops (this one and
+`eqxrl.train_compiled`) do: an `act` with an `env_step` parameter is given the number of env
+steps taken so far (exploration schedules such as DQN's ε follow env steps, not updates), and
+`sample_batch(buffer, key, batch_size, config)` replaces `buffer.sample` (DQN draws n-step
+windows with `ReplayBuffer.sample_n_step`).
 Each agent (one per seed and grid point, `eqxrl.agents`) has its own env; the compiled calls
 are vmapped over the agents. Between the calls the carry (state, key, buffer) is held as
 flat lists of arrays (`eqxrl.jit.split`): rebuilding SAC's ~80-leaf state in Python twice
@@ -13,6 +20,7 @@ per step cost ~0.5 ms.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -77,6 +85,34 @@ def fresh_copy(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
 
 
+def batch_sampler(algorithm: ModuleType, config: Any) -> Callable[[ReplayBuffer, jax.Array], Any]:
+    """`sample(buffer, key)`: one batch of `config.run.batch_size` for `algorithm.update`, drawn
+    by the algorithm's `sample_batch(buffer, key, batch_size, config)` if it has one, else by
+    `buffer.sample`."""
+    batch_size = config.run.batch_size
+    custom = getattr(algorithm, "sample_batch", None)
+    if custom is None:
+        return lambda buffer, key: buffer.sample(key, batch_size)
+    return lambda buffer, key: custom(buffer, key, batch_size, config)
+
+
+def batch_like(algorithm: ModuleType, config: Any, example: Transition) -> Any:
+    """The shapes and dtypes of one batch that the loops give `algorithm.update`."""
+    sample = batch_sampler(algorithm, config)
+    capacity = config.run.batch_size
+    return jax.eval_shape(
+        lambda key: sample(ReplayBuffer.create(example, capacity), key), jax.random.key(0))
+
+
+def explorer(algorithm: ModuleType) -> Callable[..., Any]:
+    """`explore(state, obs, key, env_step)`: the loops' call of `algorithm.act`, which is given
+    `env_step` (the env steps taken so far, an int32 array) when it has that parameter."""
+    act = algorithm.act
+    if "env_step" in inspect.signature(act).parameters:
+        return lambda state, obs, key, env_step: act(state, obs, key, env_step=env_step)
+    return lambda state, obs, key, env_step: act(state, obs, key)
+
+
 class Flat:
     """A PyTree held as its list of arrays between compiled calls, with the way back."""
 
@@ -112,13 +148,15 @@ def make_step_functions(
     Every array has the agent axis first. `random_step` and `train_step` take the flat carry
     and one transition per agent (a tuple of host arrays, the fields of `Transition`); they
     store the transitions and return the new flat carry and the next actions. `train_step`
-    also takes the next observations, runs `config.run.utd` updates per agent and returns their
-    metrics (averaged over the updates) and whether all of them are finite, per agent. Its
+    also takes the next observations and the env step they are acted on, and (unless told not
+    to learn) runs `config.run.utd` updates per agent and returns their metrics (averaged over
+    the updates) and whether all of them are finite, per agent. Its
     parts `act(state-and-key arrays, obs)` and `learn(state-and-key arrays, buffer arrays)` are
     returned too (`benchmarks/sac_online.py` times `learn` alone).
     """
     sk, buf = Flat(state_key), Flat(buffer)
-    batch_size, utd = config.run.batch_size, config.run.utd
+    utd = config.run.utd
+    sample, explore = batch_sampler(algorithm, config), explorer(algorithm)
 
     def store_in(buffer_arrays: list, transition: tuple) -> list:
         return buf.flatten(buf.rebuild(buffer_arrays).add(Transition(*transition)))
@@ -142,10 +180,10 @@ def make_step_functions(
     # steps the envs while the device is still learning (the action is one step's updates
     # behind). Both calls split the carry's key the same way: `learn` keeps the first part and
     # uses the second, `act` uses the third.
-    def act_one(sk_arrays: list, obs):
+    def act_one(sk_arrays: list, obs, env_step):
         state, key = sk.rebuild(sk_arrays)
         k_act = jax.random.split(key, 3)[2]
-        return algorithm.act(state, jax.tree.map(lambda x: x[None], obs), k_act)[0]
+        return explore(state, jax.tree.map(lambda x: x[None], obs), k_act, env_step)[0]
 
     def learn_one(sk_arrays: list, buffer_arrays: list):
         state, key = sk.rebuild(sk_arrays)
@@ -154,7 +192,7 @@ def make_step_functions(
 
         def one_update(state, k):
             k_sample, k_loss = jax.random.split(k)
-            batch = agents.split_batch(data.sample(k_sample, batch_size))
+            batch = agents.split_batch(sample(data, k_sample))
             return algorithm.update(state, batch, k_loss, config)
 
         state, metrics = jax.lax.scan(one_update, state, jax.random.split(k_update, utd))
@@ -162,12 +200,17 @@ def make_step_functions(
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         return sk.flatten((state, key)), metrics, finite
 
-    act = jax.jit(agents.over(act_one))
+    act = jax.jit(agents.over(act_one, (0, 0, None)))
     learn = jax.jit(agents.over(learn_one), donate_argnums=0)
 
-    def train_step(flat: tuple[list, list], transition: tuple, obs):
+    def train_step(flat: tuple[list, list], transition: tuple, obs, env_step: int,
+                   learns: bool = True):
+        """Store, act for env step `env_step` (0-based), then learn if `learns`; the metrics
+        and the finite flag are None when it does not."""
         buffer_arrays = store(flat[1], transition)
-        action = act(flat[0], obs)
+        action = act(flat[0], obs, np.int32(env_step))
+        if not learns:
+            return (flat[0], buffer_arrays), action, None, None
         sk_arrays, metrics, finite = learn(flat[0], buffer_arrays)
         return (sk_arrays, buffer_arrays), action, metrics, finite
 
@@ -202,11 +245,8 @@ def train_online(
     try:
         spec = spec_from_env(envs[0])
         example = spec.example_transition()
-        batch_like = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape), x.dtype), example
-        )
         agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
-                            batch_like)
+                            batch_like(algorithm, config, example))
         run = Run(config, algorithm, "step", agents,
                   {"episode": 0, "episode_actions": [], "episodes_done": 0,
                    "episode_returns": []})
@@ -308,7 +348,8 @@ def train_online(
                 flat, action = random_step(flat, transition)
             else:
                 flat, action, metrics, finite = train_step(
-                    flat, transition, agents.from_host(stack_rows(next_obs)))
+                    flat, transition, agents.from_host(stack_rows(next_obs)), step,
+                    learns=step % settings.update_every == 0)
             obs = next_obs
             host["step"] = step
             run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)

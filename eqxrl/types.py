@@ -5,7 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Scalar, Shaped
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree, Scalar, Shaped
 
 # An observation is an array or a nested PyTree of arrays (for example {"pixels", "state"}).
 Obs = PyTree[Shaped[Array, "..."]]
@@ -72,3 +72,34 @@ class Rollout(eqx.Module):
     terminated: Bool[Array, "*batch"]
     truncated: Bool[Array, "*batch"]
     aux: dict[str, Shaped[Array, "..."]]
+
+
+class NStepTransition(eqx.Module):
+    """A batch of n-step windows sampled from a replay buffer (`ReplayBuffer.sample_n_step`).
+
+    A window starts at `obs` with `action` and runs for `steps` (1 to n) env steps: it stops
+    early at the end of an episode (terminated or truncated) and at the newest stored
+    transition. `rewards` has one column per step of the window, zero past `steps`; `next_obs`
+    is where the window's last step went and `terminated` whether that step ended the episode
+    for good (a truncated window keeps bootstrapping). `returns(discount)` gives the n-step
+    return and the factor of the bootstrap value.
+    """
+
+    obs: Obs
+    action: Shaped[Array, "..."]
+    rewards: Float[Array, "*batch n"]
+    next_obs: Obs
+    terminated: Bool[Array, "*batch"]
+    steps: Int[Array, "*batch"]
+
+    def returns(self, discount: Float[ArrayLike, ""]) -> tuple[
+        Float[Array, "*batch"], Float[Array, "*batch"]
+    ]:
+        """`(Σ_k γ^k r_k, γ^steps · (1 − terminated))`: the target is the first plus the second
+        times the bootstrap value of `next_obs`."""
+        n = jnp.shape(self.rewards)[-1]
+        powers = jnp.asarray(discount, jnp.float32) ** jnp.arange(n, dtype=jnp.float32)
+        lead = (1,) * (jnp.ndim(self.rewards) - 1)
+        ret = jnp.sum(self.rewards * powers.reshape(lead + (n,)), axis=-1)
+        bootstrap = jnp.asarray(discount, jnp.float32) ** self.steps.astype(jnp.float32)
+        return ret, jnp.where(self.terminated, 0.0, bootstrap)
