@@ -43,7 +43,7 @@ from .rollouts import (
     PolicyFn,
     add_noise,
     collect_episodes,
-    continuous_spec,
+    env_spec,
     random_policy,
     rollout_returns,
 )
@@ -59,7 +59,7 @@ def run_policy(
         batch = jax.tree.map(lambda x: jnp.asarray(x)[None], obs)
         return run.act(batch, key, deterministic=deterministic)[0]
 
-    return add_noise(policy, noise_std, epsilon)
+    return add_noise(policy, noise_std, epsilon, run.spec)
 
 
 def replay_dataset(run: LoadedRun) -> Dataset:
@@ -214,7 +214,7 @@ def make(
         env_id = config.env_id
         dataset = collect_episodes(
             env_id,
-            random_policy(continuous_spec(env_id)),
+            random_policy(env_spec(env_id)),
             config.num_steps,
             config.seed,
             progress=config.progress,
@@ -239,7 +239,7 @@ def make(
             source = f"replay buffer {config.run_dir} step {run.step}"
     low, high = config.ref_min_score, config.ref_max_score
     if low is None:
-        spec = continuous_spec(env_id)
+        spec = env_spec(env_id)
         low = float(
             np.mean(rollout_returns(env_id, random_policy(spec), config.ref_episodes, config.seed))
         )

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 from tqdm.auto import tqdm
 
 from .data import Dataset
@@ -29,33 +29,47 @@ def episode_seed(seed: int, stream: int, episode: int) -> int:
     return derived_seed(seed, stream, episode)
 
 
-def continuous_spec(env_id: str) -> EnvSpec:
-    """The spec of `make_env(env_id)`, with an error for discrete actions."""
+def env_spec(env_id: str) -> EnvSpec:
+    """The spec of `make_env(env_id)` (continuous actions in [-1, 1], or discrete ones)."""
     env = make_env(env_id)
     try:
-        spec = spec_from_env(env)
+        return spec_from_env(env)
     finally:
         env.close()
-    if spec.discrete:
-        raise ValueError(
-            f"env_id={env_id!r} has a Discrete({spec.num_actions}) action space; eqxrl.collect "
-            "makes datasets for continuous (Box) actions only."
-        )
-    return spec
 
 
 def random_policy(spec: EnvSpec) -> PolicyFn:
-    """Uniformly random actions in [-1, 1] (eqxrl's rescaled action space)."""
+    """Uniformly random actions: in [-1, 1] (eqxrl's rescaled action space), or uniform over
+    the actions of a discrete spec."""
 
-    def policy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
+    def policy(obs: Obs, key: PRNGKeyArray) -> Shaped[Array, "*action"]:
+        if spec.discrete:
+            return jax.random.randint(key, (), 0, spec.num_actions, jnp.int32)
         return jax.random.uniform(key, spec.action_shape, minval=-1.0, maxval=1.0)
 
     return policy
 
 
-def add_noise(policy: PolicyFn, noise_std: float = 0.0, epsilon: float = 0.0) -> PolicyFn:
+def add_noise(policy: PolicyFn, noise_std: float = 0.0, epsilon: float = 0.0,
+              spec: EnvSpec | None = None) -> PolicyFn:
     """Add Gaussian noise of std `noise_std`, take a uniform action with probability
-    `epsilon`, and clip to [-1, 1]."""
+    `epsilon`, and clip to [-1, 1]. For a discrete `spec`, only `epsilon` applies (a uniform
+    action of the spec's); Gaussian noise on a discrete action is refused."""
+    if spec is not None and spec.discrete:
+        if noise_std:
+            raise ValueError(
+                f"noise_std={noise_std} adds Gaussian noise to continuous actions, but the env "
+                f"has Discrete({spec.num_actions}) actions; use epsilon (uniform random actions)."
+            )
+        uniform_action = random_policy(spec)
+
+        def discrete(obs: Obs, key: PRNGKeyArray) -> Shaped[Array, ""]:
+            k_policy, k_coin, k_random = jax.random.split(key, 3)
+            action = jnp.asarray(policy(obs, k_policy), jnp.int32)
+            random = uniform_action(obs, k_random)
+            return jnp.where(jax.random.uniform(k_coin) < epsilon, random, action)
+
+        return discrete
 
     def noisy(obs: Obs, key: PRNGKeyArray) -> Float[Array, "*action"]:
         k_policy, k_noise, k_coin, k_random = jax.random.split(key, 4)
@@ -88,6 +102,7 @@ def _rollout(
 ) -> tuple[dict[str, Any], int]:
     """Step `policy` until `num_steps` steps or `num_episodes` episodes; host arrays."""
     env = make_env(env_id)
+    spec = spec_from_env(env)
     base = jax.random.fold_in(jax.random.key(seed), stream)
     # One compiled call per env step; the step index is traced, so it compiles once.
     step_fn = jax.jit(lambda obs, t: policy(obs, jax.random.fold_in(base, t)))
@@ -100,7 +115,15 @@ def _rollout(
         while (num_steps is None or t < num_steps) and (
             num_episodes is None or episode < num_episodes
         ):
-            action = np.asarray(step_fn(obs, t), np.float32)
+            action = np.asarray(step_fn(obs, t))  # int32 (discrete) or float32 actions
+            if np.issubdtype(action.dtype, np.integer) != spec.discrete:
+                want = (f"integer actions of Discrete({spec.num_actions})" if spec.discrete
+                        else f"float actions of shape {spec.action_shape}")
+                raise ValueError(
+                    f"The policy gave {action.dtype} actions of shape {action.shape}, but "
+                    f"env_id={env_id!r} takes {want}; use a policy made for this env "
+                    "(rollouts.random_policy(rollouts.env_spec(env_id)) for random actions).")
+            action = action.astype(np.int32 if spec.discrete else np.float32)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             row = {
                 "observations": obs,
@@ -144,7 +167,6 @@ def collect_episodes(
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
-    continuous_spec(env_id)
     rows, _ = _rollout(env_id, policy_fn, seed, 0, num_steps, None, progress)
     rows["timeouts"][-1] |= not rows["terminals"][-1]
     transition = Transition(

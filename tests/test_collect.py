@@ -21,7 +21,7 @@ PENDULUM = "Pendulum-v1"  # 200-step episodes, truncated by the time limit, neve
 
 
 def random_pendulum():
-    return rollouts.random_policy(rollouts.continuous_spec(PENDULUM))
+    return rollouts.random_policy(rollouts.env_spec(PENDULUM))
 
 
 def assert_consistent(dataset):
@@ -79,8 +79,26 @@ def test_add_noise_clips_and_mixes_random_actions():
     np.testing.assert_allclose(jnp.mean(noisy), 0.0, atol=0.01)
 
 
-def test_collection_rejects_discrete_envs_and_bad_flags(tmp_path):
-    with pytest.raises(ValueError, match=r"Discrete\(2\) action space"):
+def test_discrete_actions_are_collected_as_integers_and_saved(tmp_path):
+    policy = rollouts.random_policy(rollouts.env_spec("CartPole-v1"))
+    data = rollouts.collect_episodes("CartPole-v1", policy, 120, seed=0)
+    assert data.data.action.dtype == jnp.int32 and data.data.action.shape == (120,)
+    assert set(np.unique(np.asarray(data.data.action))) == {0, 1}
+    assert_consistent(data)
+    ds.save_dataset(tmp_path / "cartpole.hdf5", data, ds.DatasetInfo(env_id="CartPole-v1"))
+    loaded, _ = ds.load_dataset(tmp_path / "cartpole.hdf5")
+    assert eqx.tree_equal(loaded, data)
+    noisy = rollouts.add_noise(lambda o, k: jnp.int32(1), epsilon=0.5,
+                               spec=rollouts.env_spec("CartPole-v1"))
+    actions = [int(noisy(None, jax.random.key(i))) for i in range(400)]
+    assert 0.2 < actions.count(0) / 400 < 0.3  # half random, of which half are 0
+    with pytest.raises(ValueError, match=r"Gaussian noise.*Discrete\(2\).*use epsilon"):
+        rollouts.add_noise(policy, noise_std=0.1, spec=rollouts.env_spec("CartPole-v1"))
+
+
+def test_collection_rejects_bad_policies_and_flags(tmp_path):
+    with pytest.raises(ValueError, match=r"float32 actions.*takes integer actions of "
+                                         r"Discrete\(2\)"):
         rollouts.collect_episodes("CartPole-v1", random_pendulum(), 10, 0)
     with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
         rollouts.collect_episodes(PENDULUM, random_pendulum(), 0, 0)
