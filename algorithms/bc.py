@@ -1,4 +1,5 @@
-"""Behaviour cloning for continuous actions, with optional top-k% filtering ("%BC").
+"""Behaviour cloning for continuous or discrete actions, from vectors or pixels, with optional
+top-k% filtering ("%BC").
 
 Run:   python algorithms/bc.py --dataset data/hopper-expert-v2.hdf5
 Filtered BC on the best 10% of episodes:  ... --top-fraction 0.1
@@ -6,7 +7,11 @@ Help:  python algorithms/bc.py --help
 Resume an interrupted run:  python algorithms/bc.py --resume runs/<name>
 
 A Gaussian (or tanh-squashed Gaussian) policy is fitted to the dataset's actions by maximum
-likelihood −E[log π(a|s)], or by the squared error of its mode (`--loss mse`). With
+likelihood −E[log π(a|s)], or by the squared error of its mode (`--loss mse`). Discrete
+actions: a categorical policy fitted by cross-entropy (accuracy and entropy are logged); it
+acts by sampling, or by its most likely action when deterministic. Image observations (uint8,
+channels last, alone or in a dict beside vectors) go through `--encoder` (IMPALA by default),
+trained with the policy, as in jaxrl_m's vision BC. With
 `--top-fraction k`, only the transitions of the best k·100% of episodes by undiscounted return
 are kept (episodes end at terminated or truncated rows; see `eqxrl.datasets`). The defaults
 make the policy the same network as IQL's actor (no tanh, learned state-independent std,
@@ -24,26 +29,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 import eqxrl
 from eqxrl.config import layer_sizes, ordered, positive, within
 from eqxrl.offline import prepare_dataset
 from eqxrl.record import resolve_resume
+from eqxrl.vision import encoded
 
 
 # ---------------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Behaviour cloning on a D4RL-style offline dataset with continuous actions."""
+    """Behaviour cloning on a D4RL-style offline dataset (continuous or discrete actions)."""
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of the policy"""
+    """hidden layer sizes of the policy (after the image encoder for pixels)"""
+    encoder: str = "impala"
+    """image encoder for pixel observations (a name of eqxrl.vision.ENCODERS)"""
     lr: float = 3e-4
     """policy learning rate"""
     policy: Literal["gaussian", "tanh_gaussian"] = "gaussian"
-    """policy distribution: a Gaussian (clipped to [-1, 1] when acting) or a tanh-squashed one"""
+    """policy distribution for continuous actions: a Gaussian (clipped to [-1, 1] when acting)
+    or a tanh-squashed one (discrete actions always get a categorical)"""
     state_dependent_std: bool = False
     """predict the std from the state (a second head) instead of learning one free std"""
     loss: Literal["log_likelihood", "mse"] = "log_likelihood"
@@ -66,7 +75,7 @@ class Config:
 class State(eqx.Module):
     """Everything BC's update changes: the policy and its optimiser."""
 
-    actor: eqxrl.TrainState  # model: GaussianPolicy
+    actor: eqxrl.TrainState  # model: GaussianPolicy or CategoricalPolicy (behind an encoder)
     spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
@@ -111,15 +120,47 @@ def mse_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
+def cross_entropy_loss(
+    actor: eqx.Module, obs: eqxrl.Obs, action: Int[Array, " batch"]
+) -> tuple[Float[Array, ""], eqxrl.Metrics]:
+    """−E[log π(a|s)] of a categorical policy; also its accuracy (argmax = a) and entropy."""
+    def one(o, a):
+        dist = actor(o)
+        return dist.log_prob(a), dist.mode(), dist.entropy()
+
+    log_prob, mode, entropy = jax.vmap(one)(obs, action)
+    return -jnp.mean(log_prob), {"accuracy": jnp.mean((mode == action).astype(jnp.float32)),
+                                 "entropy": jnp.mean(entropy)}
+
+
+# ---------------------------------------------------------------------------- init / update / act
 def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
-    """Build the policy for `spec`."""
-    spec.require_unit_box_actions("BC")
-    actor = eqxrl.GaussianPolicy(
-        spec.obs_dim, spec.action_dim, config.hidden_dims,
-        tanh_squash=config.policy == "tanh_gaussian",
-        state_dependent_std=config.state_dependent_std, log_std_min=config.log_std_min,
-        log_std_max=config.log_std_max, key=key,
-    )
+    """Build the policy for `spec`: categorical for discrete actions, else Gaussian."""
+    k_encoder, k_head = jax.random.split(key)
+    if spec.discrete:
+        continuous_only = {"policy": (config.policy, "gaussian"),
+                           "loss": (config.loss, "log_likelihood"),
+                           "state_dependent_std": (config.state_dependent_std, False)}
+        for name, (value, default) in continuous_only.items():
+            if value != default:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} {value} shapes a policy for continuous actions, "
+                    f"but the env has Discrete({spec.num_actions}) actions, which BC fits with a "
+                    "categorical by cross-entropy; leave it at its default.")
+
+        def head(dim):
+            return eqxrl.CategoricalPolicy(dim, spec.num_actions, config.hidden_dims, key=k_head)
+    else:
+        spec.require_unit_box_actions("BC")
+
+        def head(dim):
+            return eqxrl.GaussianPolicy(
+                dim, spec.action_dim, config.hidden_dims,
+                tanh_squash=config.policy == "tanh_gaussian",
+                state_dependent_std=config.state_dependent_std, log_std_min=config.log_std_min,
+                log_std_max=config.log_std_max, key=k_head,
+            )
+    actor = encoded(spec, head, encoder=config.encoder, key=k_encoder)
     actor = eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.lr)
     return State(actor=actor, spec=spec)
 
@@ -130,22 +171,26 @@ def update(
     """One BC step on the (obs, action) pairs of `batch`; `key` is unused."""
     state.spec.check_batch(batch)
     action = batch.action
-    if config.policy == "tanh_gaussian":  # log π is infinite at ±1 under tanh
-        action = jnp.clip(action, -1.0 + TANH_EPS, 1.0 - TANH_EPS)
-    loss_fn = log_likelihood_loss if config.loss == "log_likelihood" else mse_loss
+    if state.spec.discrete:
+        loss_fn = cross_entropy_loss
+    else:
+        if config.policy == "tanh_gaussian":  # log π is infinite at ±1 under tanh
+            action = jnp.clip(action, -1.0 + TANH_EPS, 1.0 - TANH_EPS)
+        loss_fn = log_likelihood_loss if config.loss == "log_likelihood" else mse_loss
     actor, info = state.actor.apply_loss_fn(loss_fn, batch.obs, action)
     return dataclasses.replace(state, actor=actor), {f"actor/{k}": v for k, v in info.items()}
 
 
 def act(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
-) -> Float[Array, "batch action_dim"]:
-    """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode.
-
-    Samples of the unsquashed Gaussian are clipped to the action bounds.
-    """
+) -> Shaped[Array, " batch *action"]:
+    """Actions for a batch of observations: in [-1, 1] (samples of the unsquashed Gaussian are
+    clipped), or discrete indices; `deterministic` takes the mode."""
     state.spec.batch_size(obs, "obs")
-    return jnp.clip(eqxrl.policy_actions(state.actor.model, obs, key, deterministic), -1.0, 1.0)
+    action = eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
+    if state.spec.discrete:
+        return action.astype(jnp.int32)
+    return jnp.clip(action, -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------- main

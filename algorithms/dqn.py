@@ -11,7 +11,8 @@ One Q-network with one output per action and a target network, copied every
 argmax_a Q̄(s_m, a); windows stop at episode ends, so time-limit truncation keeps
 bootstrapping. Huber (the default) or squared TD error. Exploration is ε-greedy with ε decayed
 linearly over *env steps* (the loop gives `act` the env step). Image observations (uint8,
-channels last) go through the Nature-DQN torso.
+channels last, alone or in a dict beside vectors) go through an image encoder, the Nature-DQN
+torso by default.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
 from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
-from eqxrl.vision import AtariEncoder, PixelEncoder
+from eqxrl.vision import encoded
 
 # Adam behind a global-norm clip, both injected hyperparameters (a grid may vary either).
 OPTIMISER = optax.inject_hyperparams(
@@ -47,7 +48,10 @@ class Config:
         env_id="CartPole-v1", total_steps=100_000, start_steps=1_000, batch_size=128,
         buffer_size=100_000, update_every=1, eval_interval=10_000)
     hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of the Q-network (after the image torso for pixels)"""
+    """hidden layer sizes of the Q-network (after the image encoder for pixels)"""
+    encoder: str = "atari"
+    """image encoder for pixel observations (a name of eqxrl.vision.ENCODERS; atari is the
+    Nature-DQN torso with its 512 features)"""
     learning_rate: float = 5e-4
     """Adam learning rate"""
     max_grad_norm: float = 10.0
@@ -98,18 +102,14 @@ class State(eqx.Module):
     spec: eqxrl.EnvSpec = eqx.field(static=True)
 
 
-def q_network(spec: eqxrl.EnvSpec, hidden_dims: tuple[int, ...], *, key: PRNGKeyArray):
-    """Q(s, ·): an MLP for vector observations; the Nature-DQN torso (conv + 512 features)
-    then the MLP for one uint8 image `(height, width, channels)`."""
-    obs = spec.observation
-    if isinstance(obs, jax.ShapeDtypeStruct) and obs.dtype == jnp.uint8 and len(obs.shape) == 3:
-        k_torso, k_head = jax.random.split(key)
-        height, width, channels = obs.shape
-        torso = AtariEncoder(channels, linear_features=512, image_size=(height, width),
-                             key=k_torso)
-        head = eqxrl.DiscreteQFunction(512, spec.num_actions, hidden_dims, key=k_head)
-        return eqxrl.WithEncoder(PixelEncoder(torso), head)
-    return eqxrl.DiscreteQFunction(spec.obs_dim, spec.num_actions, hidden_dims, key=key)
+def q_network(spec: eqxrl.EnvSpec, config: Config, *, key: PRNGKeyArray) -> eqx.Module:
+    """Q(s, ·): an MLP with one output per action, behind `config.encoder` for image
+    observations (uint8, channels last; in a dict beside vectors too)."""
+    k_encoder, k_head = jax.random.split(key)
+    return encoded(
+        spec, lambda dim: eqxrl.DiscreteQFunction(dim, spec.num_actions, config.hidden_dims,
+                                                  key=k_head),
+        encoder=config.encoder, key=k_encoder)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -118,8 +118,7 @@ def td_loss(
     loss: str = "huber", delta: float = 1.0,
 ) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """Mean Huber (δ) or squared error between Q(s, a) and the target."""
-    q_all = jax.vmap(q)(batch.obs)
-    q_taken = jnp.take_along_axis(q_all, batch.action[:, None], axis=1)[:, 0]
+    _, q_taken = eqxrl.discrete_q(q, batch.obs, batch.action)
     error = q_taken - target
     if loss == "huber":
         value = jnp.mean(optax.huber_loss(q_taken, target, delta=delta))
@@ -147,7 +146,7 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
         raise ValueError(
             f"DQN needs a discrete action space, but the env has continuous actions of shape "
             f"{spec.action_shape}; use algorithms/sac.py or td3.py for continuous control.")
-    q = q_network(spec, config.hidden_dims, key=key)
+    q = q_network(spec, config, key=key)
     return State(
         q=eqxrl.TrainState.create(q, OPTIMISER, learning_rate=config.learning_rate,
                                   max_grad_norm=config.max_grad_norm),
@@ -197,7 +196,7 @@ def act(
     """Greedy actions when `deterministic`; else ε-greedy with ε at `env_step` (the loops
     give it; without it, ε is epsilon_end)."""
     size = state.spec.batch_size(obs, "obs")
-    greedy = jnp.argmax(jax.vmap(state.q.model)(obs), axis=1).astype(jnp.int32)
+    greedy = eqxrl.greedy_actions(state.q.model, obs)
     if deterministic:
         return greedy
     eps = state.epsilon_end if env_step is None else epsilon(state, env_step)

@@ -15,9 +15,11 @@ from .blocks import ADAM as ADAM
 from .blocks import LogScalar as LogScalar
 from .blocks import clipped_policy_loss as clipped_policy_loss
 from .blocks import critic_td_loss as critic_td_loss
+from .blocks import discrete_q as discrete_q
 from .blocks import ensemble_q as ensemble_q
 from .blocks import every as every
 from .blocks import gae as gae
+from .blocks import greedy_actions as greedy_actions
 from .blocks import policy_actions as policy_actions
 from .blocks import prefixed as prefixed
 from .blocks import q_ensemble as q_ensemble

@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Shaped
 
 from .envs import EnvSpec
 from .networks import Ensemble, QFunction
@@ -66,6 +66,21 @@ def ensemble_q(
     return jax.vmap(lambda o, a, k: critic(o, a, key=k), out_axes=1)(obs, action, keys)
 
 
+def discrete_q(
+    q: Callable[[Obs], Float[Array, " actions"]], obs: Obs, action: Int[Array, " batch"]
+) -> tuple[Float[Array, "batch actions"], Float[Array, " batch"]]:
+    """Q(s, ·) of a discrete-action Q-network on a batch, and Q(s, a) of the taken actions."""
+    q_all = jax.vmap(q)(obs)
+    return q_all, jnp.take_along_axis(q_all, action[:, None], axis=1)[:, 0]
+
+
+def greedy_actions(
+    q: Callable[[Obs], Float[Array, " actions"]], obs: Obs
+) -> Int[Array, " batch"]:
+    """argmax_a Q(s, a) for a batch of observations, as int32 actions."""
+    return jnp.argmax(jax.vmap(q)(obs), axis=1).astype(jnp.int32)
+
+
 def critic_td_loss(
     critic: Ensemble, obs: Obs, action: Float[Array, "batch action_dim"],
     target_q: Float[Array, " batch"], key: PRNGKeyArray | None = None,
@@ -78,8 +93,9 @@ def critic_td_loss(
 
 def policy_actions(
     policy: Callable[[Obs], Any], obs: Obs, key: PRNGKeyArray, deterministic: bool = False
-) -> Float[Array, "batch action_dim"]:
-    """Actions of a distribution-valued policy for a batch: samples, or modes if `deterministic`.
+) -> Shaped[Array, " batch *action"]:
+    """Actions of a distribution-valued policy for a batch: samples, or modes if `deterministic`
+    (continuous actions, or the indices of a categorical's).
 
     A policy with a `batch(obs)` method (eqxrl's `GaussianPolicy`, `CategoricalPolicy`) is
     sampled once for the whole batch with `key`; any other `policy(obs)` is sampled per

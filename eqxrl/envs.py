@@ -177,6 +177,13 @@ class EnvSpec:
                     f"{name}.obs). A trailing axis of size 1 would broadcast silently against "
                     f"values of shape {lead}; squeeze it."
                 )
+        if jnp.issubdtype(jnp.result_type(batch.action), jnp.integer) != self.discrete:
+            kind = (f"Discrete({self.num_actions}) actions (int32 indices)" if self.discrete
+                    else f"continuous actions of shape {self.action_shape} (float32)")
+            raise ValueError(
+                f"{name}.action has dtype {jnp.result_type(batch.action)}, but the env takes "
+                f"{kind}: the data and the env do not match (a discrete dataset needs a "
+                "discrete-action env and algorithm, and the other way round).")
         want = lead + self.action_shape
         shape = tuple(jnp.shape(batch.action))
         if shape != want:

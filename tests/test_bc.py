@@ -43,13 +43,16 @@ def test_invalid_config_names_the_flag(field, value, message):
         dataclasses.replace(SMALL, **{field: value})
 
 
-def test_init_rejects_discrete_actions_and_builds_the_chosen_policy():
-    discrete = EnvSpec(SPEC.observation, (), discrete=True, num_actions=3)
-    with pytest.raises(ValueError, match=r"continuous \(Box\) action space.*Discrete\(3\)"):
-        bc.init(jax.random.key(0), discrete, SMALL)
+def test_init_builds_the_chosen_policy_and_a_categorical_for_discrete_actions():
     state = bc.init(jax.random.key(0), SPEC, dataclasses.replace(SMALL, policy="tanh_gaussian",
                                                                  state_dependent_std=True))
     assert state.actor.model.tanh_squash and state.actor.model.log_std_head is not None
+    discrete = EnvSpec(SPEC.observation, (), discrete=True, num_actions=3)
+    assert isinstance(bc.init(jax.random.key(0), discrete, SMALL).actor.model,
+                      eqxrl.CategoricalPolicy)
+    with pytest.raises(ValueError, match=r"--loss mse shapes a policy for continuous actions, "
+                                         r"but the env has Discrete\(3\) actions"):
+        bc.init(jax.random.key(0), discrete, dataclasses.replace(SMALL, loss="mse"))
 
 
 # ---------------------------------------------------------------- losses by hand

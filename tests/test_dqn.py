@@ -202,7 +202,8 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match=r"batch.rewards has shape \(4,\), expected \(4,\) \+"):
         dqn.update(state, eqx.tree_at(lambda b: b.rewards, batch, batch.rewards[:, 0]),
                    jax.random.key(0), SMALL)
-    with pytest.raises(ValueError, match=r"batch.action has dtype float32, expected int32"):
+    with pytest.raises(ValueError, match=r"batch.action has dtype float32, but the env takes "
+                                         r"Discrete\(2\) actions"):
         dqn.update(state, eqx.tree_at(lambda b: b.action, batch,
                                       batch.action.astype(jnp.float32)),
                    jax.random.key(0), SMALL)

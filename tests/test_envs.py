@@ -132,5 +132,10 @@ def test_check_batch_rejects_wrong_action():
 
 def test_check_batch_rejects_wrong_action_dtype():
     wrong = eqx.tree_at(lambda b: b.action, batch(), jnp.zeros((4, 1), jnp.int32))
-    with pytest.raises(ValueError, match="batch.action has dtype int32, expected float32"):
+    with pytest.raises(ValueError, match=r"batch.action has dtype int32, but the env takes "
+                                         r"continuous actions of shape \(1,\) \(float32\): the "
+                                         "data and the env do not match"):
         SPEC.check_batch(wrong)
+    half = eqx.tree_at(lambda b: b.action, batch(), jnp.zeros((4, 1), jnp.float16))
+    with pytest.raises(ValueError, match="batch.action has dtype float16, expected float32"):
+        SPEC.check_batch(half)

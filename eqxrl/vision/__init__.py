@@ -12,6 +12,9 @@ from .encoders import ENCODERS as ENCODERS
 from .encoders import AtariEncoder as AtariEncoder
 from .encoders import ImpalaEncoder as ImpalaEncoder
 from .encoders import make_encoder as make_encoder
+from .obs_encoder import ObsEncoder as ObsEncoder
+from .obs_encoder import encoded as encoded
+from .obs_encoder import has_images as has_images
 from .pooling import Flatten as Flatten
 from .pooling import GlobalAveragePool as GlobalAveragePool
 from .pooling import SpatialLearnedEmbeddings as SpatialLearnedEmbeddings

@@ -1,0 +1,104 @@
+"""`ObsEncoder`: any observation of an `EnvSpec` (a vector, one uint8 image, or a dict of
+images and vectors) to one feature vector, so that every head takes pixels.
+
+    head = eqxrl.vision.encoded(spec, lambda dim: eqxrl.CategoricalPolicy(dim, n, key=k1),
+                                encoder="impala", key=k2)
+
+gives the head alone for vector observations and `WithEncoder(ObsEncoder(...), head)` when
+the spec has image leaves, so algorithms build one network for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..envs import EnvSpec
+from ..networks import WithEncoder
+from ..types import Obs
+from .encoders import ENCODERS, make_encoder
+from .preprocess import PixelEncoder
+
+
+def is_image(leaf: jax.ShapeDtypeStruct) -> bool:
+    """Whether an observation leaf is one uint8 image `(height, width, channels)`."""
+    return leaf.dtype == np.uint8 and len(leaf.shape) == 3
+
+
+def has_images(spec: EnvSpec) -> bool:
+    """Whether any leaf of the spec's observation is a uint8 image."""
+    return any(is_image(leaf) for leaf in jax.tree.leaves(spec.obs_structure))
+
+
+class ObsEncoder(eqx.Module):
+    """Every uint8 image leaf through its own pixel encoder, every other leaf flattened, all
+    concatenated in the observation's leaf order (dict keys sorted)."""
+
+    encoders: tuple[PixelEncoder | None, ...]
+    features: int = eqx.field(static=True)
+
+    def __init__(self, spec: EnvSpec, encoder: str = "impala", *, key: PRNGKeyArray,
+                 frozen: bool = False, **encoder_kwargs: Any):
+        """`encoder` names an entry of `ENCODERS` (stateless ones: not ResNet-v1 with
+        BatchNorm); `encoder_kwargs` go to its constructor; `frozen` stops its gradients."""
+        if encoder not in ENCODERS:
+            raise ValueError(
+                f"encoder={encoder!r} is not an encoder; valid names: "
+                f"{', '.join(sorted(ENCODERS))}.")
+        leaves = jax.tree.leaves(spec.obs_structure)
+        keys = jax.random.split(key, len(leaves))
+        encoders, features = [], 0
+        for leaf, k in zip(leaves, keys, strict=True):
+            if not is_image(leaf):
+                if leaf.dtype == np.uint8:
+                    raise ValueError(
+                        f"A uint8 observation of shape {leaf.shape} is not an image (height, "
+                        "width, channels); give images channels last, or float vectors.")
+                encoders.append(None)
+                features += int(np.prod(leaf.shape))
+                continue
+            height, width, channels = leaf.shape
+            if channels > 16 and height <= 16 < width:  # e.g. (3, 84, 84): not channels last
+                raise ValueError(
+                    f"The image observation has shape {leaf.shape}, which looks channels-first; "
+                    "eqxrl takes images as (height, width, channels): transpose them in the env "
+                    "(for example with gymnasium.wrappers.TransformObservation and "
+                    "np.moveaxis(obs, 0, -1)).")
+            kwargs = {"in_channels": channels} | encoder_kwargs
+            if encoder == "atari":
+                kwargs = {"linear_features": 512, "image_size": (height, width)} | kwargs
+            net, state = make_encoder(encoder, key=k, **kwargs)
+            if jax.tree.leaves(state):
+                raise ValueError(
+                    f"encoder={encoder!r} keeps BatchNorm statistics, which ObsEncoder does not "
+                    "thread; use a stateless encoder (impala, atari, resnetv2-*, vit-*) or "
+                    "norm='group'.")
+            pixel = PixelEncoder(net, frozen=frozen)
+            size = jax.eval_shape(pixel, jax.ShapeDtypeStruct(leaf.shape, jnp.uint8)).shape[0]
+            encoders.append(pixel)
+            features += size
+        self.encoders = tuple(encoders)
+        self.features = features
+
+    def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, " features"]:
+        leaves = jax.tree.leaves(obs)
+        keys = (None,) * len(leaves) if key is None else tuple(jax.random.split(key, len(leaves)))
+        parts = [jnp.reshape(x, (-1,)).astype(jnp.float32) if enc is None else enc(x, key=k)
+                 for x, enc, k in zip(leaves, self.encoders, keys, strict=True)]
+        return jnp.concatenate(parts)
+
+
+def encoded(spec: EnvSpec, make_head: Callable[[int], eqx.Module], *, encoder: str = "impala",
+            key: PRNGKeyArray, frozen: bool = False, **encoder_kwargs: Any) -> eqx.Module:
+    """`make_head(spec.obs_dim)` for observations without images; else
+    `WithEncoder(ObsEncoder(spec, encoder, ...), make_head(features))`."""
+    if not has_images(spec):
+        return make_head(spec.obs_dim)
+    torso = ObsEncoder(spec, encoder, key=key, frozen=frozen, **encoder_kwargs)
+    return WithEncoder(torso, make_head(torso.features))
