@@ -30,6 +30,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
 from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
+from eqxrl.frames import FrameReplayBuffer
 from eqxrl.vision import encoded
 
 # Adam behind a global-norm clip, both injected hyperparameters (a grid may vary either).
@@ -161,7 +162,8 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
 
 
 def sample_batch(
-    buffer: eqxrl.ReplayBuffer, key: PRNGKeyArray, batch_size: int, config: Config
+    buffer: eqxrl.ReplayBuffer | FrameReplayBuffer, key: PRNGKeyArray, batch_size: int,
+    config: Config,
 ) -> eqxrl.NStepTransition:
     """The loops draw DQN's batches as n-step windows (ordinary transitions for n = 1)."""
     return buffer.sample_n_step(key, batch_size, config.n_step)

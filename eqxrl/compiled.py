@@ -59,7 +59,7 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
     spec = env.spec
     example = spec.example_transition()
     agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
-                        batch_like(algorithm, config, example))
+                        batch_like(algorithm, config, spec))
     run = Run(config, algorithm, "step", agents, {"episodes_done": 0},
               evaluator=make_evaluator(env, algorithm.act, settings.eval_episodes))
     config = run.config

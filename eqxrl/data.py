@@ -62,6 +62,24 @@ class Dataset(eqx.Module):
         return jax.tree.map(lambda x: x[idx], self.data)
 
 
+def n_step_windows(
+    start: Int[Array, " batch"], terminated: Array, truncated: Array, position: Int[Array, ""],
+    capacity: int, n: int,
+) -> tuple[Int[Array, "batch n"], Array, Int[Array, " batch"], Int[Array, " batch"]]:
+    """The rows of ring-buffer windows of up to `n` steps from each `start` row: `(rows, inside,
+    steps, last)`. A window stops after the first step that ends an episode (`terminated` or
+    `truncated`, per row) and at the newest row (`position − 1`); `inside` marks its steps."""
+    rows = (start[:, None] + jnp.arange(n)[None, :]) % capacity  # (batch, n)
+    newest = (position - 1) % capacity
+    ahead = (newest - start) % capacity  # steps from the start to the newest row
+    ends = terminated[rows] | truncated[rows]
+    # A step is in the window if no earlier step of it ended the episode and it is stored.
+    ended_before = (jnp.cumsum(ends, axis=1) - ends) > 0
+    inside = (~ended_before) & (jnp.arange(n)[None, :] <= ahead[:, None])
+    steps = jnp.sum(inside, axis=1).astype(jnp.int32)
+    return rows, inside, steps, (start + steps - 1) % capacity
+
+
 class ReplayBuffer(eqx.Module):
     """A preallocated ring buffer whose `add` and `sample` are pure and jittable.
 
@@ -167,15 +185,8 @@ class ReplayBuffer(eqx.Module):
             )
         data: Transition = self.data
         start = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
-        rows = (start[:, None] + jnp.arange(n)[None, :]) % self.capacity  # (batch, n)
-        newest = (self.position - 1) % self.capacity
-        ahead = (newest - start) % self.capacity  # steps from the start to the newest row
-        ends = data.terminated[rows] | data.truncated[rows]
-        # A step is in the window if no earlier step of it ended the episode and it is stored.
-        ended_before = (jnp.cumsum(ends, axis=1) - ends) > 0
-        inside = (~ended_before) & (jnp.arange(n)[None, :] <= ahead[:, None])
-        steps = jnp.sum(inside, axis=1).astype(jnp.int32)
-        last = (start + steps - 1) % self.capacity
+        rows, inside, steps, last = n_step_windows(
+            start, data.terminated, data.truncated, self.position, self.capacity, n)
         return NStepTransition(
             obs=jax.tree.map(lambda x: x[start], data.obs),
             action=data.action[start],

@@ -31,10 +31,20 @@ class EnvSpec:
     num_actions: int | None = None
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
+    # Observations that stack the env's last k frames along their last axis, oldest first (the
+    # replay then stores each frame once: `eqxrl.frames.FrameReplayBuffer`).
+    frame_stack: int = 1
 
     def __post_init__(self):
         if self.discrete and (self.num_actions is None or self.num_actions < 1):
             raise ValueError(f"A discrete EnvSpec needs num_actions >= 1, got {self.num_actions}.")
+        if self.frame_stack < 1:
+            raise ValueError(f"EnvSpec frame_stack must be >= 1, got {self.frame_stack}.")
+        for leaf in jax.tree.leaves(self.obs_structure):
+            if self.frame_stack > 1 and (not leaf.shape or leaf.shape[-1] % self.frame_stack):
+                raise ValueError(
+                    f"EnvSpec frame_stack={self.frame_stack}: an observation of shape "
+                    f"{leaf.shape} cannot hold that many frames along its last axis.")
 
     @property
     def obs_structure(self) -> Any:
@@ -201,6 +211,17 @@ def _box_spec(space: gym.spaces.Box) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(tuple(space.shape), np.dtype(dtype))
 
 
+FRAME_STACK_ATTRIBUTE = "eqxrl_frame_stack"
+
+
+def mark_frame_stack(env: gym.Env, k: int) -> gym.Env:
+    """Tell `spec_from_env` that `env`'s observations stack its last `k` frames along their
+    last axis, oldest first, and repeat the first frame at an episode's start."""
+    env = gym.Wrapper(env)
+    setattr(env, FRAME_STACK_ATTRIBUTE, k)
+    return env
+
+
 def spec_from_env(env: gym.Env) -> EnvSpec:
     """Build an EnvSpec from a gymnasium env's observation and action spaces."""
     obs_space = env.observation_space
@@ -215,15 +236,21 @@ def spec_from_env(env: gym.Env) -> EnvSpec:
         raise TypeError(
             f"Observation space {obs_space} is not supported; use a Box or a Dict of Boxes."
         )
+    try:  # set by eqxrl's frame-stacking env makers (make_pixel_env, Atari)
+        frame_stack = int(env.get_wrapper_attr(FRAME_STACK_ATTRIBUTE))
+    except AttributeError:
+        frame_stack = 1
     space = env.action_space
     if isinstance(space, gym.spaces.Discrete):
-        return EnvSpec(observation, (), discrete=True, num_actions=int(space.n))
+        return EnvSpec(observation, (), discrete=True, num_actions=int(space.n),
+                       frame_stack=frame_stack)
     if isinstance(space, gym.spaces.Box):
         return EnvSpec(
             observation,
             tuple(space.shape),
             action_low=tuple(float(x) for x in np.ravel(space.low)),
             action_high=tuple(float(x) for x in np.ravel(space.high)),
+            frame_stack=frame_stack,
         )
     raise TypeError(f"Action space {space} is not supported; use Box or Discrete.")
 

@@ -26,8 +26,9 @@ from .agents import Agents, agent_list
 from .config import from_dict, identity
 from .data import ReplayBuffer
 from .envs import EnvSpec, make_env, spec_from_env
+from .frames import FrameReplayBuffer
 from .jaxenvs import is_jax_env_id, make_jax_env
-from .online import filled_rows_like, from_filled_rows
+from .online import buffer_from_saved, buffer_saved_like
 from .record import algorithm_name, read_record
 
 
@@ -41,7 +42,7 @@ class LoadedRun:
     config: Any
     spec: EnvSpec
     state: Any
-    buffer: ReplayBuffer | None  # online runs, when asked for
+    buffer: ReplayBuffer | FrameReplayBuffer | None  # online runs, when asked for
 
     def act(self, obs: Any, key: jax.Array, deterministic: bool = False) -> jax.Array:
         """The algorithm's `act` on this run's state (a batch of observations)."""
@@ -120,7 +121,6 @@ def load_run(
         run = dataclasses.replace(config.run, seed=seeds[agent], num_seeds=1, seeds=None, grid=())
         config = dataclasses.replace(config, run=run, **dict(points[agent]))
     state = eqx.filter_eval_shape(module.init, jax.random.key(0), spec, config)
-    example = spec.example_transition()
     agents = Agents(seeds, points)
 
     def like(meta: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def load_run(
         if "buffer_rows" not in meta:
             raise ValueError(f"run_dir={run_dir!r} is an offline run: it has no replay buffer.")
         return agents.saved_like(
-            {"state": state, "buffer": filled_rows_like(example, meta["buffer_rows"])})
+            {"state": state, "buffer": buffer_saved_like(spec, config.run.buffer_size, meta)})
 
     if sharded.is_sharded_dir(path):
         def placed(meta):  # onto this process's first device
@@ -142,7 +142,7 @@ def load_run(
         tree = agents.pick(tree, agent)
     replay = None
     if buffer:
-        replay = from_filled_rows(tree["buffer"], example, config.run.buffer_size)
+        replay = buffer_from_saved(tree["buffer"], spec, config.run.buffer_size)
     return LoadedRun(run_dir, int(step), module, config, spec, tree["state"], replay)
 
 

@@ -34,6 +34,7 @@ from .agents import Agents, agents_for, connect, tree_bytes
 from .data import ReplayBuffer
 from .envs import EnvSpec, derived_seed, make_env, spec_from_env
 from .envs import make_env as default_make_env
+from .frames import FrameReplayBuffer
 from .harness import Run, run_loop
 from .jaxenvs import is_jax_env_id
 from .jit import jit, merge, split
@@ -72,6 +73,40 @@ def from_filled_rows(saved: dict[str, Any], example: Any, capacity: int) -> Repl
     return ReplayBuffer(data, saved["position"], saved["size"], capacity)
 
 
+def make_buffer(spec: EnvSpec, capacity: int) -> ReplayBuffer | FrameReplayBuffer:
+    """The replay of the online loops for `spec`: a `FrameReplayBuffer` (each frame stored
+    once) when its observations stack frames, else a `ReplayBuffer` of `Transition`s."""
+    if spec.frame_stack > 1:
+        return FrameReplayBuffer.create(spec, capacity)
+    return ReplayBuffer.create(spec.example_transition(), capacity)
+
+
+def buffer_saved(buffer: ReplayBuffer | FrameReplayBuffer, rows: int
+                 ) -> tuple[dict[str, Any], dict[str, int]]:
+    """What a checkpoint keeps of a replay buffer whose first `rows` rows are filled, and the
+    sizes (`buffer_rows`, `buffer_frames`) its metadata needs to read it back."""
+    if isinstance(buffer, FrameReplayBuffer):
+        frames = buffer.frames_in_use()
+        return buffer.filled(rows, frames), {"buffer_rows": rows, "buffer_frames": frames}
+    return filled_rows(buffer, rows), {"buffer_rows": rows}
+
+
+def buffer_saved_like(spec: EnvSpec, capacity: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """The template of `buffer_saved`'s tree, from the checkpoint's metadata."""
+    if spec.frame_stack > 1:
+        return FrameReplayBuffer.filled_like(spec, capacity, meta["buffer_rows"],
+                                             meta["buffer_frames"])
+    return filled_rows_like(spec.example_transition(), meta["buffer_rows"])
+
+
+def buffer_from_saved(saved: dict[str, Any], spec: EnvSpec, capacity: int
+                      ) -> ReplayBuffer | FrameReplayBuffer:
+    """The replay buffer `buffer_saved` kept."""
+    if spec.frame_stack > 1:
+        return FrameReplayBuffer.from_filled(saved, spec, capacity)
+    return from_filled_rows(saved, spec.example_transition(), capacity)
+
+
 def stack_rows(rows: list) -> Any:
     """Host values of each agent (trees of numpy arrays) stacked along a new agent axis."""
     if len(rows) == 1:
@@ -96,12 +131,12 @@ def batch_sampler(algorithm: ModuleType, config: Any) -> Callable[[ReplayBuffer,
     return lambda buffer, key: custom(buffer, key, batch_size, config)
 
 
-def batch_like(algorithm: ModuleType, config: Any, example: Transition) -> Any:
+def batch_like(algorithm: ModuleType, config: Any, spec: EnvSpec) -> Any:
     """The shapes and dtypes of one batch that the loops give `algorithm.update`."""
     sample = batch_sampler(algorithm, config)
     capacity = config.run.batch_size
     return jax.eval_shape(
-        lambda key: sample(ReplayBuffer.create(example, capacity), key), jax.random.key(0))
+        lambda key: sample(make_buffer(spec, capacity), key), jax.random.key(0))
 
 
 def explorer(algorithm: ModuleType) -> Callable[..., Any]:
@@ -244,9 +279,8 @@ def train_online(
     envs = [make_env(settings.env_id)]
     try:
         spec = spec_from_env(envs[0])
-        example = spec.example_transition()
         agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
-                            batch_like(algorithm, config, example))
+                            batch_like(algorithm, config, spec))
         run = Run(config, algorithm, "step", agents,
                   {"episode": 0, "episode_actions": [], "episodes_done": 0,
                    "episode_returns": []})
@@ -262,7 +296,7 @@ def train_online(
         def fresh(key, config):
             k_init, k_loop, k_action = jax.random.split(key, 3)
             state = algorithm.init(k_init, spec, config)
-            buffer = ReplayBuffer.create(example, settings.buffer_size)
+            buffer = make_buffer(spec, settings.buffer_size)
             return fresh_copy((state, k_loop)), buffer, random_action(spec, k_action)
 
         one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
@@ -273,12 +307,12 @@ def train_online(
             def like(meta):
                 return agents.saved_like({
                     "state": state_like, "key": key_like, "action": action_like,
-                    "buffer": filled_rows_like(example, meta["buffer_rows"])})
+                    "buffer": buffer_saved_like(spec, settings.buffer_size, meta)})
 
             tree = agents.from_saved(run.restore(like))
             state_key = (tree["state"], tree["key"])
             capacity = settings.buffer_size
-            buffer = jit(agents.over(lambda b: from_filled_rows(b, example, capacity)))(
+            buffer = jit(agents.over(lambda b: buffer_from_saved(b, spec, capacity)))(
                 tree["buffer"])
             state_key, buffer = agents.place(state_key), agents.place(buffer, rows_axis=1)
             action = tree["action"]
@@ -315,10 +349,10 @@ def train_online(
     def checkpoint():
         state, key = sk.rebuild(flat[0])
         rows = min(host["step"], settings.buffer_size)  # every agent has stored as many
-        saved = {"state": state, "key": key, "action": action,
-                 "buffer": filled_rows(buf.rebuild(flat[1]), rows)}
-        host["buffer_rows"] = rows
-        run.save(agents.to_saved(saved))
+        kept, sizes = buffer_saved(buf.rebuild(flat[1]), rows)
+        host.update(sizes)
+        run.save(agents.to_saved({"state": state, "key": key, "action": action,
+                                  "buffer": kept}))
 
     def body(stop) -> str:
         nonlocal flat, action, obs

@@ -17,6 +17,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import AddRenderObservation, FrameStackObservation, TransformObservation
 
+from ..envs import mark_frame_stack
+
 __all__ = ["configure_headless_rendering", "make_pixel_env", "resize_frame"]
 
 
@@ -104,6 +106,7 @@ def make_pixel_env(
         )
         if include_state:
             env = _flatten_stacked_state(env)
+        env = mark_frame_stack(env, frame_stack)  # the replay then stores each frame once
     return env
 
 

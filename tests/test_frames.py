@@ -1,0 +1,200 @@
+"""`FrameReplayBuffer`: each frame stored once, stacks rebuilt exactly (at episode starts, across
+the ring's wrap, after the frame ring overwrites old frames), n-step windows, memory, and the
+online loop on a frame-stacked env (DQN, exact resume)."""
+
+import dataclasses
+
+import equinox as eqx
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnasium import spaces
+from gymnasium.wrappers import FrameStackObservation, TransformObservation
+
+import eqxrl
+from algorithms import dqn
+from eqxrl import ReplayBuffer, Transition
+from eqxrl.agents import tree_bytes
+from eqxrl.envs import mark_frame_stack
+from eqxrl.frames import FrameReplayBuffer
+from eqxrl.online import make_buffer
+
+from .conftest import assert_trees_equal
+
+STACK = 3
+
+
+class CountingFrames(gym.Env):
+    """6×6 uint8 frames that carry a step counter (started at random by each reset, so an
+    episode depends only on its reset seed) and a 2-vector state; episodes end at random,
+    terminated or (after `max_length` steps) truncated; reward = the counter."""
+
+    observation_space = spaces.Dict({
+        "pixels": spaces.Box(0, 255, (6, 6, 1), np.uint8),
+        "state": spaces.Box(-np.inf, np.inf, (2,), np.float32)})
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, max_length=12):
+        self.t = 0
+        self.length = 0
+        self.max_length = max_length
+
+    def _obs(self):
+        pixels = np.full((6, 6, 1), self.t % 251, np.uint8)
+        pixels[0, 0, 0] = self.t // (251 * 256)  # distinct frames for t < 251·256²
+        pixels[0, 1, 0] = (self.t // 251) % 256
+        return {"pixels": pixels, "state": np.array([self.t, -self.t], np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.length = 0
+        self.t = int(self.np_random.integers(0, 10_000_000))
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        self.length += 1
+        terminated = bool(self.np_random.random() < 0.15)
+        truncated = not terminated and self.length >= self.max_length
+        return self._obs(), float(self.t), terminated, truncated, {}
+
+
+def stacked(env, k=STACK):
+    """k frames along the last axis, oldest first, the first repeated at a reset."""
+    env = FrameStackObservation(env, k)
+    pixels = spaces.Box(0, 255, (6, 6, k), np.uint8)
+    state = spaces.Box(-np.inf, np.inf, (2 * k,), np.float32)
+
+    def channels_last(obs):
+        return {"pixels": np.concatenate(list(obs["pixels"]), axis=-1),
+                "state": np.reshape(obs["state"], (-1,))}
+
+    env = TransformObservation(env, channels_last, spaces.Dict({"pixels": pixels,
+                                                                "state": state}))
+    return mark_frame_stack(env, k)
+
+
+gym.register("eqxrl-test/CountingFrames-v0", entry_point=lambda: stacked(CountingFrames()))
+gym.register("eqxrl-test/OneStepFrames-v0", entry_point=lambda: stacked(CountingFrames(1)))
+
+
+def transitions(n, seed=0, env_id="eqxrl-test/CountingFrames-v0"):
+    """`n` transitions of the stacked env, in order, as the online loop stores them."""
+    env = eqxrl.make_env(env_id)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(n):
+        next_obs, reward, terminated, truncated, _ = env.step(0)
+        rows.append(Transition(
+            obs=jax.tree.map(jnp.asarray, obs), action=jnp.int32(0),
+            reward=jnp.float32(reward), next_obs=jax.tree.map(jnp.asarray, next_obs),
+            terminated=jnp.bool_(terminated), truncated=jnp.bool_(truncated)))
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    spec = eqxrl.spec_from_env(env)
+    env.close()
+    return spec, rows
+
+
+def fill(buffer, rows):
+    add = jax.jit(lambda b, r: b.add(r))
+    for row in rows:
+        buffer = add(buffer, row)
+    return buffer
+
+
+def by_reward(rows):
+    return {float(r.reward): r for r in rows}  # rewards are distinct env steps
+
+
+def assert_rows_exact(batch, rows):
+    """Every sampled transition equals the stored one with its reward (env step)."""
+    known = by_reward(rows)
+    for i in range(batch.reward.shape[0]):
+        got = jax.tree.map(lambda x, i=i: x[i], batch)
+        assert_trees_equal(got, known[float(got.reward)])
+
+
+def test_the_spec_knows_the_stack_and_the_loop_picks_the_frame_buffer():
+    spec, _ = transitions(1)
+    assert spec.frame_stack == STACK
+    assert isinstance(make_buffer(spec, 10), FrameReplayBuffer)
+    plain = dataclasses.replace(spec, frame_stack=1)
+    assert isinstance(make_buffer(plain, 10), ReplayBuffer)
+    with pytest.raises(ValueError, match=r"frame_stack=4: an observation of shape \(6, 6, 3\)"):
+        dataclasses.replace(spec, frame_stack=4)
+
+
+def test_stacks_are_rebuilt_exactly_at_episode_starts_and_across_the_wrap():
+    spec, rows = transitions(300)
+    ends = [bool(r.terminated | r.truncated) for r in rows]
+    assert sum(ends) > 20  # many episode starts
+    buffer = fill(FrameReplayBuffer.create(spec, 64), rows)  # wrapped 4 times
+    # episodes of ~6 steps need ~1.17 frames per row, a little more than the ring's 1.13: the
+    # oldest couple of rows lost their first frames
+    size = int(buffer.size)
+    assert 58 <= size <= 64
+    batch = jax.jit(lambda b, k: b.sample(k, 256))(buffer, jax.random.key(0))
+    assert_rows_exact(batch, rows[-size:])
+    assert len(set(np.asarray(batch.reward).tolist())) > 50  # most rows drawn
+    # n-step windows: the same first rows and windows as a plain buffer of the same rows
+    plain = fill(ReplayBuffer.create(rows[0], 64), rows)
+    windows = buffer.sample_n_step(jax.random.key(1), 256, 3)
+    reference = plain.sample_n_step(jax.random.key(3), 4096, 3)
+    first_reward = np.asarray(reference.rewards[:, 0])
+    for i in range(256):
+        j = int(np.flatnonzero(first_reward == float(windows.rewards[i, 0]))[0])
+        assert_trees_equal(jax.tree.map(lambda x, i=i: x[i], windows),
+                           jax.tree.map(lambda x, j=j: x[j], reference))
+
+
+def test_rows_whose_frames_were_overwritten_are_no_longer_sampled():
+    # one-step episodes: two frames per transition, more than the ring keeps
+    spec, short = transitions(200, env_id="eqxrl-test/OneStepFrames-v0")
+    buffer = fill(FrameReplayBuffer.create(spec, 40), short)
+    frames = buffer.frame_capacity  # 40 + 5 + 3
+    assert int(buffer.size) < 40 and int(buffer.size) >= (frames - STACK) // 2 - 1
+    batch = buffer.sample(jax.random.key(0), 200)
+    # one-step episodes: obs is the reset frame repeated, next_obs the step's frames
+    assert_rows_exact(batch, short)
+
+
+def test_memory_per_transition_is_near_one_frame():
+    image = jax.ShapeDtypeStruct((84, 84, 4), np.dtype("uint8"))
+    spec = eqxrl.EnvSpec(image, (), discrete=True, num_actions=6, frame_stack=4)
+    capacity = 10_000
+    frames = tree_bytes(jax.eval_shape(lambda: FrameReplayBuffer.create(spec, capacity)))
+    naive = tree_bytes(jax.eval_shape(
+        lambda: ReplayBuffer.create(spec.example_transition(), capacity)))
+    frame = 84 * 84
+    assert frames / capacity < 1.14 * frame + 64  # ~1.13 frames and ~20 bytes of row data
+    assert naive / capacity > 8 * frame  # obs and next_obs, 4 frames each
+    print(f"bytes per transition: {frames / capacity:.0f} (one frame {frame}), "
+          f"plain buffer {naive / capacity:.0f}")
+
+
+def small_run(tmp_path, name, **run):
+    settings = dict(env_id="eqxrl-test/CountingFrames-v0", total_steps=120, start_steps=40,
+                    batch_size=8, buffer_size=50, log_interval=20, eval_interval=120,
+                    checkpoint_interval=60, eval_episodes=1, progress=False,
+                    run_dir=str(tmp_path / name))
+    return dqn.Config(run=eqxrl.OnlineRun(**(settings | run)), hidden_dims=(8,),
+                      encoder="impala", epsilon_decay_steps=50)
+
+
+@pytest.mark.slow  # 45 s: three runs compile DQN's IMPALA update
+def test_dqn_on_stacked_frames_resumes_exactly(tmp_path):
+    eqxrl.train_online(small_run(tmp_path, "whole"), dqn)
+    eqxrl.train_online(small_run(tmp_path, "part", total_steps=60), dqn)
+    config = small_run(tmp_path, "part")
+    config = dataclasses.replace(config, run=dataclasses.replace(
+        config.run, resume=str(tmp_path / "part")))
+    eqxrl.train_online(config, dqn)
+    a = eqxrl.load_run(str(tmp_path / "whole"), buffer=True)
+    b = eqxrl.load_run(str(tmp_path / "part"), buffer=True)
+    assert isinstance(a.buffer, FrameReplayBuffer)
+    assert_trees_equal(eqx.filter(a.state, eqx.is_array), eqx.filter(b.state, eqx.is_array))
+    assert_trees_equal(a.buffer, b.buffer)
+    data = a.buffer.to_dataset()  # full stacks, oldest first
+    assert data.data.obs["pixels"].shape == (50, 6, 6, STACK)
