@@ -56,6 +56,7 @@ class FrameReplayBuffer(eqx.Module):
     ended: Bool[Array, ""]  # whether the last row ended its episode (the next starts one)
     capacity: int = eqx.field(static=True)
     stack: int = eqx.field(static=True)
+    frame_capacity: int = eqx.field(static=True)  # frames the ring holds
 
     @classmethod
     def create(cls, spec: EnvSpec, capacity: int) -> FrameReplayBuffer:
@@ -77,12 +78,8 @@ class FrameReplayBuffer(eqx.Module):
             terminated=zeros(example.terminated), truncated=zeros(example.truncated),
             frame=jnp.zeros(capacity, jnp.int32), start=jnp.zeros(capacity, jnp.int32),
             position=zero, size=zero, frames_written=zero, episode_start=zero,
-            ended=jnp.ones((), bool), capacity=capacity, stack=k,
+            ended=jnp.ones((), bool), capacity=capacity, stack=k, frame_capacity=n_frames,
         )
-
-    @property
-    def frame_capacity(self) -> int:
-        return jax.tree.leaves(self.frames)[0].shape[0]
 
     def _newest(self, obs: PyTree) -> PyTree:
         return jax.tree.map(lambda x: x[..., x.shape[-1] - x.shape[-1] // self.stack:], obs)
