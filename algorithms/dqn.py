@@ -2,6 +2,11 @@
 
 Run:   python algorithms/dqn.py --env-id CartPole-v1
        python algorithms/dqn.py --env-id gymnax:CartPole-v1     (compiled with the env)
+Atari (pip install 'eqxrl[atari]'; 84×84×4 frames, each stored once in the replay):
+       python algorithms/dqn.py --env-id ALE/Pong-v5 --clip-rewards --update-every 4 \
+           --n-step 1 --loss huber --learning-rate 1e-4 --buffer-size 1000000 \
+           --start-steps 50000 --batch-size 32 --target-update-interval 2000 \
+           --epsilon-end 0.01 --epsilon-decay-steps 1000000 --total-steps 10000000
 Help:  python algorithms/dqn.py --help
 
 One Q-network with one output per action and a target network, copied every
@@ -77,6 +82,8 @@ class Config:
     """ε after the decay"""
     epsilon_decay_steps: int = 20_000
     """env steps over which ε falls linearly from epsilon_start to epsilon_end"""
+    clip_rewards: bool = False
+    """learn from the sign of each reward (Atari's usual setting; logged returns stay raw)"""
 
     def __post_init__(self):
         layer_sizes(self)
@@ -176,6 +183,8 @@ def update(
     target moves towards the online network by `tau`."""
     del key  # DQN's update is deterministic given the batch
     state.spec.check_batch(batch)
+    if config.clip_rewards:
+        batch = eqx.tree_at(lambda b: b.rewards, batch, jnp.sign(batch.rewards))
     target = q_target(state, batch, config.double_q)
     q, info = state.q.apply_loss_fn(td_loss, batch, target, config.loss, config.huber_delta)
     target_q = eqxrl.every(config.target_update_interval, q.step,

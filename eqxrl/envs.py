@@ -261,12 +261,18 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     Bounded Box actions are rescaled to [-1, 1] (so tanh policies fit every env), float
     observations become float32, and episode return, length and time are recorded in
     `info["episode"]`. Terminated and truncated stay separate, as gymnasium returns them.
+    `ALE/<Game>-v5` ids get the standard Atari preprocessing (`eqxrl.vision.make_atari_env`:
+    84×84 grayscale, 4 frames stacked channels last), with ale-py installed.
     """
     if env_id.split(":", 1)[0] in ("gymnax", "brax"):
         raise ValueError(
             f"env_id={env_id!r} is a JAX-native env, not a gymnasium one: eqxrl.make_jax_env "
             "makes it, and the compiled loops train on it (train_online sends it there)."
         )
+    if env_id.startswith("ALE/"):  # Atari, with the standard DQN preprocessing
+        from .vision.wrappers import make_atari_env
+
+        return gym.wrappers.RecordEpisodeStatistics(make_atari_env(env_id, **kwargs))
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as err:

@@ -198,3 +198,41 @@ def test_dqn_on_stacked_frames_resumes_exactly(tmp_path):
     assert_trees_equal(a.buffer, b.buffer)
     data = a.buffer.to_dataset()  # full stacks, oldest first
     assert data.data.obs["pixels"].shape == (50, 6, 6, STACK)
+
+
+# ---------------------------------------------------------------- Atari (ale-py)
+def test_atari_frames_are_stored_once_and_rebuilt_exactly():
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    env = eqxrl.make_env("ALE/Pong-v5")
+    spec = eqxrl.spec_from_env(env)
+    assert spec.observation.shape == (84, 84, 4) and spec.frame_stack == 4
+    obs, _ = env.reset(seed=0)
+    assert all(np.array_equal(obs[..., 0], obs[..., j]) for j in range(4))  # reset repeats
+    rows = []
+    for t in range(120):
+        next_obs, reward, terminated, truncated, _ = env.step(t % spec.num_actions)
+        truncated = truncated or t % 50 == 49  # episode starts within the buffer
+        rows.append(Transition(jnp.asarray(obs), jnp.int32(t % spec.num_actions),
+                               jnp.float32(t), jnp.asarray(next_obs), jnp.bool_(terminated),
+                               jnp.bool_(truncated)))
+        obs = env.reset(seed=t)[0] if terminated or truncated else next_obs
+    env.close()
+    buffer = fill(FrameReplayBuffer.create(spec, 100), rows)
+    assert_rows_exact(buffer.sample(jax.random.key(0), 100), rows[-int(buffer.size):])
+
+
+@pytest.mark.slow
+def test_dqn_runs_on_atari_pong(tmp_path):
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    run = eqxrl.OnlineRun(env_id="ALE/Pong-v5", total_steps=300, start_steps=200,
+                          batch_size=8, buffer_size=300, update_every=4, log_interval=100,
+                          eval_interval=300, eval_episodes=1, progress=False,
+                          run_dir=str(tmp_path / "pong"))
+    summary = eqxrl.train_online(dqn.Config(run=run, hidden_dims=(32,), clip_rewards=True), dqn)
+    assert summary["status"] == "done"
+    metrics = eqxrl.logging.read_metrics(str(tmp_path / "pong" / "train.csv"))
+    assert np.all(np.isfinite(metrics["q/loss"]))
+    loaded = eqxrl.load_run(str(tmp_path / "pong"), buffer=True)
+    assert isinstance(loaded.buffer, FrameReplayBuffer)

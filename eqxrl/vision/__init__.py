@@ -33,5 +33,6 @@ from .resnet import ResNetV2 as ResNetV2
 from .vit import VIT_SIZES as VIT_SIZES
 from .vit import ViT as ViT
 from .wrappers import configure_headless_rendering as configure_headless_rendering
+from .wrappers import make_atari_env as make_atari_env
 from .wrappers import make_pixel_env as make_pixel_env
 from .wrappers import resize_frame as resize_frame

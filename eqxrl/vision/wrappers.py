@@ -132,3 +132,33 @@ def _flatten_stacked_state(env: gym.Env) -> gym.Env:
     return TransformObservation(
         env, lambda obs: {**obs, "state": np.reshape(obs["state"], (-1,))}, obs_space
     )
+
+
+def make_atari_env(env_id: str, *, frame_stack: int = 4, noop_max: int = 30,
+                   frame_skip: int = 4, screen_size: int = 84,
+                   terminal_on_life_loss: bool = False, **make_kwargs) -> gym.Env:
+    """An Atari game of ale-py (ROMs ship with it: `pip install 'eqxrl[atari]'`) with the
+    standard DQN preprocessing: up to `noop_max` no-ops at reset, `frame_skip` repeats with a
+    max over the last two frames, 84×84 grayscale, and the last `frame_stack` frames stacked
+    channels last, `(84, 84, 4)` uint8 (the replay stores each frame once). Rewards are the
+    game's (clip them in the algorithm: `dqn.py --clip-rewards`); episodes last the whole game
+    (no end at a lost life unless `terminal_on_life_loss`). `make_env("ALE/<Game>-v5")` makes
+    this, with eqxrl's episode statistics."""
+    try:
+        import ale_py
+    except ImportError as err:
+        raise ImportError(
+            f"env_id={env_id!r} is an Atari game, which needs ale-py (its ROMs are included): "
+            "pip install 'eqxrl[atari]'.") from err
+    from gymnasium.wrappers import AtariPreprocessing
+
+    gym.register_envs(ale_py)
+    env = gym.make(env_id, frameskip=1, **make_kwargs)  # AtariPreprocessing skips frames
+    env = AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip,
+                             screen_size=screen_size, terminal_on_life_loss=terminal_on_life_loss,
+                             grayscale_obs=True, grayscale_newaxis=True)
+    env = FrameStackObservation(env, frame_stack)  # (k, 84, 84, 1), the reset frame repeated
+    shape = (screen_size, screen_size, frame_stack)
+    env = TransformObservation(env, _frames_to_channels, spaces.Box(0, 255, shape, np.uint8))
+    return mark_frame_stack(env, frame_stack)
+
