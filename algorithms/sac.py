@@ -102,8 +102,8 @@ def critic_loss(
 
 
 def actor_loss(
-    actor: eqxrl.GaussianPolicy,
-    critic: eqxrl.Ensemble,
+    actor: eqx.Module,  # obs -> tanh-Gaussian (a GaussianPolicy, possibly behind a trunk)
+    critic: eqx.Module,  # (obs, action) -> one Q per critic (an Ensemble, or one on features)
     obs: eqxrl.Obs,
     alpha: Float[Array, ""],
     key: PRNGKeyArray,

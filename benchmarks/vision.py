@@ -1,4 +1,5 @@
-"""Throughput of eqxrl.vision: encoder forward+backward and the DrQ shift, against Flax.
+"""Throughput of eqxrl.vision: encoder forward+backward and the DrQ shift (against Flax), the
+replay's bytes per transition for stacked frames, DrQ's update and pixel envs' steps/s.
 
 Run: `python benchmarks/vision.py` (small defaults); `--help` for sizes. Every number is the
 median wall time of `--iters` calls after two warm-up calls, with `block_until_ready`. When
@@ -135,6 +136,10 @@ def main() -> None:
     parser.add_argument("--shift-channels", type=int, default=9, help="3 stacked RGB frames")
     parser.add_argument("--iters", type=int, default=5, help="timed calls after warm-up")
     parser.add_argument("--encoders", default="impala,resnetv1-18", help="comma-separated")
+    parser.add_argument("--drq-batch", type=int, default=32,
+                        help="batch of the DrQ update timing (0 skips it)")
+    parser.add_argument("--env-steps", type=int, default=300,
+                        help="steps of each pixel env timed (0 skips them)")
     args = parser.parse_args()
 
     print(
@@ -179,6 +184,93 @@ def main() -> None:
         ratio = "" if theirs is None else f"{ours / theirs:6.2f}"
         print(f"{label:58s} {1e3 * ours:9.2f} {n / ours:8.0f} {other:>9s} {ratio:>6s}")
     print("\nratio = eqxrl time / other time (below 1: eqxrl is faster).")
+    replay_bytes(args.size)
+    if args.drq_batch:
+        drq_updates(args.drq_batch, args.size, args.iters)
+    if args.env_steps:
+        env_frames(args.env_steps)
+
+
+def replay_bytes(size: int, capacity: int = 100_000) -> None:
+    """Bytes per transition of frame-stacked pixels: FrameReplayBuffer against a plain one."""
+    import numpy as np
+
+    from eqxrl import EnvSpec, ReplayBuffer
+    from eqxrl.agents import tree_bytes
+    from eqxrl.frames import FrameReplayBuffer
+
+    print(f"\n{'replay, bytes per transition':44s} {'frames once':>12s} {'plain':>9s} "
+          f"{'one frame':>10s}")
+    for label, channels, k, actions in (("DrQ: 3 RGB frames", 9, 3, (6,)),
+                                        ("Atari: 4 grayscale frames", 4, 4, ())):
+        image = jax.ShapeDtypeStruct((size, size, channels), np.dtype("uint8"))
+        if actions:
+            spec = EnvSpec(image, actions, action_low=(-1.0,) * 6, action_high=(1.0,) * 6,
+                           frame_stack=k)
+        else:
+            spec = EnvSpec(image, (), discrete=True, num_actions=6, frame_stack=k)
+        ours = tree_bytes(jax.eval_shape(lambda s=spec: FrameReplayBuffer.create(s, capacity)))
+        plain = tree_bytes(jax.eval_shape(
+            lambda s=spec: ReplayBuffer.create(s.example_transition(), capacity)))
+        frame = size * size * channels // k
+        print(f"{label + f' {size}x{size}x{channels}':44s} {ours / capacity:12.0f} "
+              f"{plain / capacity:9.0f} {frame:10d}")
+    print(f"(capacity {capacity:,}; 'frames once' keeps {1 + 1 / 8:.3f} frames per row and "
+          "~20 bytes of action, reward, flags and frame indices)")
+
+
+def drq_updates(batch: int, size: int, iters: int) -> None:
+    """DrQ updates per second on `batch` 84×84×9 uint8 observations (3 stacked RGB frames)."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import eqxrl
+    from algorithms import drq
+
+    image = jax.ShapeDtypeStruct((size, size, 9), np.dtype("uint8"))
+    spec = eqxrl.EnvSpec(image, (6,), action_low=(-1.0,) * 6, action_high=(1.0,) * 6,
+                         frame_stack=3)
+    config = drq.Config(run=eqxrl.OnlineRun(env_id="pixels:HalfCheetah-v5", batch_size=batch))
+    state = drq.init(jax.random.key(0), spec, config)
+    k = jax.random.split(jax.random.key(1), 3)
+    obs = jax.random.randint(k[0], (batch, size, size, 9), 0, 256).astype(jnp.uint8)
+    data = eqxrl.Transition(obs, jax.random.uniform(k[1], (batch, 6), minval=-1),
+                            jax.random.normal(k[2], (batch,)), obs, jnp.zeros(batch, bool),
+                            jnp.zeros(batch, bool))
+    step = jax.jit(lambda s, b, key: drq.update(s, b, key, config)[0])
+    seconds = timeit(step, state, data, jax.random.key(2), iters=iters)
+    flops = step.lower(state, data, jax.random.key(2)).compile().cost_analysis()
+    flops = flops.get("flops") if isinstance(flops, dict) else None
+    rate = "" if not flops else f", {flops / seconds / 1e9:.1f} GFLOP/s"
+    print(f"\nDrQ update, batch {batch} of {size}x{size}x9 uint8, {config.encoder} encoder: "
+          f"{1e3 * seconds:.1f} ms ({1 / seconds:.2f} updates/s{rate})")
+
+
+def env_frames(steps: int) -> None:
+    """Env steps per second of the pixel envs the CLI makes (random actions, host side)."""
+    import eqxrl
+
+    print()
+    for env_id in ("pixels:Pendulum-v1", "ALE/Pong-v5"):
+        try:
+            env = eqxrl.make_env(env_id)
+        except ImportError as err:
+            print(f"{env_id:24s} skipped ({err})")
+            continue
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                env.reset()
+        rate = steps / (time.perf_counter() - start)
+        shape = env.observation_space.shape
+        print(f"{env_id:24s} {rate:8.0f} env steps/s, observations {shape} uint8")
+        env.close()
 
 
 if __name__ == "__main__":

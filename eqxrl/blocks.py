@@ -55,11 +55,16 @@ def td_target(
     return reward + discount * jnp.where(terminated, 0.0, next_value)
 
 
+CriticFn = Callable[..., Float[Array, " ensemble"]]  # (obs, action) -> one Q per member
+
+
 def ensemble_q(
-    critic: Ensemble, obs: Obs, action: Float[Array, "batch action_dim"],
+    critic: CriticFn, obs: Obs, action: Float[Array, "batch action_dim"],
     key: PRNGKeyArray | None = None,
 ) -> Float[Array, "ensemble batch"]:
-    """Q-values of every member of a critic ensemble on a batch; `key` enables dropout."""
+    """Q-values of every member of a critic ensemble (an `Ensemble`, or any module that gives
+    one Q per member for one (obs, action), such as one behind an encoder) on a batch; `key`
+    enables dropout."""
     if key is None:
         return jax.vmap(critic, out_axes=1)(obs, action)
     keys = jax.random.split(key, action.shape[0])
@@ -82,7 +87,7 @@ def greedy_actions(
 
 
 def critic_td_loss(
-    critic: Ensemble, obs: Obs, action: Float[Array, "batch action_dim"],
+    critic: CriticFn, obs: Obs, action: Float[Array, "batch action_dim"],
     target_q: Float[Array, " batch"], key: PRNGKeyArray | None = None,
 ) -> tuple[Float[Array, ""], Metrics]:
     """Σ_j mean_batch (Q_j(s, a) − y)²: each critic regressed to the target, summed."""

@@ -262,7 +262,9 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     observations become float32, and episode return, length and time are recorded in
     `info["episode"]`. Terminated and truncated stay separate, as gymnasium returns them.
     `ALE/<Game>-v5` ids get the standard Atari preprocessing (`eqxrl.vision.make_atari_env`:
-    84×84 grayscale, 4 frames stacked channels last), with ale-py installed.
+    84×84 grayscale, 4 frames stacked channels last), with ale-py installed; `pixels:<id>`
+    observes the env's rendered frames (`eqxrl.vision.make_pixel_env`: 84×84 RGB, 3 frames
+    stacked channels last).
     """
     if env_id.split(":", 1)[0] in ("gymnax", "brax"):
         raise ValueError(
@@ -273,6 +275,14 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         from .vision.wrappers import make_atari_env
 
         return gym.wrappers.RecordEpisodeStatistics(make_atari_env(env_id, **kwargs))
+    if env_id.startswith("pixels:"):  # rendered frames, 84x84, the last 3 stacked (DrQ's)
+        from .vision.wrappers import make_pixel_env
+
+        env = make_pixel_env(env_id.removeprefix("pixels:"), **({"size": (84, 84),
+                                                                  "frame_stack": 3} | kwargs))
+        if isinstance(env.action_space, gym.spaces.Box):
+            env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+        return gym.wrappers.RecordEpisodeStatistics(env)
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as err:

@@ -30,7 +30,7 @@ def assert_trees_equal(a, b):
 
 
 def assert_vmap_equals_separate_runs(
-    algorithm, spec, config, batch, updates=3, seeds=4, init=None
+    algorithm, spec, config, batch, updates=3, seeds=4, init=None, atol=1e-5
 ):
     """`seeds` agents initialised and updated as one vmapped program equal separate runs.
 
@@ -55,7 +55,7 @@ def assert_vmap_equals_separate_runs(
             state = one(state, jax.random.fold_in(keys[seed], i))
         for a, b in zip(jax.tree.leaves(eqx.filter(vmapped, eqx.is_inexact_array)),
                         jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
 
 
 def pendulum_dataset_file(path, n=256, loc=0.0, scale=1.0):
@@ -110,3 +110,20 @@ def constant_critic(values, key=None):
     ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
     biases = tuple(jnp.full(1, v, jnp.float32) for v in values)
     return eqx.tree_at(lambda e: tuple(m.net.layers[-1].bias for m in e.members), ens, biases)
+
+
+def whole_and_resumed(algorithm, make_config, tmp_path, part_steps, train=None):
+    """Train `make_config(tmp_path, "whole")` uninterrupted, and `"part"` stopped after
+    `part_steps` then resumed to the same budget; return both runs loaded with their buffers."""
+    import dataclasses
+
+    import eqxrl
+
+    train = eqxrl.train_online if train is None else train
+    train(make_config(tmp_path, "whole"), algorithm)
+    train(make_config(tmp_path, "part", total_steps=part_steps), algorithm)
+    config = make_config(tmp_path, "part")
+    train(dataclasses.replace(config, run=dataclasses.replace(
+        config.run, resume=str(tmp_path / "part"))), algorithm)
+    return (eqxrl.load_run(str(tmp_path / "whole"), buffer=True),
+            eqxrl.load_run(str(tmp_path / "part"), buffer=True))

@@ -21,7 +21,7 @@ from eqxrl.envs import mark_frame_stack
 from eqxrl.frames import FrameReplayBuffer
 from eqxrl.online import make_buffer
 
-from .conftest import assert_trees_equal
+from .conftest import assert_trees_equal, whole_and_resumed
 
 STACK = 3
 
@@ -186,13 +186,7 @@ def small_run(tmp_path, name, **run):
 @pytest.mark.slow  # 45 s: three runs compile DQN's IMPALA update
 def test_dqn_on_stacked_frames_resumes_exactly(tmp_path):
     eqxrl.train_online(small_run(tmp_path, "whole"), dqn)
-    eqxrl.train_online(small_run(tmp_path, "part", total_steps=60), dqn)
-    config = small_run(tmp_path, "part")
-    config = dataclasses.replace(config, run=dataclasses.replace(
-        config.run, resume=str(tmp_path / "part")))
-    eqxrl.train_online(config, dqn)
-    a = eqxrl.load_run(str(tmp_path / "whole"), buffer=True)
-    b = eqxrl.load_run(str(tmp_path / "part"), buffer=True)
+    a, b = whole_and_resumed(dqn, small_run, tmp_path, 60)
     assert isinstance(a.buffer, FrameReplayBuffer)
     assert_trees_equal(eqx.filter(a.state, eqx.is_array), eqx.filter(b.state, eqx.is_array))
     assert_trees_equal(a.buffer, b.buffer)
