@@ -125,7 +125,7 @@ def small_run(tmp_path, name, **run):
 
 @pytest.mark.slow  # 1 min: renders Pendulum, three runs compile DrQ's IMPALA update
 def test_drq_runs_on_rendered_frames_and_resumes_exactly(tmp_path):
-    a, b = whole_and_resumed(drq, small_run, tmp_path, 30)
+    a, b = whole_and_resumed(drq, small_run, tmp_path, 45)
     assert '"status": "done"' in (tmp_path / "whole" / "summary.json").read_text()
     assert a.buffer.frame_capacity < 2 * 100  # one frame per step, not 2 × 3
     assert_trees_equal(eqx.filter(a.state, eqx.is_array), eqx.filter(b.state, eqx.is_array))

@@ -185,7 +185,6 @@ def small_run(tmp_path, name, **run):
 
 @pytest.mark.slow  # 45 s: three runs compile DQN's IMPALA update
 def test_dqn_on_stacked_frames_resumes_exactly(tmp_path):
-    eqxrl.train_online(small_run(tmp_path, "whole"), dqn)
     a, b = whole_and_resumed(dqn, small_run, tmp_path, 60)
     assert isinstance(a.buffer, FrameReplayBuffer)
     assert_trees_equal(eqx.filter(a.state, eqx.is_array), eqx.filter(b.state, eqx.is_array))
