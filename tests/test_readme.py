@@ -64,6 +64,12 @@ def test_command_line_parses(command):
             "import sys, tyro; from eqxrl.plot import PlotArgs; "
             "tyro.cli(PlotArgs, args=sys.argv[1:])"
         )
+    elif program == "eqxrl.collect":
+        parse = (
+            "import sys, tyro; from eqxrl import collect; tyro.extras.subcommand_cli_from_dict("
+            "{'random': collect.Random, 'policy': collect.Policy, 'replay': collect.Replay, "
+            "'concat': collect.Concat}, args=sys.argv[1:])"
+        )
     elif program.startswith("benchmarks/"):
         pytest.skip("benchmarks are run by hand; their flags are tested in their own files")
     else:
