@@ -29,6 +29,10 @@ from .data import Dataset, n_step_windows
 from .envs import EnvSpec
 from .types import NStepTransition, Transition
 
+# The per-row arrays and the counters of a FrameReplayBuffer (what a checkpoint keeps of it).
+ROW_FIELDS = ("action", "reward", "terminated", "truncated", "frame", "start")
+COUNTER_FIELDS = ("position", "size", "frames_written", "episode_start", "ended")
+
 
 def frame_capacity(capacity: int, stack: int) -> int:
     """Frames the ring of a buffer of `capacity` rows holds."""
@@ -186,10 +190,10 @@ class FrameReplayBuffer(eqx.Module):
         lead = (slice(None),) * np.ndim(self.position)
         arrays, _ = eqx.partition(self, eqx.is_array)
         out = {}
-        for name in ("action", "reward", "terminated", "truncated", "frame", "start"):
+        for name in ROW_FIELDS:
             out[name] = getattr(arrays, name)[(*lead, slice(0, rows))]
         out["frames"] = jax.tree.map(lambda x: x[(*lead, slice(0, frames))], self.frames)
-        for name in ("position", "size", "frames_written", "episode_start", "ended"):
+        for name in COUNTER_FIELDS:
             out[name] = getattr(arrays, name)
         return out
 
@@ -198,12 +202,12 @@ class FrameReplayBuffer(eqx.Module):
         """The template of `filled`'s output."""
         full = jax.eval_shape(lambda: cls.create(spec, capacity))
         out = {}
-        for name in ("action", "reward", "terminated", "truncated", "frame", "start"):
+        for name in ROW_FIELDS:
             x = getattr(full, name)
             out[name] = jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype)
         out["frames"] = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct((frames, *x.shape[1:]), x.dtype), full.frames)
-        for name in ("position", "size", "frames_written", "episode_start", "ended"):
+        for name in COUNTER_FIELDS:
             x = getattr(full, name)
             out[name] = jax.ShapeDtypeStruct(x.shape, x.dtype)
         return out
@@ -214,10 +218,8 @@ class FrameReplayBuffer(eqx.Module):
         """A buffer from `filled`'s output (the rest zeros)."""
         empty = cls.create(spec, capacity)
         put = lambda buf, x: buf.at[: x.shape[0]].set(x)  # noqa: E731
-        names = ("action", "reward", "terminated", "truncated", "frame", "start")
-        counters = ("position", "size", "frames_written", "episode_start", "ended")
         return eqx.tree_at(
-            lambda b: (b.frames, *[getattr(b, n) for n in names + counters]), empty,
+            lambda b: (b.frames, *[getattr(b, n) for n in ROW_FIELDS + COUNTER_FIELDS]), empty,
             (jax.tree.map(put, empty.frames, saved["frames"]),
-             *[put(getattr(empty, n), saved[n]) for n in names],
-             *[saved[n] for n in counters]))
+             *[put(getattr(empty, n), saved[n]) for n in ROW_FIELDS],
+             *[saved[n] for n in COUNTER_FIELDS]))
