@@ -10,12 +10,13 @@ A Gaussian (or tanh-squashed Gaussian) policy is fitted to the dataset's actions
 likelihood −E[log π(a|s)], or by the squared error of its mode (`--loss mse`). Discrete
 actions: a categorical policy fitted by cross-entropy (accuracy and entropy are logged); it
 acts by sampling, or by its most likely action when deterministic. Image observations (uint8,
-channels last, alone or in a dict beside vectors) go through `--encoder` (IMPALA by default),
-trained with the policy, as in jaxrl_m's vision BC. With
-`--top-fraction k`, only the transitions of the best k·100% of episodes by undiscounted return
-are kept (episodes end at terminated or truncated rows; see `eqxrl.datasets`). The defaults
-make the policy the same network as IQL's actor (no tanh, learned state-independent std,
-log-std ≥ −5), so BC is IQL's actor loss with every weight 1: the baseline offline RL must beat.
+channels last, alone or in a dict beside vectors) go through `--encoder` (IMPALA by default;
+pretrained weights with `--encoder-weights`, kept fixed with `--freeze-encoder`), trained with
+the policy, as in jaxrl_m's vision BC. With `--top-fraction k`, only the transitions of the
+best k·100% of episodes by undiscounted return are kept (episodes end at terminated or
+truncated rows; see `eqxrl.datasets`). The defaults make the policy the same network as IQL's
+actor (no tanh, learned state-independent std, log-std ≥ −5), so BC is IQL's actor loss with
+every weight 1: the baseline offline RL must beat.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import eqxrl
 from eqxrl.config import layer_sizes, ordered, positive, within
 from eqxrl.offline import prepare_dataset
 from eqxrl.record import resolve_resume
-from eqxrl.vision import encoded
+from eqxrl.vision import EncoderConfig, encoded
 
 
 # ---------------------------------------------------------------------------- config
@@ -46,8 +47,7 @@ class Config:
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the policy (after the image encoder for pixels)"""
-    encoder: str = "impala"
-    """image encoder for pixel observations (a name of eqxrl.vision.ENCODERS)"""
+    vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig()
     lr: float = 3e-4
     """policy learning rate"""
     policy: Literal["gaussian", "tanh_gaussian"] = "gaussian"
@@ -160,7 +160,7 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
                 state_dependent_std=config.state_dependent_std, log_std_min=config.log_std_min,
                 log_std_max=config.log_std_max, key=k_head,
             )
-    actor = encoded(spec, head, encoder=config.encoder, key=k_encoder)
+    actor = encoded(spec, head, key=k_encoder, **config.vision.options())
     actor = eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.lr)
     return State(actor=actor, spec=spec)
 

@@ -25,7 +25,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
 from eqxrl.config import layer_sizes, non_negative, positive, within
-from eqxrl.vision import encoded
+from eqxrl.vision import EncoderConfig, encoded
 
 
 # ---------------------------------------------------------------------------- config
@@ -36,8 +36,7 @@ class Config:
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the Q-network (after the image encoder for pixels)"""
-    encoder: str = "impala"
-    """image encoder for pixel observations (a name of eqxrl.vision.ENCODERS)"""
+    vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig()
     lr: float = 6e-5
     """Q-network learning rate"""
     discount: float = 0.95
@@ -99,7 +98,7 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
     k_encoder, k_head = jax.random.split(key)
     q = encoded(spec, lambda dim: eqxrl.DiscreteQFunction(dim, spec.num_actions,
                                                           config.hidden_dims, key=k_head),
-                encoder=config.encoder, key=k_encoder)
+                key=k_encoder, **config.vision.options())
     return State(
         q=eqxrl.TrainState.create(q, eqxrl.ADAM, learning_rate=config.lr),
         target_q=q,

@@ -36,7 +36,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 import eqxrl
 from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
 from eqxrl.frames import FrameReplayBuffer
-from eqxrl.vision import encoded
+from eqxrl.vision import EncoderConfig, encoded
 
 # Adam behind a global-norm clip, both injected hyperparameters (a grid may vary either).
 OPTIMISER = optax.inject_hyperparams(
@@ -55,9 +55,8 @@ class Config:
         buffer_size=100_000, update_every=1, eval_interval=10_000)
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the Q-network (after the image encoder for pixels)"""
-    encoder: str = "atari"
-    """image encoder for pixel observations (a name of eqxrl.vision.ENCODERS; atari is the
-    Nature-DQN torso with its 512 features)"""
+    vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig("atari")
+    """the image encoder (atari: the Nature-DQN torso with its 512 features)"""
     learning_rate: float = 5e-4
     """Adam learning rate"""
     max_grad_norm: float = 10.0
@@ -111,13 +110,13 @@ class State(eqx.Module):
 
 
 def q_network(spec: eqxrl.EnvSpec, config: Config, *, key: PRNGKeyArray) -> eqx.Module:
-    """Q(s, ·): an MLP with one output per action, behind `config.encoder` for image
+    """Q(s, ·): an MLP with one output per action, behind `config.vision` for image
     observations (uint8, channels last; in a dict beside vectors too)."""
     k_encoder, k_head = jax.random.split(key)
     return encoded(
         spec, lambda dim: eqxrl.DiscreteQFunction(dim, spec.num_actions, config.hidden_dims,
                                                   key=k_head),
-        encoder=config.encoder, key=k_encoder)
+        key=k_encoder, **config.vision.options())
 
 
 # ---------------------------------------------------------------------------- losses

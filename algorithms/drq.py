@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import eqxrl
 from algorithms import sac
 from eqxrl.config import at_least, positive, within
-from eqxrl.vision import ObsEncoder, augment_batch, random_shift
+from eqxrl.vision import EncoderConfig, ObsEncoder, augment_batch, random_shift
 from eqxrl.vision.obs_encoder import is_image
 
 
@@ -56,8 +56,8 @@ class Config(sac.Config):
     """polyak rate of the target critic heads"""
     init_temperature: float = 0.1
     """initial entropy temperature α"""
-    encoder: str = "impala"
-    """image encoder (a name of eqxrl.vision.ENCODERS), shared by the critics"""
+    vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig()
+    """the image encoder, shared by the critics"""
     feature_dim: int = 50
     """size of the trunk's output (linear → LayerNorm → tanh) in front of actor and critics"""
     encoder_tau: float = 0.05
@@ -144,7 +144,7 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
             f"DrQ learns from images, but the observations are {spec.observation}; use a pixel "
             "env (--env-id pixels:Pendulum-v1) or algorithms/sac.py for state observations.")
     k_encoder, k_trunk, k_heads, k_actor_trunk, k_actor = jax.random.split(key, 5)
-    encoder = ObsEncoder(spec, config.encoder, key=k_encoder)
+    encoder = ObsEncoder(spec, key=k_encoder, **config.vision.options())
     heads = eqxrl.q_ensemble(
         dataclasses.replace(spec, observation=jax.ShapeDtypeStruct(
             (config.feature_dim,), jnp.float32), frame_stack=1),

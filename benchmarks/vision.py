@@ -245,7 +245,7 @@ def drq_updates(batch: int, size: int, iters: int) -> None:
     flops = step.lower(state, data, jax.random.key(2)).compile().cost_analysis()
     flops = flops.get("flops") if isinstance(flops, dict) else None
     rate = "" if not flops else f", {flops / seconds / 1e9:.1f} GFLOP/s"
-    print(f"\nDrQ update, batch {batch} of {size}x{size}x9 uint8, {config.encoder} encoder: "
+    print(f"\nDrQ update, batch {batch} of {size}x{size}x9 uint8, {config.vision.encoder} encoder: "
           f"{1e3 * seconds:.1f} ms ({1 / seconds:.2f} updates/s{rate})")
 
 

@@ -116,7 +116,7 @@ def test_pixel_observations_train_bc_cql_and_dqn(spec):
     batch = discrete_batch(spec, n=4)
     for algorithm, config in (
         (bc, bc.Config(run=eqxrl.OfflineRun(dataset="x.hdf5", batch_size=4), hidden_dims=(8,))),
-        (cql_discrete, dataclasses.replace(SMALL, encoder="atari")),
+        (cql_discrete, dataclasses.replace(SMALL, vision=eqxrl.vision.EncoderConfig("atari"))),
         (dqn, dqn.Config(hidden_dims=(8,))),
     ):
         state = algorithm.init(jax.random.key(0), spec, config)

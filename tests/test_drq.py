@@ -20,7 +20,7 @@ IMAGE = jax.ShapeDtypeStruct((16, 16, 6), np.dtype("uint8"))
 SPEC = EnvSpec((("pixels", IMAGE), ("state", jax.ShapeDtypeStruct((4,), np.dtype("float32")))),
                (2,), action_low=(-1.0, -1.0), action_high=(1.0, 1.0), frame_stack=2)
 SMALL = drq.Config(run=eqxrl.OnlineRun(env_id="pixels:Pendulum-v1", batch_size=4),
-                   hidden_dims=(16,), feature_dim=8, encoder="impala")
+                   hidden_dims=(16,), feature_dim=8)
 
 
 def pixel_batch(n=4, key=0):

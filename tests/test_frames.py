@@ -180,7 +180,7 @@ def small_run(tmp_path, name, **run):
                     checkpoint_interval=60, eval_episodes=1, progress=False,
                     run_dir=str(tmp_path / name))
     return dqn.Config(run=eqxrl.OnlineRun(**(settings | run)), hidden_dims=(8,),
-                      encoder="impala", epsilon_decay_steps=50)
+                      vision=eqxrl.vision.EncoderConfig("impala"), epsilon_decay_steps=50)
 
 
 @pytest.mark.slow  # 45 s: three runs compile DQN's IMPALA update

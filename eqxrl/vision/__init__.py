@@ -12,6 +12,8 @@ from .encoders import ENCODERS as ENCODERS
 from .encoders import AtariEncoder as AtariEncoder
 from .encoders import ImpalaEncoder as ImpalaEncoder
 from .encoders import make_encoder as make_encoder
+from .normalization import FrozenBatchNorm as FrozenBatchNorm
+from .obs_encoder import EncoderConfig as EncoderConfig
 from .obs_encoder import ObsEncoder as ObsEncoder
 from .obs_encoder import encoded as encoded
 from .obs_encoder import has_images as has_images
@@ -27,6 +29,10 @@ from .preprocess import normalize as normalize
 from .preprocess import resize as resize
 from .preprocess import stack_frames as stack_frames
 from .preprocess import to_float as to_float
+from .pretrained import load_encoder as load_encoder
+from .pretrained import read_state_dict as read_state_dict
+from .pretrained import resnet_from_torchvision as resnet_from_torchvision
+from .pretrained import save_encoder as save_encoder
 from .resnet import BatchNorm as BatchNorm
 from .resnet import ResNetV1 as ResNetV1
 from .resnet import ResNetV2 as ResNetV2

@@ -1,6 +1,8 @@
 """Normalisation layers for the ResNet-v1 encoders: cross-batch BatchNorm and helpers.
 
-`make_norm` builds a BatchNorm, GroupNorm or per-position LayerNorm for a CHW feature map;
+`make_norm` builds a BatchNorm, a frozen BatchNorm (a per-channel affine map, what a
+pretrained BatchNorm becomes when its statistics are fixed), a GroupNorm or a per-position
+LayerNorm for a CHW feature map;
 `apply_norm` calls any of them with the same `(x, state) -> (x, state)` signature, so a
 network's call signature does not depend on the normalisation.
 """
@@ -10,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["BatchNorm", "Norm", "apply_norm", "make_norm"]
+__all__ = ["BatchNorm", "FrozenBatchNorm", "Norm", "apply_norm", "make_norm"]
 
 
 class BatchNorm(eqx.Module):
@@ -71,25 +73,59 @@ class BatchNorm(eqx.Module):
         return (x - mean[:, None, None]) * scale[:, None, None] + self.bias[:, None, None], state
 
 
-Norm = BatchNorm | eqx.nn.GroupNorm | eqx.nn.LayerNorm
+class FrozenBatchNorm(eqx.Module):
+    """A BatchNorm whose statistics are fixed, folded into one per-channel affine map.
+
+    `y = x * scale + shift` with `scale = weight / sqrt(running_var + eps)` and
+    `shift = bias - running_mean * scale` (`from_statistics`), so it is stateless: a
+    pretrained ResNet keeps its ImageNet statistics inside a vmapped agent, and fine-tuning
+    trains `scale` and `shift` (torchvision's FrozenBatchNorm2d with a trainable affine part).
+    Built fresh it is the identity, so it does not normalise a network trained from scratch.
+    """
+
+    scale: Float[Array, " channels"]
+    shift: Float[Array, " channels"]
+
+    def __init__(self, channels: int):
+        self.scale = jnp.ones((channels,))
+        self.shift = jnp.zeros((channels,))
+
+    @classmethod
+    def from_statistics(cls, weight, bias, mean, var, eps: float = 1e-5) -> "FrozenBatchNorm":
+        """The frozen form of a BatchNorm with these affine parameters and running statistics."""
+        norm = cls(len(weight))
+        scale = jnp.asarray(weight, jnp.float32) / jnp.sqrt(jnp.asarray(var, jnp.float32) + eps)
+        shift = jnp.asarray(bias, jnp.float32) - jnp.asarray(mean, jnp.float32) * scale
+        return eqx.tree_at(lambda n: (n.scale, n.shift), norm, (scale, shift))
+
+    def __call__(self, x: Float[Array, "channels h w"]) -> Float[Array, "channels h w"]:
+        return x * self.scale[:, None, None] + self.shift[:, None, None]
+
+
+Norm = BatchNorm | FrozenBatchNorm | eqx.nn.GroupNorm | eqx.nn.LayerNorm
 
 
 def make_norm(kind: str, channels: int, groups: int) -> Norm:
-    """A `"batch"`, `"group"` (at most `groups` groups) or `"layer"` norm over `channels`."""
+    """A `"batch"`, `"frozen_batch"`, `"group"` (at most `groups` groups) or `"layer"` norm
+    over `channels`."""
     if kind == "batch":
         return BatchNorm(channels)
+    if kind == "frozen_batch":
+        return FrozenBatchNorm(channels)
     if kind == "group":
         return eqx.nn.GroupNorm(min(groups, channels), channels)
     if kind == "layer":
         # Per-position LayerNorm over channels, as flax's LayerNorm on HWC maps does.
         return eqx.nn.LayerNorm(channels)
-    raise ValueError(f"ResNetV1: norm must be 'batch', 'group' or 'layer'; got {kind!r}.")
+    raise ValueError(
+        f"ResNetV1: norm must be 'batch', 'frozen_batch', 'group' or 'layer'; got {kind!r}.")
 
 
 def apply_norm(
-    norm: Norm, x: Float[Array, "c h w"], state: eqx.nn.State
-) -> tuple[Float[Array, "c h w"], eqx.nn.State]:
-    """Normalise a CHW map with any `Norm`; only BatchNorm reads or changes `state`."""
+    norm: Norm, x: Float[Array, "c h w"], state: eqx.nn.State | None
+) -> tuple[Float[Array, "c h w"], eqx.nn.State | None]:
+    """Normalise a CHW map with any `Norm`; only BatchNorm reads or changes `state` (the
+    others pass it through, None included)."""
     if isinstance(norm, BatchNorm):
         return norm(x, state)
     if isinstance(norm, eqx.nn.LayerNorm):

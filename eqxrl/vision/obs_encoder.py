@@ -5,12 +5,16 @@ images and vectors) to one feature vector, so that every head takes pixels.
                                 encoder="impala", key=k2)
 
 gives the head alone for vector observations and `WithEncoder(ObsEncoder(...), head)` when
-the spec has image leaves, so algorithms build one network for both.
+the spec has image leaves, so algorithms build one network for both. `EncoderConfig` is the
+three command-line flags every pixel algorithm shares (`--encoder`, `--encoder-weights`,
+`--freeze-encoder`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -23,7 +27,37 @@ from ..envs import EnvSpec
 from ..networks import WithEncoder
 from ..types import Obs
 from .encoders import ENCODERS, make_encoder
-from .preprocess import PixelEncoder
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PixelEncoder
+from .pretrained import TORCH_SUFFIXES, load_encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """The image encoder of a pixel algorithm; embed it in a config as
+    `vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig()`."""
+
+    encoder: str = "impala"
+    """image encoder for pixel observations (a name of eqxrl.vision.ENCODERS)"""
+    encoder_weights: str | None = None
+    """pretrained encoder weights, a local file: a torchvision/timm ResNet state dict
+    (.safetensors, .npz, .pth) for resnetv1-*, or a .eqx file of eqxrl.vision.save_encoder"""
+    freeze_encoder: bool = False
+    """keep the encoder's weights fixed (its gradients stopped); usual with --encoder-weights"""
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(
+                f"--encoder {self.encoder} is not an encoder; valid names: "
+                f"{', '.join(sorted(ENCODERS))}.")
+        if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():
+            raise ValueError(
+                f"--encoder-weights {self.encoder_weights}: no such file. Give a local file "
+                "(eqxrl downloads nothing).")
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of `encoded` / `ObsEncoder`."""
+        return {"encoder": self.encoder, "weights": self.encoder_weights,
+                "frozen": self.freeze_encoder}
 
 
 def is_image(leaf: jax.ShapeDtypeStruct) -> bool:
@@ -44,9 +78,12 @@ class ObsEncoder(eqx.Module):
     features: int = eqx.field(static=True)
 
     def __init__(self, spec: EnvSpec, encoder: str = "impala", *, key: PRNGKeyArray,
-                 frozen: bool = False, **encoder_kwargs: Any):
+                 frozen: bool = False, weights: str | Path | None = None,
+                 **encoder_kwargs: Any):
         """`encoder` names an entry of `ENCODERS` (stateless ones: not ResNet-v1 with
-        BatchNorm); `encoder_kwargs` go to its constructor; `frozen` stops its gradients."""
+        BatchNorm); `encoder_kwargs` go to its constructor; `frozen` stops its gradients;
+        `weights` is a file for `eqxrl.vision.load_encoder`, loaded into every image's
+        encoder (torchvision ResNet weights also bring ImageNet normalisation)."""
         if encoder not in ENCODERS:
             raise ValueError(
                 f"encoder={encoder!r} is not an encoder; valid names: "
@@ -73,13 +110,19 @@ class ObsEncoder(eqx.Module):
             kwargs = {"in_channels": channels} | encoder_kwargs
             if encoder == "atari":
                 kwargs = {"linear_features": 512, "image_size": (height, width)} | kwargs
-            net, state = make_encoder(encoder, key=k, **kwargs)
+            imagenet = {}
+            if weights is None:
+                net, state = make_encoder(encoder, key=k, **kwargs)
+            else:
+                net, state = load_encoder(encoder, weights, key=k, **kwargs)
+                if Path(weights).suffix.lower() in TORCH_SUFFIXES:
+                    imagenet = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
             if jax.tree.leaves(state):
                 raise ValueError(
                     f"encoder={encoder!r} keeps BatchNorm statistics, which ObsEncoder does not "
-                    "thread; use a stateless encoder (impala, atari, resnetv2-*, vit-*) or "
-                    "norm='group'.")
-            pixel = PixelEncoder(net, frozen=frozen)
+                    "thread; use a stateless encoder (impala, atari, resnetv2-*, vit-*), "
+                    "norm='group', or pretrained weights (their BatchNorms are frozen).")
+            pixel = PixelEncoder(net, frozen=frozen, **imagenet)
             size = jax.eval_shape(pixel, jax.ShapeDtypeStruct(leaf.shape, jnp.uint8)).shape[0]
             encoders.append(pixel)
             features += size
@@ -95,10 +138,17 @@ class ObsEncoder(eqx.Module):
 
 
 def encoded(spec: EnvSpec, make_head: Callable[[int], eqx.Module], *, encoder: str = "impala",
-            key: PRNGKeyArray, frozen: bool = False, **encoder_kwargs: Any) -> eqx.Module:
+            key: PRNGKeyArray, frozen: bool = False, weights: str | Path | None = None,
+            **encoder_kwargs: Any) -> eqx.Module:
     """`make_head(spec.obs_dim)` for observations without images; else
     `WithEncoder(ObsEncoder(spec, encoder, ...), make_head(features))`."""
     if not has_images(spec):
+        if weights is not None or frozen:
+            raise ValueError(
+                "Encoder weights or freezing were asked for, but the observations hold no "
+                "image (uint8, height x width x channels) to encode; drop --encoder-weights "
+                "and --freeze-encoder for this env.")
         return make_head(spec.obs_dim)
-    torso = ObsEncoder(spec, encoder, key=key, frozen=frozen, **encoder_kwargs)
+    torso = ObsEncoder(spec, encoder, key=key, frozen=frozen, weights=weights,
+                       **encoder_kwargs)
     return WithEncoder(torso, make_head(torso.features))

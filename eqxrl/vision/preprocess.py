@@ -121,7 +121,7 @@ class PixelEncoder(eqx.Module):
     @property
     def stateful(self) -> bool:
         """Whether the wrapped encoder threads an `eqx.nn.State` (BatchNorm statistics)."""
-        return isinstance(self.encoder, ResNetV1)
+        return isinstance(self.encoder, ResNetV1) and self.encoder.stateful
 
     def preprocess(self, image: UInt8[Array, "height width channels"]) -> Float[Array, "h w c"]:
         """The float image the encoder sees."""
@@ -165,5 +165,8 @@ class PixelEncoder(eqx.Module):
                 f"{type(self.encoder).__name__} is stateless; call pixel_encoder(image) "
                 "without a state."
             )
-        features = self.encoder(x, key=key)
+        if isinstance(self.encoder, ResNetV1):  # group, layer or frozen BatchNorm: no state
+            features, _ = self.encoder(x, None, key=key)
+        else:
+            features = self.encoder(x, key=key)
         return jax.lax.stop_gradient(features) if self.frozen else features

@@ -1,8 +1,9 @@
 """ResNet-v1 (He et al. 2016, torchvision layout) without the classifier.
 
-It supports `norm="batch"` (running statistics in an `eqx.nn.State`), `"group"` or
-`"layer"`; it always takes and returns the state so its call signature does not depend on
-the normalisation.
+It supports `norm="batch"` (running statistics in an `eqx.nn.State`), `"frozen_batch"`
+(fixed statistics folded into a per-channel affine map: pretrained weights, see
+`eqxrl.vision.pretrained`), `"group"` or `"layer"`; it always takes and returns the state
+(None without BatchNorm) so its call signature does not depend on the normalisation.
 """
 
 from typing import Literal
@@ -12,7 +13,7 @@ import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._layers import check_float_image, conv2d, feature_map_size, max_pool, to_chw, to_hwc
-from .normalization import Norm, apply_norm, make_norm
+from .normalization import BatchNorm, Norm, apply_norm, make_norm
 from .pooling import make_pooling
 
 __all__ = ["ResNetV1"]
@@ -101,7 +102,8 @@ class _Bottleneck(eqx.Module):
 class ResNetV1(eqx.Module):
     """ResNet-v1 18/34/50/101/152 without the classifier; 224x224x3 -> 512 or 2048 features.
 
-    Called `resnet(image, state) -> (features, state)`. With `norm="batch"` a training call
+    Called `resnet(image, state) -> (features, state)`; without BatchNorm (`not .stateful`)
+    the state may be None. With `norm="batch"` a training call
     must sit inside `jax.vmap(..., axis_name="batch")` and updates the running statistics in
     the returned state; `eqx.nn.inference_mode(resnet)` uses them instead (no vmap needed).
     """
@@ -117,7 +119,7 @@ class ResNetV1(eqx.Module):
         in_channels: int = 3,
         *,
         depth: int = 18,
-        norm: Literal["batch", "group", "layer"] = "batch",
+        norm: Literal["batch", "frozen_batch", "group", "layer"] = "batch",
         norm_groups: int = 32,
         width: int = 64,
         pooling: str = "avg",
@@ -154,13 +156,18 @@ class ResNetV1(eqx.Module):
         """Channels of the images this encoder takes."""
         return self.stem_conv.weight.shape[1]
 
+    @property
+    def stateful(self) -> bool:
+        """Whether it keeps running statistics (`norm="batch"`); the others take `state=None`."""
+        return isinstance(self.stem_norm, BatchNorm)
+
     def __call__(
         self,
         x: Float[Array, "height width channels"],
-        state: eqx.nn.State,
+        state: eqx.nn.State | None,
         *,
         key: PRNGKeyArray | None = None,
-    ) -> tuple[Float[Array, " features"], eqx.nn.State]:
+    ) -> tuple[Float[Array, " features"], eqx.nn.State | None]:
         """Encode one float image and return the features with the updated state."""
         del key
         check_float_image(x, f"ResNetV1(depth={self.depth})", self.in_channels)
