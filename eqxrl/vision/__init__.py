@@ -12,6 +12,9 @@ from .encoders import ENCODERS as ENCODERS
 from .encoders import AtariEncoder as AtariEncoder
 from .encoders import ImpalaEncoder as ImpalaEncoder
 from .encoders import make_encoder as make_encoder
+from .mae import MAE as MAE
+from .mae import patchify as patchify
+from .mae import unpatchify as unpatchify
 from .normalization import FrozenBatchNorm as FrozenBatchNorm
 from .obs_encoder import EncoderConfig as EncoderConfig
 from .obs_encoder import ObsEncoder as ObsEncoder

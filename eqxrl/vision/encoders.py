@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._layers import check_float_image, conv2d, feature_map_size, linear, max_pool, to_chw, to_hwc
+from .mae import MAE
 from .pooling import make_pooling
 from .resnet import ResNetV1, ResNetV2
 from .vit import ViT
@@ -192,6 +193,9 @@ ENCODERS: dict[str, Callable[..., eqx.Module]] = {
     "vit-ti16": functools.partial(ViT, size="Ti", patch_size=16),
     "vit-s16": functools.partial(ViT, size="S", patch_size=16),
     "vit-b16": functools.partial(ViT, size="B", patch_size=16),
+    "mae-ti16": functools.partial(MAE, size="Ti", patch_size=16),
+    "mae-s16": functools.partial(MAE, size="S", patch_size=16),
+    "mae-b16": functools.partial(MAE, size="B", patch_size=16),
 }
 """Every encoder by name; `make_encoder` looks names up here."""
 

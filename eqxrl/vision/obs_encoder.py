@@ -27,6 +27,7 @@ from ..envs import EnvSpec
 from ..networks import WithEncoder
 from ..types import Obs
 from .encoders import ENCODERS, make_encoder
+from .mae import MAE
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PixelEncoder
 from .pretrained import TORCH_SUFFIXES, load_encoder
 
@@ -110,6 +111,8 @@ class ObsEncoder(eqx.Module):
             kwargs = {"in_channels": channels} | encoder_kwargs
             if encoder == "atari":
                 kwargs = {"linear_features": 512, "image_size": (height, width)} | kwargs
+            if encoder.startswith(("vit-", "mae-")):
+                kwargs = {"image_size": (height, width)} | kwargs
             imagenet = {}
             if weights is None:
                 net, state = make_encoder(encoder, key=k, **kwargs)
@@ -117,6 +120,8 @@ class ObsEncoder(eqx.Module):
                 net, state = load_encoder(encoder, weights, key=k, **kwargs)
                 if Path(weights).suffix.lower() in TORCH_SUFFIXES:
                     imagenet = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+            if isinstance(net, MAE):  # its ViT; the decoder only serves pre-training
+                net = net.encoder
             if jax.tree.leaves(state):
                 raise ValueError(
                     f"encoder={encoder!r} keeps BatchNorm statistics, which ObsEncoder does not "

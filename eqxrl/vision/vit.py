@@ -9,7 +9,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._layers import check_float_image, conv2d, linear, normal, to_chw
 
-__all__ = ["VIT_SIZES", "ViT"]
+__all__ = ["VIT_SIZES", "ViT", "run_blocks"]
 
 VIT_SIZES = {
     # name: (width, depth, heads, mlp width)
@@ -63,11 +63,36 @@ class _Block(eqx.Module):
         return x + self.dropout(y, key=k2)
 
 
+def stacked_blocks(dim: int, depth: int, heads: int, mlp_dim: int, dropout: float, *,
+                   key: PRNGKeyArray) -> _Block:
+    """`depth` identical pre-norm blocks, their arrays stacked along a leading axis (for
+    `run_blocks`: one block is compiled, not `depth`)."""
+    make_block = lambda k: _Block(dim, heads, mlp_dim, dropout, key=k)  # noqa: E731
+    return eqx.filter_vmap(make_block)(jax.random.split(key, depth))
+
+
+def run_blocks(blocks: _Block, tokens: Float[Array, "tokens dim"],
+               key: PRNGKeyArray | None) -> Float[Array, "tokens dim"]:
+    """Apply stacked blocks (`stacked_blocks`) in order with `lax.scan`."""
+    params, static = eqx.partition(blocks, eqx.is_array)
+    depth = jax.tree.leaves(params)[0].shape[0]
+
+    def run_block(tokens, xs):
+        block_params, block_key = xs
+        return eqx.combine(block_params, static)(tokens, block_key), None
+
+    keys = None if key is None else jax.random.split(key, depth)
+    tokens, _ = jax.lax.scan(run_block, tokens, (params, keys))
+    return tokens
+
+
 class ViT(eqx.Module):
     """Pre-norm ViT encoder without classifier head; `(h, w, c) -> (width,)` features.
 
     `pooling="cls"` reads a learned class token; `"mean"` averages the patch tokens (and then
-    has no class token). Sizes: `VIT_SIZES`. `dropout > 0` needs a `key` in training mode.
+    has no class token). Sizes: a name of `VIT_SIZES` or a `(width, depth, heads, mlp width)`
+    tuple. `dropout > 0` needs a `key` in training mode. `patch_tokens` and `transform` are
+    the two halves of the call, for models that drop tokens in between (`eqxrl.vision.MAE`).
     """
 
     patch_embed: eqx.nn.Conv2d
@@ -83,15 +108,16 @@ class ViT(eqx.Module):
         self,
         in_channels: int = 3,
         *,
-        size: Literal["Ti", "S", "B", "L"] = "Ti",
+        size: Literal["Ti", "S", "B", "L"] | tuple[int, int, int, int] = "Ti",
         patch_size: int = 16,
         image_size: tuple[int, int] = (224, 224),
         pooling: Literal["cls", "mean"] = "cls",
         dropout: float = 0.0,
         key: PRNGKeyArray,
     ):
-        if size not in VIT_SIZES:
-            raise ValueError(f"ViT: size must be one of {sorted(VIT_SIZES)}; got {size!r}.")
+        if isinstance(size, str) and size not in VIT_SIZES:
+            raise ValueError(f"ViT: size must be one of {sorted(VIT_SIZES)} or a (width, depth, "
+                             f"heads, mlp width) tuple; got {size!r}.")
         if pooling not in ("cls", "mean"):
             raise ValueError(f"ViT: pooling must be 'cls' or 'mean'; got {pooling!r}.")
         height, width = image_size
@@ -100,7 +126,9 @@ class ViT(eqx.Module):
                 f"ViT: image_size {image_size} is not a multiple of patch_size {patch_size}; "
                 "resize the images (eqxrl.vision.PixelEncoder(resize=...)) or change patch_size."
             )
-        dim, depth, heads, mlp_dim = VIT_SIZES[size]
+        dim, depth, heads, mlp_dim = VIT_SIZES[size] if isinstance(size, str) else size
+        if dim % heads:
+            raise ValueError(f"ViT: width {dim} is not a multiple of heads {heads}.")
         k_patch, k_cls, k_pos, k_blocks = jax.random.split(key, 4)
         self.patch_size, self.image_size = patch_size, image_size
         self.patch_embed = conv2d(in_channels, dim, patch_size, stride=patch_size, key=k_patch)
@@ -111,9 +139,7 @@ class ViT(eqx.Module):
         else:
             self.cls_token = None
         self.pos_embed = normal(k_pos, (num_tokens, dim), 0.02)
-        # Identical blocks are stacked and run with lax.scan: one block is compiled, not 12.
-        make_block = lambda k: _Block(dim, heads, mlp_dim, dropout, key=k)
-        self.blocks = eqx.filter_vmap(make_block)(jax.random.split(k_blocks, depth))
+        self.blocks = stacked_blocks(dim, depth, heads, mlp_dim, dropout, key=k_blocks)
         self.depth = depth
         self.norm = eqx.nn.LayerNorm(dim, eps=1e-6)
 
@@ -122,10 +148,14 @@ class ViT(eqx.Module):
         """Channels of the images this encoder takes."""
         return self.patch_embed.weight.shape[1]
 
-    def __call__(
-        self, x: Float[Array, "height width channels"], *, key: PRNGKeyArray | None = None
-    ) -> Float[Array, " dim"]:
-        """Encode one float image of exactly `image_size`."""
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens per image (class token not counted)."""
+        return (self.image_size[0] // self.patch_size) * (self.image_size[1] // self.patch_size)
+
+    def patch_tokens(self, x: Float[Array, "height width channels"]) -> Float[Array, "n dim"]:
+        """The image's patch embeddings with their position embeddings, in row-major patch
+        order (the order of `eqxrl.vision.patchify`); no class token."""
         check_float_image(x, "ViT", self.in_channels)
         if x.shape[:2] != self.image_size:
             raise ValueError(
@@ -134,16 +164,18 @@ class ViT(eqx.Module):
             )
         patches = self.patch_embed(to_chw(x))  # (dim, h / p, w / p)
         tokens = jnp.reshape(patches, (patches.shape[0], -1)).T  # (h * w / p^2, dim)
+        return tokens + self.pos_embed[-tokens.shape[0]:]
+
+    def transform(self, tokens: Float[Array, "n dim"], *,
+                  key: PRNGKeyArray | None = None) -> Float[Array, "n_out dim"]:
+        """Prepend the class token (if any), run the blocks and the final norm."""
         if self.cls_token is not None:
-            tokens = jnp.concatenate([self.cls_token, tokens])
-        tokens = tokens + self.pos_embed
-        params, static = eqx.partition(self.blocks, eqx.is_array)
+            tokens = jnp.concatenate([self.cls_token + self.pos_embed[:1], tokens])
+        return jax.vmap(self.norm)(run_blocks(self.blocks, tokens, key))
 
-        def run_block(tokens, xs):
-            block_params, block_key = xs
-            return eqx.combine(block_params, static)(tokens, block_key), None
-
-        keys = None if key is None else jax.random.split(key, self.depth)
-        tokens, _ = jax.lax.scan(run_block, tokens, (params, keys))
-        tokens = jax.vmap(self.norm)(tokens)
+    def __call__(
+        self, x: Float[Array, "height width channels"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " dim"]:
+        """Encode one float image of exactly `image_size`."""
+        tokens = self.transform(self.patch_tokens(x), key=key)
         return tokens[0] if self.cls_token is not None else jnp.mean(tokens, axis=0)
