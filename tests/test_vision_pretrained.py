@@ -240,8 +240,9 @@ def test_a_frozen_pretrained_encoder_stays_fixed_while_the_head_learns(tmp_path)
 
 
 def test_encoder_flags_are_checked_early(tmp_path):
-    with pytest.raises(ValueError, match="--encoder-weights .*absent.npz: no such file"):
-        EncoderConfig("resnetv1-18", encoder_weights=str(tmp_path / "absent.npz"))
+    missing = bc.Config(vision=EncoderConfig("resnetv1-18", str(tmp_path / "absent.npz")))
+    with pytest.raises(FileNotFoundError, match=r"\(--encoder-weights\): no file at .*absent"):
+        bc.init(jax.random.key(0), PIXELS, missing)
     with pytest.raises(ValueError, match="--encoder resnet18 is not an encoder; valid names"):
         EncoderConfig("resnet18")
     vector = eqxrl.EnvSpec(jax.ShapeDtypeStruct((4,), np.dtype("float32")), (), discrete=True,

@@ -50,10 +50,6 @@ class EncoderConfig:
             raise ValueError(
                 f"--encoder {self.encoder} is not an encoder; valid names: "
                 f"{', '.join(sorted(ENCODERS))}.")
-        if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():
-            raise ValueError(
-                f"--encoder-weights {self.encoder_weights}: no such file. Give a local file "
-                "(eqxrl downloads nothing).")
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of `encoded` / `ObsEncoder`."""

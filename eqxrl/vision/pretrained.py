@@ -46,11 +46,17 @@ TORCH_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".bin")
 """File suffixes read as torchvision/timm state dicts (`.eqx` is eqxrl's own format)."""
 
 
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Pretrained weights (--encoder-weights): no file at {path}. Give a local file; "
+            "eqxrl downloads nothing.")
+
+
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """A PyTorch-style state dict (name -> array) from `.safetensors`, `.npz` or `.pth/.pt/.bin`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Pretrained weights: no file at {path}.")
+    _require_file(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         try:
@@ -218,8 +224,7 @@ def load_encoder(
     if name not in ENCODERS:
         raise ValueError(f"Unknown encoder {name!r}. Valid names: {', '.join(sorted(ENCODERS))}.")
     if path.suffix == ".eqx":
-        if not path.is_file():
-            raise FileNotFoundError(f"Pretrained weights: no file at {path}.")
+        _require_file(path)
         like = make_encoder(name, key=jax.random.key(0) if key is None else key, **kwargs)
         try:
             return eqx.tree_deserialise_leaves(path, like)
