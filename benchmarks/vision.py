@@ -118,6 +118,31 @@ if nn is not None:
         return step, (params, extra, images)
 
 
+def channels_last_impala_step(images: jax.Array):
+    """eqxrl's IMPALA weights run channels-last (NHWC convs, as Flax lays them out) in plain
+    JAX: the same maths as `eqx_step("impala")`, to tell whether eqxrl's per-image CHW
+    layout costs anything once XLA has assigned its own layouts."""
+    encoder, _ = make_encoder("impala", key=jax.random.key(0))
+    params, static = eqx.partition(encoder, eqx.is_array)
+
+    def conv(c, h):
+        w = jnp.transpose(c.weight, (2, 3, 1, 0))  # (out, in, kh, kw) -> HWIO
+        y = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + c.bias.reshape(1, 1, 1, -1)
+
+    def loss(p, h):
+        m = eqx.combine(p, static)
+        for stack in m.stacks:
+            h = jax.lax.reduce_window(conv(stack.conv, h), -jnp.inf, jax.lax.max,
+                                      (1, 3, 3, 1), (1, 2, 2, 1), "SAME")
+            for block in stack.blocks:
+                h = h + conv(block.conv2, jax.nn.relu(conv(block.conv1, jax.nn.relu(h))))
+        return jnp.mean(jnp.square(jnp.reshape(jax.nn.relu(h), (h.shape[0], -1))))
+
+    return jax.jit(jax.value_and_grad(loss)), (params, images)
+
+
 def reference_shift(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
     """DrQ shift as jaxrl writes it: pad the whole batch, one randint, vmapped slices."""
     n, h, w, c = images.shape
@@ -156,7 +181,11 @@ def main() -> None:
             f_step, f_args = flax_step(name, images)
             theirs = timeit(f_step, *f_args, iters=args.iters)
         label = f"{name} fwd+bwd {args.batch}x{args.size}x{args.size}x3"
-        rows.append((label, ours, theirs, args.batch))
+        rows.append((label + " (vs Flax)", ours, theirs, args.batch))
+        if name == "impala":
+            hwc_step, hwc_args = channels_last_impala_step(images)
+            rows.append((label + " (vs NHWC JAX)", ours,
+                         timeit(hwc_step, *hwc_args, iters=args.iters), args.batch))
 
     uint8 = jax.random.randint(
         jax.random.key(2),
@@ -226,7 +255,8 @@ def drq_updates(batch: int, size: int, iters: int) -> None:
 
     import numpy as np
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    here = Path(__file__).resolve().parent
+    sys.path[:0] = [str(here.parent), str(here)]
     import eqxrl
     from algorithms import drq
 
@@ -247,6 +277,19 @@ def drq_updates(batch: int, size: int, iters: int) -> None:
     rate = "" if not flops else f", {flops / seconds / 1e9:.1f} GFLOP/s"
     print(f"\nDrQ update, batch {batch} of {size}x{size}x9 uint8, {config.vision.encoder} encoder: "
           f"{1e3 * seconds:.1f} ms ({1 / seconds:.2f} updates/s{rate})")
+    if nn is None:
+        print("Flax DrQ: skipped (flax not installed; pip install -e '.[bench]')")
+        return
+    import drq_flax
+
+    f_update, f_state = drq_flax.make(obs, 6)
+    f_batch = {"obs": obs, "next_obs": obs, "action": data.action, "reward": data.reward,
+               "terminated": jnp.zeros(batch)}
+    f_step = lambda s, b, key: f_update(s, b, key)[0]  # noqa: E731
+    theirs = timeit(f_step, f_state, f_batch, jax.random.key(2), iters=iters)
+    print(f"Flax DrQ (same maths, benchmarks/drq_flax.py): {1e3 * theirs:.1f} ms "
+          f"({1 / theirs:.2f} updates/s); eqxrl ÷ Flax time {seconds / theirs:.2f} "
+          "(below 1: eqxrl is faster)")
 
 
 def env_frames(steps: int) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from .data import Dataset
 from .dataset_info import DatasetError, DatasetInfo
 from .episodes import episode_cuts, episode_ends
+from .image_rows import ImageRows, is_image_node
 from .types import Transition
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
@@ -124,13 +125,15 @@ def _check_keys(keys: list[str], where: str) -> None:
         )
 
 
-def from_d4rl_dict(arrays: dict[str, Any], where: str = "dataset") -> Dataset:
+def from_d4rl_dict(arrays: dict[str, Any], where: str = "dataset",
+                   cuts: np.ndarray | None = None) -> Dataset:
     """A `Dataset` of Transitions from D4RL-style arrays (as `env.get_dataset()` returns).
 
     Keys: `observations`, `actions`, `rewards`, `terminals`, `timeouts` (optional only when
     `next_observations` is given) and `next_observations`; observations may be dicts of arrays.
     Episode boundaries are recovered as described in this module's docstring. `where` names
-    the source in error messages.
+    the source in error messages. `cuts` (with `next_observations`) gives `episode_cuts` of
+    the observations when the arrays cannot tell it (lazily loaded images).
     """
     _check_keys(list(arrays), where)
     first = named_leaves(arrays["observations"], "observations")[0][1]
@@ -179,7 +182,9 @@ def from_d4rl_dict(arrays: dict[str, Any], where: str = "dataset") -> Dataset:
                     f"Key {name!r} has shape {x.shape} and dtype {x.dtype}, expected {y.shape} "
                     f"and {y.dtype} (those of the matching observations)."
                 )
-        truncated = truncated | (episode_cuts(obs, next_obs) & ~terminated)
+        if cuts is None:
+            cuts = episode_cuts(obs, next_obs)
+        truncated = truncated | (cuts & ~terminated)
         keep = np.ones(n, bool)
     else:
         # The successor of row i is row i + 1, unless row i ends its episode.
@@ -223,6 +228,12 @@ def to_d4rl_dict(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+def _on_disk(f: h5py.File, key: str) -> Any:
+    """The node as a tree of h5py datasets (nothing read yet)."""
+    node = f[key]
+    return {k: _on_disk(f, f"{key}/{k}") for k in node} if isinstance(node, h5py.Group) else node
+
+
 def _read_h5(node: Any) -> Any:
     if isinstance(node, h5py.Group):
         return {k: _read_h5(node[k]) for k in node}
@@ -237,25 +248,69 @@ def _attr(attrs: Any, name: str, kind: type) -> Any:
     return kind(value.item() if isinstance(value, np.generic) else value)
 
 
-def load_hdf5(path: str | os.PathLike) -> tuple[Dataset, DatasetInfo]:
+def _pointers(node: Any, key: str, sources: dict[str, str], shapes: dict[str, tuple]) -> Any:
+    """Read a node, but leave image arrays on disk: `(N, 1)` int32 row pointers stand in for
+    them, and `sources`/`shapes` record (by HDF5 key) where they point and their row shape."""
+    if isinstance(node, h5py.Group):
+        return {k: _pointers(node[k], f"{key}/{k}", sources, shapes) for k in node}
+    if is_image_node(node):
+        sources[key], shapes[key] = key, node.shape[1:]
+        return np.arange(node.shape[0], dtype=np.int32)[:, None]
+    return node[()]
+
+
+def _image_rows(path: str, data: Transition, arrays: dict[str, Any],
+                sources: dict[str, str], shapes: dict[str, tuple]) -> ImageRows:
+    """Map the dataset's pointer leaves (by keystr) to the HDF5 keys they index."""
+    by_leaf, leaf_shapes = {}, {}
+    for field, key in (("obs", "observations"), ("next_obs", "next_observations")):
+        # Without stored next observations, next_obs points into the observations.
+        stored = key if key in arrays else "observations"
+        names = [name for name, _ in named_leaves(arrays[stored], stored)]
+        leaves = jax.tree_util.tree_leaves_with_path(getattr(data, field))
+        for name, (path_, _) in zip(names, leaves, strict=True):
+            if name in sources:
+                leaf = f".{field}{jax.tree_util.keystr(path_)}"
+                by_leaf[leaf], leaf_shapes[leaf] = sources[name], shapes[name]
+    return ImageRows(path, by_leaf, leaf_shapes)
+
+
+def load_hdf5(path: str | os.PathLike, lazy_images: bool = False
+              ) -> tuple[Dataset, DatasetInfo]:
     """Read a D4RL-style HDF5 file; return the dataset and its info.
 
     `infos/...` and `metadata/...` groups and other unknown keys are ignored. Reference scores
     come from the file's attributes, else from D4RL's table when the file name is a D4RL one.
+    `lazy_images=True` leaves uint8 image observations in the file (`eqxrl.image_rows`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No HDF5 dataset file at {path!r}.")
+    sources, shapes, cuts = {}, {}, None
     try:
         with h5py.File(path, "r") as f:
             _check_keys(list(f), repr(path))
             wanted = (*REQUIRED_KEYS, "timeouts", "next_observations")
-            arrays = {k: _read_h5(f[k]) for k in wanted if k in f}
+            if lazy_images:
+                arrays = {k: _pointers(f[k], k, sources, shapes) for k in wanted if k in f}
+                if not sources:
+                    raise DatasetError(
+                        f"{path!r} has no image observations (uint8, N x height x width x "
+                        "channels) to leave on disk; load it without lazy_images "
+                        "(--lazy-images).")
+                if "next_observations" in arrays:  # compare the images chunk by chunk
+                    cuts = episode_cuts(_on_disk(f, "observations"),
+                                        _on_disk(f, "next_observations"))
+            else:
+                arrays = {k: _read_h5(f[k]) for k in wanted if k in f}
             attrs = dict(f.attrs)
     except OSError as err:
         raise DatasetError(f"{path!r} is not a readable HDF5 file: {err}") from err
     try:
-        dataset = from_d4rl_dict(arrays, where=repr(path))
+        dataset = from_d4rl_dict(arrays, where=repr(path), cuts=cuts)
+        if lazy_images:
+            dataset = dataclasses.replace(
+                dataset, images=_image_rows(path, dataset.data, arrays, sources, shapes))
     except DatasetError as err:  # name the file in every message
         message = str(err)
         message = message if message.startswith(repr(path)) else f"{path!r}: {message}"

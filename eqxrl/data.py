@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -31,10 +33,13 @@ def _leading_size(tree: PyTree, what: str) -> int:
 class Dataset(eqx.Module):
     """A PyTree of arrays (usually a `Transition`) with a shared leading axis.
 
-    Sampling takes an explicit key, so runs are reproducible.
+    Sampling takes an explicit key, so runs are reproducible. A dataset loaded with
+    `lazy_images=True` keeps its images in the file: `images` (an `eqxrl.image_rows.ImageRows`)
+    says where, its image leaves hold row pointers, and `images.fetch(batch)` reads them.
     """
 
     data: PyTree
+    images: Any = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         _leading_size(self.data, "Dataset.data")

@@ -50,11 +50,20 @@ def _is_hdf5(path: str) -> bool:
     return path.endswith((".hdf5", ".h5"))
 
 
-def load_dataset(path: str | os.PathLike) -> tuple[Dataset, DatasetInfo]:
-    """Load a `.hdf5`/`.h5` file, a Minari dataset folder, or a local Minari dataset id."""
+def load_dataset(path: str | os.PathLike, lazy_images: bool = False
+                 ) -> tuple[Dataset, DatasetInfo]:
+    """Load a `.hdf5`/`.h5` file, a Minari dataset folder, or a local Minari dataset id.
+
+    `lazy_images=True` (HDF5 files only) leaves image observations on disk
+    (`eqxrl.image_rows`)."""
     text = os.fspath(path)
     if _is_hdf5(text):
-        return load_hdf5(text)
+        return load_hdf5(text, lazy_images=lazy_images)
+    if lazy_images:
+        raise DatasetError(
+            f"lazy_images (--lazy-images) reads images row by row from an HDF5 file, but "
+            f"{text!r} is a Minari dataset; convert it once with python -m eqxrl.collect concat "
+            "--inputs DATASET --output data.hdf5.")
     if os.path.isdir(text):
         return load_minari(text)
     if os.path.exists(text):

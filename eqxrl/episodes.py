@@ -22,10 +22,22 @@ from .dataset_info import DatasetError
 PRESETS = ("none", "locomotion", "antmaze")
 
 
+def _with(dataset: Dataset, **fields: Any) -> Dataset:
+    """The dataset with some `Transition` fields replaced (its other attributes kept)."""
+    return dataclasses.replace(dataset, data=dataclasses.replace(dataset.data, **fields))
+
+
+def _rows(x: Any) -> Any:
+    """Row-sliceable data: arrays as they are, HDF5 datasets left on disk (read by chunk)."""
+    return x if hasattr(x, "id") and hasattr(x, "chunks") else np.asarray(x)
+
+
 def episode_cuts(obs: Any, next_obs: Any, chunk: int = 4096) -> np.ndarray:
-    """(n,) bool: rows whose next_obs is not the following row's obs (the last row: True)."""
-    leaves = [np.asarray(x) for x in jax.tree.leaves(obs)]
-    next_leaves = [np.asarray(x) for x in jax.tree.leaves(next_obs)]
+    """(n,) bool: rows whose next_obs is not the following row's obs (the last row: True).
+
+    Leaves may be h5py datasets: they are read `chunk` rows at a time."""
+    leaves = [_rows(x) for x in jax.tree.leaves(obs)]
+    next_leaves = [_rows(x) for x in jax.tree.leaves(next_obs)]
     n = leaves[0].shape[0]
     gap = np.zeros(max(n - 1, 0))
     for x, y in zip(leaves, next_leaves, strict=True):
@@ -44,10 +56,15 @@ def with_episode_cuts(dataset: Dataset) -> Dataset:
     That is a row whose `next_obs` is not the following row's `obs`, and the last row. Use it
     on data gathered elsewhere (a replay buffer, a concatenation) before `episode_ends`.
     """
+    if dataset.images is not None:
+        raise DatasetError(
+            "with_episode_cuts compares observations, but this dataset's images are still in "
+            f"{dataset.images.path}; load it without lazy_images (its loader already cut the "
+            "episodes).")
     data = dataset.data
     cut = episode_cuts(data.obs, data.next_obs) & ~np.asarray(data.terminated)
     truncated = np.asarray(data.truncated) | cut
-    return Dataset(dataclasses.replace(data, truncated=jnp.asarray(truncated)))
+    return _with(dataset, truncated=jnp.asarray(truncated))
 
 
 def episode_ends(dataset: Dataset) -> Bool[Array, " n"]:
@@ -73,6 +90,11 @@ def concatenate(datasets: Sequence[Dataset]) -> Dataset:
     """Join datasets (for example medium + expert); episodes never run across a join."""
     if not datasets:
         raise ValueError("concatenate needs at least one dataset, got none.")
+    lazy = [i for i, d in enumerate(datasets) if d.images is not None]
+    if lazy:
+        raise DatasetError(
+            f"concatenate: dataset {lazy[0]} keeps its images in its file (lazy_images); join "
+            "the files first (python -m eqxrl.collect concat), then load the result.")
     structure = jax.tree.structure(datasets[0].data)
     parts = []
     for i, part in enumerate(datasets):
@@ -98,7 +120,7 @@ def clip_actions(dataset: Dataset, limit: float = 1.0 - 1e-5) -> Dataset:
     data = dataset.data
     if not jnp.issubdtype(data.action.dtype, jnp.floating):
         return dataset
-    return Dataset(dataclasses.replace(data, action=jnp.clip(data.action, -limit, limit)))
+    return _with(dataset, action=jnp.clip(data.action, -limit, limit))
 
 
 def scale_rewards_by_return_range(dataset: Dataset, target: float = 1000.0) -> Dataset:
@@ -112,13 +134,13 @@ def scale_rewards_by_return_range(dataset: Dataset, target: float = 1000.0) -> D
         )
     data = dataset.data
     reward = (data.reward * jnp.float32(target / spread)).astype(jnp.float32)
-    return Dataset(dataclasses.replace(data, reward=reward))
+    return _with(dataset, reward=reward)
 
 
 def shift_rewards(dataset: Dataset, shift: float = -1.0) -> Dataset:
     """Add `shift` to every reward (IQL's AntMaze recipe: reward − 1)."""
     data = dataset.data
-    return Dataset(dataclasses.replace(data, reward=data.reward + jnp.float32(shift)))
+    return _with(dataset, reward=data.reward + jnp.float32(shift))
 
 
 def preprocess(dataset: Dataset, preset: str) -> Dataset:
@@ -206,4 +228,4 @@ def rescale_actions(
         )
     # In float64, so that low maps to exactly -1 and high to exactly 1.
     unit = (2.0 * (wide - low) / (high - low) - 1.0).astype(np.float32)
-    return Dataset(dataclasses.replace(data, action=jnp.asarray(unit)))
+    return _with(dataset, action=jnp.asarray(unit))

@@ -138,6 +138,7 @@ class Run:
         self.policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
         self.session_start = time.perf_counter()
         self.start_step, self.wall_before = self.host["step"], self.host["wall_time"]
+        self.rate_mark = (self.session_start, self.start_step)  # (time, step) of the last log
         main = self.agents.main  # in a multi-process run, process 0 writes the folder
         self.bar = tqdm(total=self.total, initial=self.host["step"], unit=self.unit,
                         dynamic_ncols=True, mininterval=1.0, disable=not (run.progress and main),
@@ -194,9 +195,16 @@ class Run:
         return extra
 
     def rate(self) -> float:
-        """Steps (or updates) per second in this session."""
+        """Steps (or updates) per second over this whole session (compilation included)."""
         elapsed = max(time.perf_counter() - self.session_start, 1e-9)
         return (self.host["step"] - self.start_step) / elapsed
+
+    def recent_rate(self) -> float:
+        """Steps (or updates) per second since the previous log row (this session's first
+        row counts from its start, so it includes compilation); moves the mark to now."""
+        now, (then, step) = time.perf_counter(), self.rate_mark
+        self.rate_mark = (now, self.host["step"])
+        return (self.host["step"] - step) / max(now - then, 1e-9)
 
     def check_finite(self, finite: jax.Array, metrics: dict[str, Any]) -> None:
         """With nan_check on, stop with an error that names the metric, step and agent."""
@@ -222,7 +230,7 @@ class Run:
             extras |= {int(i): e for i, e in part.items()}
         if self.logger is None:
             return
-        rate = {f"{self.unit}s_per_second": self.rate()}
+        rate = {f"{self.unit}s_per_second": self.recent_rate()}
         for i in range(self.agents.n):
             row = {k: float(np.asarray(v)[i]) for k, v in values.items()}
             row |= extras.get(i, {}) | rate

@@ -27,6 +27,9 @@ from .jit import jit
 from .online import fresh_copy
 from .record import resolve_resume
 
+LAZY_BYTES_PER_CALL = 2**28
+"""With --lazy-images: bytes of images read from the file per compiled call (at most)."""
+
 
 def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | None]:
     """Load `config.run.dataset`, preprocess it, and fill in `env_id` from its metadata.
@@ -38,7 +41,7 @@ def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | No
     if not run.dataset:
         raise ValueError("--dataset is required: a D4RL-style HDF5 file or a Minari dataset "
                          "(or --resume RUN_DIR to continue a run).")
-    dataset, info = datasets.load_dataset(run.dataset)
+    dataset, info = datasets.load_dataset(run.dataset, lazy_images=run.lazy_images)
     if run.env_id is None:
         if info.env_id is None:
             raise ValueError(
@@ -75,17 +78,29 @@ def train_offline(
     env = make_env(settings.env_id)
     spec = spec_from_env(env)
     env.close()
-    spec.check_batch(dataset.data, name="dataset")  # obs/action layout must match the env
+    lazy = dataset.images  # ImageRows when the images stay on disk (--lazy-images)
+    rows = dataset.data if lazy is None else lazy.like(dataset.data)
+    # The obs/action layout must match the env (lazily: checked on the first row, read back).
+    spec.check_batch(dataset.data if lazy is None else jax.tree.map(
+        jnp.asarray, lazy.fetch(jax.device_get(dataset[:1]))), name="dataset")
     datasets.check_unit_actions(dataset, f"--dataset {settings.dataset or 'given'}")
     wants_data = "dataset" in inspect.signature(algorithm.init).parameters
+    if lazy is not None and wants_data:
+        raise ValueError(
+            f"{algorithm.__name__}'s init reads the whole dataset (for statistics), so it cannot "
+            "run with --lazy-images; load the dataset into memory (drop --lazy-images).")
 
     def init_state(key, config, data=dataset):
         return algorithm.init(key, spec, config, **({"dataset": data} if wants_data else {}))
 
     batch_like = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape[1:]), x.dtype), dataset.data
+        lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape[1:]), x.dtype), rows
     )
     agents = agents_for(config, algorithm, init_state, batch_like)
+    if lazy is not None and (agents.mesh is not None or jax.process_count() > 1):
+        raise ValueError(
+            "--lazy-images reads batches on this host for one device; it does not combine with "
+            "--devices or several processes yet. Drop one of them.")
     run = Run(config, algorithm, "update", agents, {})
     run.reference = reference
     config, settings = run.config, run.config.run
@@ -108,6 +123,51 @@ def train_offline(
     @jit(donate=(0,))
     def train_chunk(state_key: tuple, data: Dataset, n: int):
         return agents.over(lambda sk, d: train_one(sk, d, n), in_axes=(0, None))(state_key, data)
+
+    # --lazy-images: the same keys and rows as train_one, but the batches' pointer rows are
+    # drawn first, their images read on the host, and the updates then scan over them.
+    def draw_one(key: jax.Array, data: Dataset, n: int):
+        key, k = jax.random.split(key)
+        k_sample, k_loss = jax.vmap(jax.random.split, out_axes=1)(jax.random.split(k, n))
+        pointers = jax.vmap(lambda ks: data.sample(ks, settings.batch_size))(k_sample)
+        return key, pointers, k_loss
+
+    @jit
+    def draw(key: jax.Array, data: Dataset, n: int):
+        return agents.over(lambda k, d: draw_one(k, d, n), in_axes=(0, None))(key, data)
+
+    def learn_one(state: Any, batches: Any, k_loss: jax.Array):
+        def one_update(state, xs):
+            batch, k = xs
+            return algorithm.update(state, agents.split_batch(batch), k, config)
+
+        state, metrics = jax.lax.scan(one_update, state, (batches, k_loss))
+        metrics = {name: jnp.mean(v) for name, v in metrics.items()}
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+        return state, metrics, finite
+
+    @jit(donate=(0,))
+    def learn(state: Any, batches: Any, k_loss: jax.Array):
+        return agents.over(learn_one)(state, batches, k_loss)
+
+    def train_lazily(state_key: tuple, n: int):
+        """`train_chunk`'s n updates, their images read in parts of at most ~256 MB (each
+        part read while the device still runs the previous one: dispatch is asynchronous)."""
+        state, key = state_key
+        key, pointers, k_loss = draw(key, data, n)
+        pointers = jax.device_get(pointers)  # (agents, n, batch, ...) row pointers
+        part = max(1, LAZY_BYTES_PER_CALL // (lazy.bytes_per_row * settings.batch_size
+                                              * agents.n))
+        parts = []
+        for i in range(0, n, part):
+            j = min(n, i + part)
+            batches = lazy.fetch(jax.tree.map(lambda x, i=i, j=j: x[:, i:j], pointers))
+            state, metrics, finite = learn(state, batches, k_loss[:, i:j])
+            parts.append((j - i, metrics, finite))
+        if len(parts) > 1:
+            metrics = {k: sum(w * m[k] for w, m, _ in parts) / n for k in parts[0][1]}
+            finite = jnp.all(jnp.stack([f for _, _, f in parts]), axis=0)
+        return (state, key), metrics, finite
 
     def fresh(key, config, data):
         k_init, k_loop = jax.random.split(key)
@@ -139,7 +199,10 @@ def train_offline(
             step = host["step"]
             # Up to the next log/eval/checkpoint boundary: a few chunk lengths, compiled once.
             n = min(settings.updates_per_call, run.next_stop(step, *intervals) - step)
-            state_key, metrics, finite = train_chunk(state_key, data, n)
+            if lazy is None:
+                state_key, metrics, finite = train_chunk(state_key, data, n)
+            else:
+                state_key, metrics, finite = train_lazily(state_key, n)
             host["step"] = step = step + n
             run.check_finite(finite, metrics)
             run.bar.update(n)
