@@ -94,12 +94,16 @@ class FrameReplayBuffer(eqx.Module):
         new_episode = self.ended
         g = self.frames_written
         first = new_episode.astype(jnp.int32)
-        # A new episode stores its first frame, then the next frame; a continuing one only the
-        # next frame (its obs frame is the previous row's next frame). Written in this order,
-        # the second write replaces the first when the episode continues.
-        frames = jax.tree.map(lambda ring, x: ring.at[g % n_frames].set(x), self.frames,
-                              self._newest(row.obs))
-        frames = jax.tree.map(lambda ring, x: ring.at[(g + first) % n_frames].set(x), frames,
+        # A new episode stores its first frame at g and the next frame at g + 1; a continuing
+        # one only the next frame at g (its obs frame is the previous row's next frame). One
+        # scatter of two rows: when the episode continues both rows are the next frame at g.
+        where = jnp.stack([g, g + first]) % n_frames
+
+        def write(ring, obs_frame, next_frame):
+            rows = jnp.stack([jnp.where(new_episode, obs_frame, next_frame), next_frame])
+            return ring.at[where].set(rows)
+
+        frames = jax.tree.map(write, self.frames, self._newest(row.obs),
                               self._newest(row.next_obs))
         obs_frame = g + first - 1
         episode_start = jnp.where(new_episode, g, self.episode_start)

@@ -230,8 +230,14 @@ def make_step_functions(
             batch = agents.split_batch(sample(data, k_sample))
             return algorithm.update(state, batch, k_loss, config)
 
-        state, metrics = jax.lax.scan(one_update, state, jax.random.split(k_update, utd))
-        metrics = {k: jnp.mean(v) for k, v in metrics.items()}
+        keys = jax.random.split(k_update, utd)
+        if utd == 1:
+            # No scan for one update: on XLA's CPU backend a conv net trains ~4x slower inside
+            # a loop than in straight-line code (DrQ's learn call: 654 ms against 96 ms).
+            state, metrics = one_update(state, keys[0])
+        else:
+            state, metrics = jax.lax.scan(one_update, state, keys)
+            metrics = {k: jnp.mean(v) for k, v in metrics.items()}
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         return sk.flatten((state, key)), metrics, finite
 
