@@ -19,6 +19,8 @@ import optax
 
 
 class Impala(nn.Module):
+    """IMPALA CNN as jaxrl_m writes it (16-32-32, 2 residual blocks per stack), flattened."""
+
     @nn.compact
     def __call__(self, x):
         for channels in (16, 32, 32):

@@ -9,7 +9,9 @@ the same process; otherwise that column says "skipped".
 
 import argparse
 import functools
+import os
 import statistics
+import sys
 import time
 
 import equinox as eqx
@@ -23,6 +25,8 @@ try:
     import flax.linen as nn
 except ImportError:  # the optional `bench` extra is not installed
     nn = None
+else:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for drq_flax
 
 
 def timeit(fn, *args, iters: int) -> float:
@@ -58,18 +62,7 @@ def eqx_step(name: str, images: jax.Array):
 # ----------------------------------------------------------------------------------- flax
 if nn is not None:
 
-    class FlaxImpala(nn.Module):
-        """IMPALA CNN as jaxrl_m writes it (16-32-32, 2 residual blocks per stack)."""
-
-        @nn.compact
-        def __call__(self, x):
-            for channels in (16, 32, 32):
-                x = nn.Conv(channels, (3, 3), padding="SAME")(x)
-                x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
-                for _ in range(2):
-                    y = nn.Conv(channels, (3, 3), padding="SAME")(nn.relu(x))
-                    x = x + nn.Conv(channels, (3, 3), padding="SAME")(nn.relu(y))
-            return jnp.reshape(nn.relu(x), (x.shape[0], -1))
+    from drq_flax import Impala as FlaxImpala  # IMPALA as jaxrl_m writes it (16-32-32)
 
     class FlaxBasicBlock(nn.Module):
         channels: int

@@ -16,15 +16,13 @@ Called as an encoder, `mae(image)` is its ViT on the whole image (class-token fe
 
 from __future__ import annotations
 
-from typing import Literal
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ._layers import linear, normal
-from .vit import VIT_SIZES, ViT, run_blocks, stacked_blocks
+from .vit import VIT_SIZES, ViT, ViTSize, run_blocks, stacked_blocks
 
 __all__ = ["MAE", "patchify", "unpatchify"]
 
@@ -63,7 +61,7 @@ class MAE(eqx.Module):
         self,
         in_channels: int = 3,
         *,
-        size: Literal["Ti", "S", "B", "L"] | tuple[int, int, int, int] = "Ti",
+        size: ViTSize = "Ti",
         patch_size: int = 16,
         image_size: tuple[int, int] = (224, 224),
         mask_ratio: float = 0.75,

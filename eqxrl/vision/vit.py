@@ -9,7 +9,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._layers import check_float_image, conv2d, linear, normal, to_chw
 
-__all__ = ["VIT_SIZES", "ViT", "run_blocks"]
+__all__ = ["VIT_SIZES", "ViT", "ViTSize", "run_blocks"]
 
 VIT_SIZES = {
     # name: (width, depth, heads, mlp width)
@@ -19,6 +19,9 @@ VIT_SIZES = {
     "L": (1024, 24, 16, 4096),
 }
 """Standard ViT sizes as (width, depth, heads, mlp width)."""
+
+ViTSize = Literal["Ti", "S", "B", "L"] | tuple[int, int, int, int]
+"""A name of `VIT_SIZES` or a custom (width, depth, heads, mlp width)."""
 
 
 class _Block(eqx.Module):
@@ -108,7 +111,7 @@ class ViT(eqx.Module):
         self,
         in_channels: int = 3,
         *,
-        size: Literal["Ti", "S", "B", "L"] | tuple[int, int, int, int] = "Ti",
+        size: ViTSize = "Ti",
         patch_size: int = 16,
         image_size: tuple[int, int] = (224, 224),
         pooling: Literal["cls", "mean"] = "cls",
