@@ -200,6 +200,7 @@ def test_more_devices_than_visible_is_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------- offline
+@pytest.mark.slow  # 12 s; the online case stays in the default suite (~10 min)
 def test_agent_i_of_n_equals_a_single_run_offline(tmp_path):
     path = pendulum_dataset_file(tmp_path / "data.hdf5")
 

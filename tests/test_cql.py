@@ -182,6 +182,7 @@ def test_act_checks_observations_and_stays_in_bounds():
         cql.act(state, jnp.ones((5, 4)), jax.random.key(1))
 
 
+@pytest.mark.slow  # 10 s; SAC, TD3 and IQL keep theirs in the default suite (~10 min)
 def test_vmap_over_seeds_equals_separate_runs():
     batch = make_batch(jax.random.key(1))
     assert_vmap_equals_separate_runs(cql, SPEC, LAGRANGE, batch, updates=2, seeds=4)

@@ -159,6 +159,7 @@ def test_a_failed_checkpoint_write_is_not_a_clean_finish(tmp_path):
     assert summary["error"].startswith(("NotADirectoryError", "FileNotFoundError"))
 
 
+@pytest.mark.slow  # 15 s: three short runs; the default suite is ~10 min
 def test_wandb_gets_project_entity_group_and_a_unique_id(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("wandb")
@@ -174,7 +175,7 @@ def test_wandb_gets_project_entity_group_and_a_unique_id(tmp_path, monkeypatch):
     assert ids[0] != ids[1] and ids[2] == ids[0]  # unique per run, kept when resumed
 
 
-@pytest.mark.parametrize("algorithm", [sac, td3])
+@pytest.mark.parametrize("algorithm", [sac, pytest.param(td3, marks=pytest.mark.slow)])
 def test_load_policy_of_an_online_run(algorithm, tmp_path):
     run_dir = str(tmp_path / algorithm.__name__)
     config = algorithm.Config(

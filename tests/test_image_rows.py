@@ -76,6 +76,7 @@ def bc_run(path, tmp_path, name, lazy):
     return summary, rows
 
 
+@pytest.mark.slow  # 14 s: two short runs; the default suite is ~10 min
 def test_a_run_reading_batches_from_the_file_equals_the_in_memory_run(pixel_file, tmp_path):
     _, stored, _ = pixel_file
     eager, eager_rows = bc_run(stored, tmp_path, "memory", lazy=False)

@@ -186,7 +186,8 @@ STATELESS = [
         False,
     ),
     ("atari", {"in_channels": 3}, (64, 64, 3), 4 * 4 * 64, False),
-    ("vit-ti16", {"image_size": (32, 32), "dropout": 0.1}, (32, 32, 3), 192, True),
+    pytest.param("vit-ti16", {"image_size": (32, 32), "dropout": 0.1}, (32, 32, 3), 192, True,
+                 marks=pytest.mark.slow),  # 11 s; the default suite is ~10 min
 ]
 
 

@@ -86,6 +86,7 @@ def test_pretraining_lowers_the_reconstruction_loss():
     assert after < 0.2 * before, (before, after)
 
 
+@pytest.mark.slow  # 8 s: a ViT-Ti behind BC; the default suite is ~10 min
 def test_a_pretrained_mae_encodes_pixels_for_an_agent(tmp_path):
     mae = MAE(3, size="Ti", patch_size=16, image_size=(32, 32), key=jax.random.key(0),
               decoder_size=TINY["decoder_size"])

@@ -103,7 +103,7 @@ def reference_features(sd, depth, image_hwc):
 IMAGE = np.random.default_rng(1).uniform(-1, 1, (64, 64, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("depth", [18, pytest.param(50, marks=pytest.mark.slow)])
 def test_torchvision_weights_give_torchvisions_features(depth, tmp_path):
     sd = torchvision_state_dict(depth)
     path = tmp_path / "resnet.npz"
