@@ -243,13 +243,11 @@ def replay_bytes(size: int, capacity: int = 100_000) -> None:
 
 def drq_updates(batch: int, size: int, iters: int) -> None:
     """DrQ updates per second on `batch` 84×84×9 uint8 observations (3 stacked RGB frames)."""
-    import sys
     from pathlib import Path
 
     import numpy as np
 
-    here = Path(__file__).resolve().parent
-    sys.path[:0] = [str(here.parent), str(here)]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for algorithms
     import eqxrl
     from algorithms import drq
 

@@ -234,9 +234,15 @@ def _on_disk(f: h5py.File, key: str) -> Any:
     return {k: _on_disk(f, f"{key}/{k}") for k in node} if isinstance(node, h5py.Group) else node
 
 
-def _read_h5(node: Any) -> Any:
+def _read_h5(node: Any, key: str = "", images: dict[str, tuple] | None = None) -> Any:
+    """Read a node (a group as a dict of its arrays). With `images` (a dict), uint8 image
+    arrays stay on disk: `(N, 1)` int32 row pointers stand in for them, and `images` records
+    each one's row shape by HDF5 key."""
     if isinstance(node, h5py.Group):
-        return {k: _read_h5(node[k]) for k in node}
+        return {k: _read_h5(node[k], f"{key}/{k}", images) for k in node}
+    if images is not None and is_image_node(node):
+        images[key] = node.shape[1:]
+        return np.arange(node.shape[0], dtype=np.int32)[:, None]
     return node[()]
 
 
@@ -248,20 +254,10 @@ def _attr(attrs: Any, name: str, kind: type) -> Any:
     return kind(value.item() if isinstance(value, np.generic) else value)
 
 
-def _pointers(node: Any, key: str, sources: dict[str, str], shapes: dict[str, tuple]) -> Any:
-    """Read a node, but leave image arrays on disk: `(N, 1)` int32 row pointers stand in for
-    them, and `sources`/`shapes` record (by HDF5 key) where they point and their row shape."""
-    if isinstance(node, h5py.Group):
-        return {k: _pointers(node[k], f"{key}/{k}", sources, shapes) for k in node}
-    if is_image_node(node):
-        sources[key], shapes[key] = key, node.shape[1:]
-        return np.arange(node.shape[0], dtype=np.int32)[:, None]
-    return node[()]
-
-
 def _image_rows(path: str, data: Transition, arrays: dict[str, Any],
-                sources: dict[str, str], shapes: dict[str, tuple]) -> ImageRows:
-    """Map the dataset's pointer leaves (by keystr) to the HDF5 keys they index."""
+                shapes: dict[str, tuple]) -> ImageRows:
+    """Map the dataset's pointer leaves (by keystr) to the HDF5 keys they index; `shapes`
+    holds the row shape of each image key (`_read_h5`)."""
     by_leaf, leaf_shapes = {}, {}
     for field, key in (("obs", "observations"), ("next_obs", "next_observations")):
         # Without stored next observations, next_obs points into the observations.
@@ -269,9 +265,9 @@ def _image_rows(path: str, data: Transition, arrays: dict[str, Any],
         names = [name for name, _ in named_leaves(arrays[stored], stored)]
         leaves = jax.tree_util.tree_leaves_with_path(getattr(data, field))
         for name, (path_, _) in zip(names, leaves, strict=True):
-            if name in sources:
+            if name in shapes:
                 leaf = f".{field}{jax.tree_util.keystr(path_)}"
-                by_leaf[leaf], leaf_shapes[leaf] = sources[name], shapes[name]
+                by_leaf[leaf], leaf_shapes[leaf] = name, shapes[name]
     return ImageRows(path, by_leaf, leaf_shapes)
 
 
@@ -286,14 +282,14 @@ def load_hdf5(path: str | os.PathLike, lazy_images: bool = False
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No HDF5 dataset file at {path!r}.")
-    sources, shapes, cuts = {}, {}, None
+    images, cuts = ({} if lazy_images else None), None
     try:
         with h5py.File(path, "r") as f:
             _check_keys(list(f), repr(path))
             wanted = (*REQUIRED_KEYS, "timeouts", "next_observations")
+            arrays = {k: _read_h5(f[k], k, images) for k in wanted if k in f}
             if lazy_images:
-                arrays = {k: _pointers(f[k], k, sources, shapes) for k in wanted if k in f}
-                if not sources:
+                if not images:
                     raise DatasetError(
                         f"{path!r} has no image observations (uint8, N x height x width x "
                         "channels) to leave on disk; load it without lazy_images "
@@ -301,8 +297,6 @@ def load_hdf5(path: str | os.PathLike, lazy_images: bool = False
                 if "next_observations" in arrays:  # compare the images chunk by chunk
                     cuts = episode_cuts(_on_disk(f, "observations"),
                                         _on_disk(f, "next_observations"))
-            else:
-                arrays = {k: _read_h5(f[k]) for k in wanted if k in f}
             attrs = dict(f.attrs)
     except OSError as err:
         raise DatasetError(f"{path!r} is not a readable HDF5 file: {err}") from err
@@ -310,7 +304,7 @@ def load_hdf5(path: str | os.PathLike, lazy_images: bool = False
         dataset = from_d4rl_dict(arrays, where=repr(path), cuts=cuts)
         if lazy_images:
             dataset = dataclasses.replace(
-                dataset, images=_image_rows(path, dataset.data, arrays, sources, shapes))
+                dataset, images=_image_rows(path, dataset.data, arrays, images))
     except DatasetError as err:  # name the file in every message
         message = str(err)
         message = message if message.startswith(repr(path)) else f"{path!r}: {message}"

@@ -17,7 +17,6 @@ import equinox as eqx
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import datasets
 from .agents import agents_for, connect, tree_bytes
@@ -27,6 +26,7 @@ from .harness import Run, run_loop
 from .jit import jit
 from .online import fresh_copy
 from .record import resolve_resume
+from .vision.obs_encoder import has_images
 
 LAZY_BYTES_PER_CALL = 2**28
 """With --lazy-images: bytes of images read from the file per compiled call (at most)."""
@@ -108,15 +108,23 @@ def train_offline(
     # One copy of the dataset for all agents (its rows split over the devices of one agent).
     data = jax.device_put(dataset) if agents.mesh is None else agents.place(dataset, rows_axis=0)
 
-    def train_one(state_key: tuple, data: Dataset, n: int):
-        def one_update(state, k):
-            k_sample, k_loss = jax.random.split(k)
-            batch = agents.split_batch(data.sample(k_sample, settings.batch_size))
-            return algorithm.update(state, batch, k_loss, config)
+    def batch_update(state: Any, batch: Any, k_loss: jax.Array):
+        return algorithm.update(state, agents.split_batch(batch), k_loss, config)
 
-        state, key = state_key
+    def sampled_update(state: Any, k: jax.Array, data: Dataset):
+        """One update on a batch drawn with the first half of `k`, its loss on the second."""
+        k_sample, k_loss = jax.random.split(k)
+        return batch_update(state, data.sample(k_sample, settings.batch_size), k_loss)
+
+    def chunk_keys(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        """The loop's next key and the n update keys of one call (every path splits so)."""
         key, k = jax.random.split(key)
-        state, metrics = jax.lax.scan(one_update, state, jax.random.split(k, n))
+        return key, jax.random.split(k, n)
+
+    def train_one(state_key: tuple, data: Dataset, n: int):
+        state, key = state_key
+        key, keys = chunk_keys(key, n)
+        state, metrics = jax.lax.scan(lambda s, k: sampled_update(s, k, data), state, keys)
         metrics = {name: jnp.mean(v) for name, v in metrics.items()}
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         return (state, key), metrics, finite
@@ -127,29 +135,21 @@ def train_offline(
 
     # On XLA's CPU backend a conv net trains ~4x slower inside lax.scan than in straight-line
     # code (IMPALA, batch 8: 247 ms an update in a scan, 64 ms alone), so datasets with images
-    # run one compiled call per update, with the same keys as train_one.
-    stepwise = any(np.dtype(x.dtype) == np.uint8 and len(x.shape) >= 4
-                   for x in jax.tree.leaves(rows))
+    # (lazily loaded ones always have them) run one compiled call per update, with the same
+    # keys as train_one.
+    stepwise = has_images(spec)
 
     @jit
-    def chunk_keys(key: jax.Array, n: int):
-        def one(key):
-            key, k = jax.random.split(key)
-            return key, jax.random.split(k, n)
-        return agents.over(one)(key)
+    def split_keys(key: jax.Array, n: int):
+        return agents.over(lambda k: chunk_keys(k, n))(key)
 
     @jit(donate=(0,))
     def update_once(state: Any, data: Dataset, k: jax.Array):
-        def one(state, k, data):
-            k_sample, k_loss = jax.random.split(k)
-            batch = agents.split_batch(data.sample(k_sample, settings.batch_size))
-            return algorithm.update(state, batch, k_loss, config)
-        return agents.over(one, in_axes=(0, 0, None))(state, k, data)
+        return agents.over(sampled_update, in_axes=(0, 0, None))(state, k, data)
 
     @jit(donate=(0,))
-    def learn_once(state: Any, batch: Any, k: jax.Array):
-        return agents.over(lambda s, b, k: algorithm.update(
-            s, agents.split_batch(b), k, config))(state, batch, k)
+    def learn_once(state: Any, batch: Any, k_loss: jax.Array):
+        return agents.over(batch_update)(state, batch, k_loss)
 
     def mean_of(collected: list[dict]) -> tuple[dict, jax.Array]:
         """Each agent's metrics averaged over single updates, and whether they are finite."""
@@ -159,18 +159,18 @@ def train_offline(
 
     def train_stepwise(state_key: tuple, n: int):
         state, key = state_key
-        key, keys = chunk_keys(key, n)
+        key, keys = split_keys(key, n)
         collected = []
         for i in range(n):
             state, metrics = update_once(state, data, keys[:, i])
             collected.append(metrics)
         return (state, key), *mean_of(collected)
 
-    # --lazy-images: the same keys and rows as train_one, but the batches' pointer rows are
-    # drawn first, their images read on the host, and the updates then scan over them.
+    # --lazy-images: the same keys and rows as train_stepwise, but the batches' pointer rows
+    # are drawn first and their images read on the host before the updates run.
     def draw_one(key: jax.Array, data: Dataset, n: int):
-        key, k = jax.random.split(key)
-        k_sample, k_loss = jax.vmap(jax.random.split, out_axes=1)(jax.random.split(k, n))
+        key, keys = chunk_keys(key, n)
+        k_sample, k_loss = jax.vmap(jax.random.split, out_axes=1)(keys)
         pointers = jax.vmap(lambda ks: data.sample(ks, settings.batch_size))(k_sample)
         return key, pointers, k_loss
 
@@ -178,46 +178,22 @@ def train_offline(
     def draw(key: jax.Array, data: Dataset, n: int):
         return agents.over(lambda k, d: draw_one(k, d, n), in_axes=(0, None))(key, data)
 
-    def learn_one(state: Any, batches: Any, k_loss: jax.Array):
-        def one_update(state, xs):
-            batch, k = xs
-            return algorithm.update(state, agents.split_batch(batch), k, config)
-
-        state, metrics = jax.lax.scan(one_update, state, (batches, k_loss))
-        metrics = {name: jnp.mean(v) for name, v in metrics.items()}
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
-        return state, metrics, finite
-
-    @jit(donate=(0,))
-    def learn(state: Any, batches: Any, k_loss: jax.Array):
-        return agents.over(learn_one)(state, batches, k_loss)
-
     def train_lazily(state_key: tuple, n: int):
-        """`train_chunk`'s n updates, their images read in parts of at most ~256 MB (each
+        """`train_stepwise`'s n updates, their images read in parts of at most ~256 MB (each
         part read while the device still runs the previous one: dispatch is asynchronous)."""
         state, key = state_key
         key, pointers, k_loss = draw(key, data, n)
         pointers = jax.device_get(pointers)  # (agents, n, batch, ...) row pointers
         part = max(1, LAZY_BYTES_PER_CALL // (lazy.bytes_per_row * settings.batch_size
                                               * agents.n))
-        parts, collected = [], []
+        collected = []
         for i in range(0, n, part):
-            j = min(n, i + part)
-            batches = lazy.fetch(jax.tree.map(lambda x, i=i, j=j: x[:, i:j], pointers))
-            if stepwise:
-                for u in range(j - i):
-                    state, metrics = learn_once(state, jax.tree.map(lambda x, u=u: x[:, u],
-                                                                    batches), k_loss[:, i + u])
-                    collected.append(metrics)
-                continue
-            state, metrics, finite = learn(state, batches, k_loss[:, i:j])
-            parts.append((j - i, metrics, finite))
-        if stepwise:
-            metrics, finite = mean_of(collected)
-        elif len(parts) > 1:
-            metrics = {k: sum(w * m[k] for w, m, _ in parts) / n for k in parts[0][1]}
-            finite = jnp.all(jnp.stack([f for _, _, f in parts]), axis=0)
-        return (state, key), metrics, finite
+            batches = lazy.fetch(jax.tree.map(lambda x, i=i: x[:, i:i + part], pointers))
+            for u in range(min(part, n - i)):
+                state, metrics = learn_once(state, jax.tree.map(lambda x, u=u: x[:, u], batches),
+                                            k_loss[:, i + u])
+                collected.append(metrics)
+        return (state, key), *mean_of(collected)
 
     def fresh(key, config, data):
         k_init, k_loop = jax.random.split(key)
