@@ -264,7 +264,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     `ALE/<Game>-v5` ids get the standard Atari preprocessing (`eqxrl.vision.make_atari_env`:
     84×84 grayscale, 4 frames stacked channels last), with ale-py installed; `pixels:<id>`
     observes the env's rendered frames (`eqxrl.vision.make_pixel_env`: 84×84 RGB, 3 frames
-    stacked channels last).
+    stacked channels last), and `pixels:<id>,action_repeat=4,frame_stack=3` sets those two
+    options in the id itself, so that datasets, evaluations and resumed runs remake the same env.
     """
     if env_id.split(":", 1)[0] in ("gymnax", "brax"):
         raise ValueError(
@@ -278,8 +279,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     if env_id.startswith("pixels:"):  # rendered frames, 84x84, the last 3 stacked (DrQ's)
         from .vision.wrappers import make_pixel_env
 
-        env = make_pixel_env(env_id.removeprefix("pixels:"), **({"size": (84, 84),
-                                                                  "frame_stack": 3} | kwargs))
+        name, options = pixel_env_options(env_id)
+        env = make_pixel_env(name, **({"size": (84, 84), "frame_stack": 3} | options | kwargs))
         if isinstance(env.action_space, gym.spaces.Box):
             env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
         return gym.wrappers.RecordEpisodeStatistics(env)
@@ -304,6 +305,26 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             warnings.simplefilter("ignore", UserWarning)
             env = gym.wrappers.DtypeObservation(env, np.float32)
     return gym.wrappers.RecordEpisodeStatistics(env)
+
+
+PIXEL_ID_OPTIONS = ("action_repeat", "frame_stack")
+
+
+def pixel_env_options(env_id: str) -> tuple[str, dict[str, int]]:
+    """Split `pixels:<id>,key=value,...` into the gymnasium id and `make_pixel_env` options."""
+    name, *parts = env_id.removeprefix("pixels:").split(",")
+    options = {}
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key not in PIXEL_ID_OPTIONS or not value.isdigit() or int(value) < 1:
+            raise ValueError(
+                f"env_id={env_id!r}: {part!r} is not a pixel-env option; write key=value with "
+                f"key one of {', '.join(PIXEL_ID_OPTIONS)} and a positive integer value, for "
+                "example pixels:CartPole-v1,action_repeat=4.")
+        if key in options:
+            raise ValueError(f"env_id={env_id!r} sets {key} twice; keep one.")
+        options[key] = int(value)
+    return name, options
 
 
 def derived_seed(*parts: int) -> int:

@@ -88,3 +88,36 @@ def test_resize_frame_averages_areas():
     expected = frame.reshape(2, 2, 3, 2, 1).mean(axis=(1, 3))
     np.testing.assert_array_equal(out, np.rint(expected).astype(np.uint8))
     assert resize_frame(frame, (4, 6)).tolist() == frame.tolist()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pygame") is None, reason="pygame not installed")
+def test_action_repeat_steps_k_times_renders_once_and_stops_at_the_end():
+    from eqxrl import make_env
+    from eqxrl.envs import pixel_env_options
+
+    plain, repeated = (make_pixel_env("CartPole-v1", size=(40, 40), include_state=True,
+                                      action_repeat=k) for k in (1, 3))
+    plain.reset(seed=0)
+    repeated.reset(seed=0)
+    total = 0.0
+    for _ in range(3):
+        obs, reward, *_ = plain.step(1)
+        total += reward
+    again, reward, *_ = repeated.step(1)  # the same three steps, one observation
+    np.testing.assert_array_equal(again["state"], obs["state"])
+    np.testing.assert_array_equal(again["pixels"], obs["pixels"])
+    assert reward == total == 3.0
+    steps = 0  # pushing one way drops the pole in ~10 steps; the episode ends mid-repeat
+    while not repeated.step(1)[2]:
+        steps += 1
+    assert steps < 10
+    assert repeated.unwrapped.steps_beyond_terminated == 0  # no step after the end
+    # the env id carries the options, so datasets and evaluations remake the same env
+    assert pixel_env_options("pixels:CartPole-v1,action_repeat=4,frame_stack=2") == (
+        "CartPole-v1", {"action_repeat": 4, "frame_stack": 2})
+    env = make_env("pixels:CartPole-v1,action_repeat=4,frame_stack=2")
+    assert env.observation_space.shape == (84, 84, 6)
+    with pytest.raises(ValueError, match=r"'repeat=4' is not a pixel-env option.*action_repeat"):
+        make_env("pixels:CartPole-v1,repeat=4")
+    with pytest.raises(ValueError, match="action_repeat must be >= 1; got 0"):
+        make_pixel_env("CartPole-v1", action_repeat=0)

@@ -72,6 +72,7 @@ def make_pixel_env(
     size: tuple[int, int] = (84, 84),
     include_state: bool = False,
     frame_stack: int = 1,
+    action_repeat: int = 1,
     **make_kwargs,
 ) -> gym.Env:
     """Make `env_id` with uint8 pixel observations of `size` = (height, width).
@@ -80,16 +81,24 @@ def make_pixel_env(
         include_state: observe `{"pixels": ..., "state": ...}` instead of pixels alone.
         frame_stack: stack the last k frames along channels, `(h, w, k * 3)`; a state is
             stacked as `(k * state_dim,)`.
+        action_repeat: apply each action `action_repeat` times (rewards summed, stopping at an
+            episode's end) and render only the last frame, as DrQ does (2 to 8 on the DeepMind
+            Control tasks): motion between stacked frames becomes visible, and rendering
+            costs fall by that factor.
         make_kwargs: passed to `gym.make` (e.g. `camera_id` for MuJoCo envs).
     """
     if frame_stack < 1:
         raise ValueError(f"make_pixel_env: frame_stack must be >= 1; got {frame_stack}.")
+    if action_repeat < 1:
+        raise ValueError(f"make_pixel_env: action_repeat must be >= 1; got {action_repeat}.")
     configure_headless_rendering()
     height, width = size
     entry_point = str(gym.spec(env_id).entry_point)
     if "mujoco" in entry_point:
         make_kwargs = {"width": width, "height": height, **make_kwargs}
     env = gym.make(env_id, render_mode="rgb_array", **make_kwargs)
+    if action_repeat > 1:
+        env = ActionRepeat(env, action_repeat)
     env = AddRenderObservation(env, render_only=not include_state)
 
     frame_space = env.observation_space["pixels"] if include_state else env.observation_space
@@ -114,6 +123,24 @@ def make_pixel_env(
             env = _flatten_stacked_state(env)
         env = mark_frame_stack(env, frame_stack)  # the replay then stores each frame once
     return env
+
+
+class ActionRepeat(gym.Wrapper):
+    """Each action applied `repeat` times; rewards are summed and the last step's observation
+    and info are returned. An episode that ends inside a repeat ends there."""
+
+    def __init__(self, env: gym.Env, repeat: int):
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action):
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
 
 
 def _frames_to_channels(frames: np.ndarray) -> np.ndarray:
