@@ -98,9 +98,10 @@ def filter_top_episodes(dataset: eqxrl.Dataset, fraction: float) -> eqxrl.Datase
 
 
 def log_likelihood_loss(
-    actor: eqxrl.GaussianPolicy, obs: eqxrl.Obs, action: Float[Array, "batch action_dim"]
+    actor: eqx.Module, obs: eqxrl.Obs, action: Float[Array, "batch action_dim"]
 ) -> tuple[Float[Array, ""], eqxrl.Metrics]:
-    """−E[log π(a|s)] over dataset pairs; also reports the squared error of the mode."""
+    """−E[log π(a|s)] over dataset pairs; also reports the squared error of the mode.
+    `actor` is a GaussianPolicy, or one behind an image encoder (`WithEncoder`)."""
     def one(o, a):
         dist = actor(o)
         return dist.log_prob(a), dist.mode()
@@ -111,7 +112,7 @@ def log_likelihood_loss(
 
 
 def mse_loss(
-    actor: eqxrl.GaussianPolicy, obs: eqxrl.Obs, action: Float[Array, "batch action_dim"]
+    actor: eqx.Module, obs: eqxrl.Obs, action: Float[Array, "batch action_dim"]
 ) -> tuple[Float[Array, ""], eqxrl.Metrics]:
     """E[‖mode π(·|s) − a‖²] averaged over batch and action dimensions."""
     mode = jax.vmap(lambda o: actor(o).mode())(obs)

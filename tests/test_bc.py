@@ -178,3 +178,22 @@ def test_cli_filters_the_dataset_and_resume_keeps_the_filter(tmp_path, capsys):
                                                progress=False)))
     assert summary["steps"] == 200 and summary["status"] == "done"
     assert np.all(np.asarray(eqxrl.load_policy(run_dir)[0](obs)) > 0.5)
+
+
+@pytest.mark.parametrize("loss", ["log_likelihood", "mse"])
+def test_continuous_bc_from_pixels_updates_and_acts(loss):
+    """jaxrl_m's continuous vision BC: a Gaussian policy behind an image encoder."""
+    image = jax.ShapeDtypeStruct((36, 36, 3), np.dtype("uint8"))
+    spec = EnvSpec(image, (2,), action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
+    config = bc.Config(run=OfflineRun(dataset="x.hdf5", batch_size=4), hidden_dims=(8,),
+                       loss=loss, vision=eqxrl.vision.EncoderConfig("atari"))
+    state = bc.init(jax.random.key(0), spec, config)
+    obs = jax.random.randint(jax.random.key(1), (4, 36, 36, 3), 0, 256).astype(jnp.uint8)
+    batch = Transition(obs=obs, action=jnp.full((4, 2), 0.5), reward=jnp.zeros(4),
+                       next_obs=obs, terminated=jnp.zeros(4, bool), truncated=jnp.zeros(4, bool))
+    new, metrics = eqxrl.jit(lambda s, b: bc.update(s, b, jax.random.key(0), config))(state, batch)
+    assert np.isfinite(float(metrics["actor/mse"]))
+    moved = jax.tree.leaves(eqx.filter(new.actor.model.encoder, eqx.is_inexact_array))[0]
+    before = jax.tree.leaves(eqx.filter(state.actor.model.encoder, eqx.is_inexact_array))[0]
+    assert not np.array_equal(moved, before)  # the encoder trains with the policy
+    assert bc.act(new, obs, jax.random.key(2), deterministic=True).shape == (4, 2)
