@@ -1,5 +1,6 @@
-"""Learning from pixels (slow, separate step): discrete CQL against discrete BC on mixed-quality
-image data of a corridor the test draws, and BC from rendered CartPole frames of an expert."""
+"""Learning from pixels (slow, separate step), on envs the tests draw: discrete CQL against
+discrete BC on mixed-quality images of a corridor, and continuous BC from the frames of an expert
+that reaches for a goal."""
 
 import gymnasium as gym
 import jax.numpy as jnp
@@ -83,3 +84,86 @@ def test_discrete_cql_beats_discrete_bc_on_mixed_quality_pixels(tmp_path):
     print("CQL", cql["final_eval_return"], "BC", imitation["final_eval_return"])
     assert cql["final_eval_return"] == 1.0  # every episode reaches the right end
     assert imitation["final_eval_return"] == 0.0  # BC copies the majority and walks left
+
+
+class PointReach(gym.Env):
+    """A point in [-1, 1]² moved 0.1·action a step towards a goal, both drawn as 4×4 squares
+    (red and green) on a 64×64 image (a pixel is 0.033); reward −distance to the goal beyond
+    a 0.05 tolerance; 25 steps."""
+
+    observation_space = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.goal = self.np_random.uniform(-0.9, 0.9, (2, 2))
+        self.t = 0
+        return self._image(), {}
+
+    def step(self, action):
+        self.pos = np.clip(self.pos + 0.1 * np.clip(action, -1, 1), -1, 1)
+        self.t += 1
+        distance = float(np.linalg.norm(self.pos - self.goal))
+        return self._image(), -max(distance - 0.05, 0.0), False, self.t >= 25, {}
+
+    def expert(self, obs=None):
+        return np.clip((self.goal - self.pos) / 0.1, -1, 1).astype(np.float32)
+
+    def _image(self):
+        image = np.zeros((64, 64, 3), np.uint8)
+        for point, channel in ((self.goal, 1), (self.pos, 0)):
+            row, col = np.rint((point + 1) / 2 * 60).astype(int)
+            image[row:row + 4, col:col + 4, channel] = 255
+        return image
+
+
+def reach_returns(policy, episodes, seed):
+    env = PointReach()
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(env, obs))
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def test_bc_from_an_experts_frames_reaches_90_percent_of_its_normalised_return(tmp_path):
+    """The data are the frames of the expert run with N(0, 0.5²) noise on its actions and
+    labelled with the expert's action (so they show how it corrects); BC learns the map from
+    images of both points to the action. Its return is scored between a uniformly random
+    policy (0) and the expert (1), all three over the same 100 episodes (seed 0)."""
+    gym.register("eqxrl-test/PointReach-v0", entry_point=PointReach)
+    env, rng, rows = PointReach(), np.random.default_rng(0), []
+    obs, _ = env.reset(seed=0)
+    for _ in range(3000):
+        label = env.expert()
+        next_obs, reward, _, truncated, _ = env.step(label + rng.normal(0, 0.5, 2))
+        rows.append((obs, label, reward, next_obs, False, truncated))
+        obs = env.reset(seed=int(rng.integers(1 << 30)))[0] if truncated else next_obs
+    obs, action, reward, next_obs, terminated, truncated = map(np.asarray,
+                                                               zip(*rows, strict=True))
+    truncated[-1] = True
+    data = eqxrl.Dataset(Transition(
+        obs=jnp.asarray(obs), action=jnp.asarray(action), reward=jnp.asarray(reward, jnp.float32),
+        next_obs=jnp.asarray(next_obs), terminated=jnp.asarray(terminated),
+        truncated=jnp.asarray(truncated)))
+    path = str(tmp_path / "reach.hdf5")
+    eqxrl.save_dataset(path, data, eqxrl.DatasetInfo(env_id="eqxrl-test/PointReach-v0"))
+
+    run = eqxrl.OfflineRun(dataset=path, total_updates=4000, updates_per_call=500,
+                           eval_interval=4000, eval_episodes=5, batch_size=64, progress=False,
+                           run_dir=str(tmp_path / "bc"), seed=0)
+    summary = bc.main(bc.Config(run=run, vision=EncoderConfig("atari"), lr=3e-4,
+                                hidden_dims=(256,)))
+    assert summary["status"] == "done"
+    policy, _ = eqxrl.load_policy(str(tmp_path / "bc"))
+    uniform = np.random.default_rng(1)
+    returns = {name: reach_returns(fn, 100, seed=1) for name, fn in (  # the same 100 episodes
+        ("bc", lambda env, obs: np.asarray(policy(obs))), ("expert", PointReach.expert),
+        ("random", lambda env, obs: uniform.uniform(-1, 1, 2)))}
+    score = (returns["bc"] - returns["random"]) / (returns["expert"] - returns["random"])
+    print(returns, "score", score)
+    assert score >= 0.9
