@@ -156,6 +156,9 @@ def main() -> None:
     parser.add_argument("--encoders", default="impala,resnetv1-18", help="comma-separated")
     parser.add_argument("--drq-batch", type=int, default=32,
                         help="batch of the DrQ update timing (0 skips it)")
+    parser.add_argument("--learn-utd", type=int, default=2,
+                        help="updates of the online learn call timed written out against the "
+                             "scan (0 skips it)")
     parser.add_argument("--env-steps", type=int, default=300,
                         help="steps of each pixel env timed (0 skips them)")
     args = parser.parse_args()
@@ -209,6 +212,8 @@ def main() -> None:
     replay_bytes(args.size)
     if args.drq_batch:
         drq_updates(args.drq_batch, args.size, args.iters)
+    if args.learn_utd:
+        learn_calls(args.learn_utd, args.iters)
     if args.env_steps:
         env_frames(args.env_steps)
 
@@ -281,6 +286,54 @@ def drq_updates(batch: int, size: int, iters: int) -> None:
     print(f"Flax DrQ (same maths, benchmarks/drq_flax.py): {1e3 * theirs:.1f} ms "
           f"({1 / theirs:.2f} updates/s); eqxrl ÷ Flax time {seconds / theirs:.2f} "
           "(below 1: eqxrl is faster)")
+
+
+def learn_calls(utd: int, iters: int) -> None:
+    """The online loop's DrQ learn call at `--utd` > 1 (batch 8, 32-wide heads, frames of
+    pixels:Pendulum-v1): its updates written out, against the same call as a `lax.scan`."""
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for algorithms
+    import eqxrl
+    from algorithms import drq
+    from eqxrl import online
+    from eqxrl.agents import make_agents
+
+    run = eqxrl.OnlineRun(env_id="pixels:Pendulum-v1", batch_size=8, utd=utd, buffer_size=1000)
+    config = drq.Config(run=run, hidden_dims=(32, 32))
+    env = eqxrl.make_env(run.env_id)
+    spec = eqxrl.spec_from_env(env)
+    agents = make_agents(config.run, config.run.batch_size)
+    obs, _ = env.reset(seed=0)
+    rows = []
+    for a in np.random.default_rng(0).uniform(-1, 1, (100, 1)).astype(np.float32):
+        nxt, r, te, tr, _ = env.step(a)
+        rows.append((obs[None], a[None], np.float32([r]), nxt[None], np.array([te]),
+                     np.array([tr])))
+        obs = nxt
+    times, default = {}, online.UNROLL_IMAGE_UPDATES
+    for name, limit in (("written out", default), ("lax.scan", 0)):
+        online.UNROLL_IMAGE_UPDATES = limit
+        state_key, buffer = eqxrl.jit(lambda: agents.init(
+            lambda key, c: ((drq.init(key, spec, c), key), online.make_buffer(spec, 1000)),
+            config))()
+        fns = online.make_step_functions(spec, config, drq, state_key, buffer, agents)
+        flat = (fns.sk.flatten(state_key), fns.buf.flatten(buffer))
+        for row in rows:
+            flat, _ = fns.random_step(flat, row)
+        sk, buf = flat
+        samples = []
+        for _ in range(iters + 2):  # two warm-up calls; learn donates (consumes) its carry
+            start = time.perf_counter()
+            sk = jax.block_until_ready(fns.learn(sk, buf)[0])
+            samples.append(time.perf_counter() - start)
+        times[name] = statistics.median(samples[2:])
+    online.UNROLL_IMAGE_UPDATES = default
+    print(f"\nDrQ learn call, --utd {utd}, batch 8: written out {1e3 * times['written out']:.0f} "
+          f"ms, lax.scan {1e3 * times['lax.scan']:.0f} ms (scan ÷ written out "
+          f"{times['lax.scan'] / times['written out']:.1f})")
 
 
 def env_frames(steps: int) -> None:

@@ -2,8 +2,9 @@
 
 Per env step the loop makes three compiled calls: one stores the transition in the donated
 replay buffer (updated in place), one chooses the next action with `act`, and one runs `utd`
-updates on sampled batches (a `lax.scan`); with `update_every` k > 1 the updates run on
-every k-th env step only (fractional update-to-data ratios). The action is chosen before the
+updates on sampled batches (a `lax.scan`, or written out for image observations); with
+`update_every` k > 1 the updates run on every k-th env step only (fractional update-to-data
+ratios). The action is chosen before the
 updates, so the host steps the envs while the device learns; it is one env step's updates
 behind. Before `start_steps` the action is uniform random.
 
@@ -40,6 +41,9 @@ from .jaxenvs import is_jax_env_id
 from .jit import jit, merge, split
 from .record import resolve_resume
 from .types import Transition
+from .vision.obs_encoder import has_images
+
+UNROLL_IMAGE_UPDATES = 8
 
 
 def random_action(spec: EnvSpec, key: jax.Array) -> jax.Array:
@@ -191,6 +195,9 @@ def make_step_functions(
     """
     sk, buf = Flat(state_key), Flat(buffer)
     utd = config.run.utd
+    # Pixel updates are written out one after another (compile time grows with utd, so up to
+    # UNROLL_IMAGE_UPDATES of them); vector ones run in a scan.
+    unrolled = utd == 1 or (has_images(spec) and utd <= UNROLL_IMAGE_UPDATES)
     sample, explore = batch_sampler(algorithm, config), explorer(algorithm)
 
     def store_in(buffer_arrays: list, transition: tuple) -> list:
@@ -231,10 +238,15 @@ def make_step_functions(
             return algorithm.update(state, batch, k_loss, config)
 
         keys = jax.random.split(k_update, utd)
-        if utd == 1:
-            # No scan for one update: on XLA's CPU backend a conv net trains ~4x slower inside
-            # a loop than in straight-line code (DrQ's learn call: 654 ms against 96 ms).
-            state, metrics = one_update(state, keys[0])
+        if unrolled:
+            # Straight-line code, not a scan: on XLA's CPU backend a conv net trains 4-6x
+            # slower inside a loop (DrQ's learn call at batch 8: 654 ms against 96 ms for one
+            # update; 609 against 93 ms an update at --utd 2).
+            steps = []
+            for k in keys:
+                state, metrics = one_update(state, k)
+                steps.append(metrics)
+            metrics = {k: jnp.mean(jnp.stack([m[k] for m in steps])) for k in steps[0]}
         else:
             state, metrics = jax.lax.scan(one_update, state, keys)
             metrics = {k: jnp.mean(v) for k, v in metrics.items()}

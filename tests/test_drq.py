@@ -129,3 +129,39 @@ def test_drq_runs_on_rendered_frames_and_resumes_exactly(tmp_path):
     assert '"status": "done"' in (tmp_path / "whole" / "summary.json").read_text()
     assert a.buffer.frame_capacity < 2 * 100  # one frame per step, not 2 × 3
     assert_trees_equal(eqx.filter(a.state, eqx.is_array), eqx.filter(b.state, eqx.is_array))
+
+
+@pytest.mark.slow  # 28 s (two compilations of a 2-update learn call); the default suite is full
+def test_pixel_updates_written_out_equal_the_scanned_ones(monkeypatch):
+    """At --utd 2 the online loop's learn call runs a pixel agent's updates one after another
+    (a scan of conv nets is 4-6x slower on XLA's CPU backend); same keys, same results."""
+    from eqxrl import online
+    from eqxrl.agents import make_agents
+
+    config = dataclasses.replace(SMALL, run=dataclasses.replace(SMALL.run, utd=2,
+                                                                 buffer_size=16))
+    agents = make_agents(config.run, config.run.batch_size)
+
+    def fresh(key, config):
+        return (drq.init(key, SPEC, config), key), online.make_buffer(SPEC, 16)
+
+    batch = pixel_batch(n=8)
+    results = []
+    for limit in (8, 0):  # written out, then (limit 0) the scan
+        monkeypatch.setattr(online, "UNROLL_IMAGE_UPDATES", limit)
+        state_key, buffer = eqxrl.jit(lambda: agents.init(fresh, config))()
+        fns = online.make_step_functions(SPEC, config, drq, state_key, buffer, agents)
+        flat = (fns.sk.flatten(state_key), fns.buf.flatten(buffer))
+        for i in range(8):  # stored one row at a time, as the loop does
+            row = jax.tree.map(lambda x, i=i: np.asarray(x[i:i + 1]), batch)
+            flat, _ = fns.random_step(flat, (row.obs, row.action, row.reward, row.next_obs,
+                                             row.terminated, row.truncated))
+        sk, metrics, finite = fns.learn(*flat)
+        assert bool(np.all(finite))
+        results.append((fns.sk.rebuild(sk)[0], metrics))
+    (written, m1), (scanned, m2) = results
+    assert int(np.asarray(written.critic.step).reshape(-1)[0]) == 2
+    for a, b in zip(jax.tree.leaves(eqx.filter((written, m1), eqx.is_inexact_array)),
+                    jax.tree.leaves(eqx.filter((scanned, m2), eqx.is_inexact_array)),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
