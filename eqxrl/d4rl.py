@@ -328,7 +328,7 @@ def _write_h5(group: h5py.Group, key: str, value: Any) -> None:
         sub = group.create_group(key)
         for k, v in value.items():
             _write_h5(sub, k, v)
-    elif value.dtype == np.uint8 and value.ndim >= 4:  # rows of images: gzip each row
+    elif is_image_node(value):  # rows of images (what lazy loading reads): gzip each row
         group.create_dataset(key, data=value, chunks=(1, *value.shape[1:]),
                              compression="gzip", compression_opts=1)
     else:

@@ -26,8 +26,9 @@ __all__ = ["ImageRows", "is_image_node"]
 
 
 def is_image_node(node: Any) -> bool:
-    """Whether an HDF5 node is a uint8 image array `(N, height, width, channels)`."""
-    return isinstance(node, h5py.Dataset) and node.dtype == np.uint8 and node.ndim == 4
+    """Whether an HDF5 dataset (or an array about to become one) holds rows of uint8 images
+    `(N, height, width, channels)`; groups are not."""
+    return getattr(node, "dtype", None) == np.uint8 and getattr(node, "ndim", 0) == 4
 
 
 class ImageRows:

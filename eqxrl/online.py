@@ -4,9 +4,9 @@ Per env step the loop makes three compiled calls: one stores the transition in t
 replay buffer (updated in place), one chooses the next action with `act`, and one runs `utd`
 updates on sampled batches (a `lax.scan`, or written out for image observations); with
 `update_every` k > 1 the updates run on every k-th env step only (fractional update-to-data
-ratios). The action is chosen before the
-updates, so the host steps the envs while the device learns; it is one env step's updates
-behind. Before `start_steps` the action is uniform random.
+ratios). The action is chosen before the updates, so the host steps the envs while the device
+learns; it is one env step's updates behind. Before `start_steps` the action is uniform
+random.
 
 Two optional hooks of an algorithm module change what the loops (this one and
 `eqxrl.train_compiled`) do: an `act` with an `env_step` parameter is given the number of env
@@ -246,10 +246,10 @@ def make_step_functions(
             for k in keys:
                 state, metrics = one_update(state, k)
                 steps.append(metrics)
-            metrics = {k: jnp.mean(jnp.stack([m[k] for m in steps])) for k in steps[0]}
+            metrics = jax.tree.map(lambda *v: jnp.stack(v), *steps)  # as the scan stacks them
         else:
             state, metrics = jax.lax.scan(one_update, state, keys)
-            metrics = {k: jnp.mean(v) for k, v in metrics.items()}
+        metrics = {k: jnp.mean(v) for k, v in metrics.items()}
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         return sk.flatten((state, key)), metrics, finite
 

@@ -15,6 +15,18 @@ from eqxrl.vision import EncoderConfig
 pytestmark = pytest.mark.slow
 
 
+def as_dataset(rows):
+    """Host rows `(obs, action, reward, next_obs, terminated, truncated)` as a Dataset (int32
+    or float32 actions) whose last episode is cut if it did not end."""
+    obs, action, reward, next_obs, terminated, truncated = map(np.asarray, zip(*rows, strict=True))
+    truncated[-1] |= not terminated[-1]
+    integer = np.issubdtype(action.dtype, np.integer)
+    return eqxrl.Dataset(Transition(
+        obs=jnp.asarray(obs), action=jnp.asarray(action, jnp.int32 if integer else jnp.float32),
+        reward=jnp.asarray(reward, jnp.float32), next_obs=jnp.asarray(next_obs),
+        terminated=jnp.asarray(terminated), truncated=jnp.asarray(truncated)))
+
+
 class Corridor(gym.Env):
     """Cells 0..6 seen as a 36×36 RGB image (the agent's cell a bright bar); actions left and
     right; reaching cell 6 ends the episode with reward 1, cell 0 ends it with 0; 20 steps at
@@ -60,11 +72,7 @@ def corridor_data(rows_good, rows_bad, seed=0):
             rows.append((obs, action, reward, next_obs, terminated, truncated))
             obs = env.reset(seed=int(rng.integers(1 << 30)))[0] if terminated or truncated \
                 else next_obs
-    obs, action, reward, next_obs, terminated, truncated = map(np.asarray, zip(*rows, strict=True))
-    return eqxrl.Dataset(Transition(
-        obs=jnp.asarray(obs), action=jnp.asarray(action, jnp.int32),
-        reward=jnp.asarray(reward, jnp.float32), next_obs=jnp.asarray(next_obs),
-        terminated=jnp.asarray(terminated), truncated=jnp.asarray(truncated)))
+    return as_dataset(rows)
 
 
 def test_discrete_cql_beats_discrete_bc_on_mixed_quality_pixels(tmp_path):
@@ -147,13 +155,7 @@ def test_bc_from_an_experts_frames_reaches_90_percent_of_its_normalised_return(t
         next_obs, reward, _, truncated, _ = env.step(label + rng.normal(0, 0.5, 2))
         rows.append((obs, label, reward, next_obs, False, truncated))
         obs = env.reset(seed=int(rng.integers(1 << 30)))[0] if truncated else next_obs
-    obs, action, reward, next_obs, terminated, truncated = map(np.asarray,
-                                                               zip(*rows, strict=True))
-    truncated[-1] = True
-    data = eqxrl.Dataset(Transition(
-        obs=jnp.asarray(obs), action=jnp.asarray(action), reward=jnp.asarray(reward, jnp.float32),
-        next_obs=jnp.asarray(next_obs), terminated=jnp.asarray(terminated),
-        truncated=jnp.asarray(truncated)))
+    data = as_dataset(rows)
     path = str(tmp_path / "reach.hdf5")
     eqxrl.save_dataset(path, data, eqxrl.DatasetInfo(env_id="eqxrl-test/PointReach-v0"))
 
