@@ -14,7 +14,7 @@ from eqxrl.vision import (
     SpatialSoftmax,
     make_encoder,
 )
-from eqxrl.vision._layers import to_chw
+from eqxrl.vision._layers import conv
 
 
 def num_params(tree) -> int:
@@ -263,11 +263,11 @@ def test_batchnorm_training_updates_running_statistics(resnet18):
     assert float(jnp.sum(jnp.abs(grads.stem_conv.weight))) > 0
 
     # The stem's running statistics moved by exactly 10% towards this batch's statistics.
-    stem = eqx.filter_jit(lambda m, x: jax.vmap(lambda y: m.stem_conv(to_chw(y)))(x))(
+    stem = eqx.filter_jit(lambda m, x: jax.vmap(lambda y: conv(m.stem_conv, y))(x))(
         encoder, images
-    )  # (batch, c, h, w)
-    batch_mean = jnp.mean(stem, axis=(0, 2, 3))
-    batch_var = jnp.var(stem, axis=(0, 2, 3))
+    )  # (batch, h, w, c)
+    batch_mean = jnp.mean(stem, axis=(0, 1, 2))
+    batch_var = jnp.var(stem, axis=(0, 1, 2))
     running_mean, running_var = new_state.get(encoder.stem_norm.stats)
     np.testing.assert_allclose(running_mean, 0.1 * batch_mean, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(running_var, 0.9 + 0.1 * batch_var, rtol=1e-4, atol=1e-6)
@@ -343,3 +343,20 @@ def test_every_table_entry_builds():
         kwargs = {"in_channels": 4} if name == "atari" else {}
         encoder, _ = abstract_encoder(name, **kwargs)
         assert num_params(encoder) > 0
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=3, padding="SAME"),
+    dict(kernel_size=8, stride=4),
+    dict(kernel_size=7, stride=2, padding=3, use_bias=False),
+    dict(kernel_size=3, padding=2, dilation=2, groups=2),
+])
+def test_channels_last_conv_equals_the_equinox_layer(kwargs):
+    # The encoders keep eqx.nn.Conv2d's parameters but run it channels-last (`conv`).
+    layer = eqx.nn.Conv2d(4, 6, key=jax.random.key(0), **kwargs)
+    x = jax.random.normal(jax.random.key(1), (20, 18, 4))
+    expected = jnp.moveaxis(layer(jnp.moveaxis(x, -1, 0)), 0, -1)
+    np.testing.assert_allclose(conv(layer, x), expected, rtol=1e-5, atol=1e-5)
+    circular = eqx.nn.Conv2d(4, 6, 3, padding=1, padding_mode="CIRCULAR", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="padding_mode='CIRCULAR' is not supported"):
+        conv(circular, x)

@@ -48,17 +48,44 @@ def check_channels_last(shape: tuple[int, ...], owner: str, channels: int) -> No
 
 
 def max_pool(
-    x: Float[Array, "channels height width"],
+    x: Float[Array, "height width channels"],
     window: int,
     stride: int,
     padding: str | tuple[tuple[int, int], tuple[int, int]],
-) -> Float[Array, "channels out_height out_width"]:
-    """Max-pool a CHW feature map; explicit padding pads with -inf so it never wins."""
+) -> Float[Array, "out_height out_width channels"]:
+    """Max-pool a channels-last feature map; explicit padding pads with -inf so it never wins."""
     if not isinstance(padding, str):
-        padding = ((0, 0), *padding)
+        padding = (*padding, (0, 0))
     return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, window, window), (1, stride, stride), padding
+        x, -jnp.inf, jax.lax.max, (window, window, 1), (stride, stride, 1), padding
     )
+
+
+def conv(
+    layer: eqx.nn.Conv2d, x: Float[Array, "height width in_channels"]
+) -> Float[Array, "out_height out_width out_channels"]:
+    """Apply `layer` to a channels-last feature map.
+
+    The layer keeps Equinox's parameters (weight `(out, in, kh, kw)`, bias `(out, 1, 1)`), so
+    `.eqx` files and torchvision state dicts load unchanged, but the convolution runs in the
+    (height, width, channels) layout that XLA:CPU's convolution kernels use. Calling the
+    layer itself (channels-first) made XLA transpose every activation around every
+    convolution: DrQ's update at batch 256 ran ~9% slower (`benchmarks/vision.py`).
+    """
+    if layer.padding_mode != "ZEROS":
+        raise ValueError(
+            f"conv: padding_mode={layer.padding_mode!r} is not supported; build the layer with "
+            "padding_mode='ZEROS'.")
+    y = jax.lax.conv_general_dilated(
+        x[None],
+        layer.weight,
+        window_strides=layer.stride,
+        padding=layer.padding,
+        rhs_dilation=layer.dilation,
+        feature_group_count=layer.groups,
+        dimension_numbers=("NHWC", "OIHW", "NHWC"),
+    )[0]
+    return y if layer.bias is None else y + jnp.reshape(layer.bias, (1, 1, -1))
 
 
 def normal(key: PRNGKeyArray, shape: tuple[int, ...], std: float) -> Float[Array, "..."]:
@@ -134,16 +161,6 @@ def linear(in_features: int, out_features: int, *, key: PRNGKeyArray) -> eqx.nn.
 
 def _is_none(x) -> bool:
     return x is None
-
-
-def to_hwc(x: Float[Array, "channels height width"]) -> Float[Array, "height width channels"]:
-    """Equinox convolutions are channel-first; pooling heads and users see HWC."""
-    return jnp.transpose(x, (1, 2, 0))
-
-
-def to_chw(x: Float[Array, "height width channels"]) -> Float[Array, "channels height width"]:
-    """Move channels first for Equinox convolutions."""
-    return jnp.transpose(x, (2, 0, 1))
 
 
 def feature_map_size(

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, conv2d, feature_map_size, linear, max_pool, to_chw, to_hwc
+from ._layers import check_float_image, conv, conv2d, feature_map_size, linear, max_pool
 from .mae import MAE
 from .pooling import make_pooling
 from .resnet import ResNetV1, ResNetV2
@@ -35,9 +35,9 @@ class _ImpalaResidual(eqx.Module):
         self.conv1 = conv2d(channels, channels, 3, padding="SAME", key=k1)
         self.conv2 = conv2d(channels, channels, 3, padding="SAME", key=k2)
 
-    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, "c h w"]:
-        y = self.conv1(jax.nn.relu(x))
-        y = self.conv2(jax.nn.relu(y))
+    def __call__(self, x: Float[Array, "h w c"]) -> Float[Array, "h w c"]:
+        y = conv(self.conv1, jax.nn.relu(x))
+        y = conv(self.conv2, jax.nn.relu(y))
         return x + y
 
 
@@ -50,8 +50,8 @@ class _ImpalaStack(eqx.Module):
         self.conv = conv2d(in_channels, channels, 3, padding="SAME", key=keys[0])
         self.blocks = tuple(_ImpalaResidual(channels, key=k) for k in keys[1:])
 
-    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, "c2 h2 w2"]:
-        x = max_pool(self.conv(x), 3, 2, "SAME")
+    def __call__(self, x: Float[Array, "h w c"]) -> Float[Array, "h2 w2 c2"]:
+        x = max_pool(conv(self.conv, x), 3, 2, "SAME")
         for block in self.blocks:
             x = block(x)
         return x
@@ -106,12 +106,12 @@ class ImpalaEncoder(eqx.Module):
         check_float_image(x, "ImpalaEncoder", self.in_channels)
         n = len(self.stacks)
         keys = (None,) * n if key is None else tuple(jax.random.split(key, n))
-        h = to_chw(x)
+        h = x
         for stack, k in zip(self.stacks, keys, strict=True):
             h = stack(h)
             if self.dropout is not None:
                 h = self.dropout(h, key=k)
-        return self.pooling(to_hwc(jax.nn.relu(h)))
+        return self.pooling(jax.nn.relu(h))
 
 
 class AtariEncoder(eqx.Module):
@@ -164,10 +164,10 @@ class AtariEncoder(eqx.Module):
                 f"AtariEncoder needs images of at least 36x36; got {x.shape[:2]}. Resize them "
                 "(PixelEncoder(size=(84, 84))) or use the IMPALA encoder."
             )
-        h = to_chw(x)
-        for conv in self.convs:
-            h = jax.nn.relu(conv(h))
-        features = jnp.reshape(to_hwc(h), (-1,))
+        h = x
+        for layer in self.convs:
+            h = jax.nn.relu(conv(layer, h))
+        features = jnp.reshape(h, (-1,))
         if self.linear is not None:
             features = jax.nn.relu(self.linear(features))
         return features

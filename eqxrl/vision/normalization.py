@@ -2,7 +2,7 @@
 
 `make_norm` builds a BatchNorm, a frozen BatchNorm (a per-channel affine map, what a
 pretrained BatchNorm becomes when its statistics are fixed), a GroupNorm or a per-position
-LayerNorm for a CHW feature map;
+LayerNorm for a channels-last (height, width, channels) feature map;
 `apply_norm` calls any of them with the same `(x, state) -> (x, state)` signature, so a
 network's call signature does not depend on the normalisation.
 """
@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["BatchNorm", "FrozenBatchNorm", "Norm", "apply_norm", "make_norm"]
+__all__ = ["BatchNorm", "FrozenBatchNorm", "Norm", "apply_norm", "group_norm", "make_norm"]
 
 
 class BatchNorm(eqx.Module):
-    """BatchNorm over the vmapped `axis_name` and the spatial axes of a CHW map.
+    """BatchNorm over the vmapped `axis_name` and the spatial axes of a channels-last map.
 
     Training (`inference=False`) normalises with the batch statistics and moves the running
     statistics by `running = momentum * running + (1 - momentum) * batch` (flax's rule;
@@ -51,17 +51,17 @@ class BatchNorm(eqx.Module):
         self.axis_name, self.momentum, self.eps = axis_name, momentum, eps
 
     def __call__(
-        self, x: Float[Array, "channels height width"], state: eqx.nn.State
-    ) -> tuple[Float[Array, "channels height width"], eqx.nn.State]:
+        self, x: Float[Array, "height width channels"], state: eqx.nn.State
+    ) -> tuple[Float[Array, "height width channels"], eqx.nn.State]:
         """Normalise one example's feature map; returns it with the updated state."""
         if self.inference:
             mean, var = state.get(self.stats)
         else:
             # Every example has the same number of positions, so the mean of per-example
             # means is the batch mean; two passes keep the variance accurate.
-            mean = jax.lax.pmean(jnp.mean(x, axis=(1, 2)), self.axis_name)
-            centred = x - mean[:, None, None]
-            var = jax.lax.pmean(jnp.mean(jnp.square(centred), axis=(1, 2)), self.axis_name)
+            mean = jax.lax.pmean(jnp.mean(x, axis=(0, 1)), self.axis_name)
+            var = jax.lax.pmean(jnp.mean(jnp.square(x - mean[None, None]), axis=(0, 1)),
+                                self.axis_name)
             running_mean, running_var = state.get(self.stats)
             m = self.momentum
             batch_mean, batch_var = jax.lax.stop_gradient((mean, var))
@@ -70,7 +70,7 @@ class BatchNorm(eqx.Module):
                 (m * running_mean + (1 - m) * batch_mean, m * running_var + (1 - m) * batch_var),
             )
         scale = self.weight * jax.lax.rsqrt(var + self.eps)
-        return (x - mean[:, None, None]) * scale[:, None, None] + self.bias[:, None, None], state
+        return (x - mean[None, None]) * scale[None, None] + self.bias[None, None], state
 
 
 class FrozenBatchNorm(eqx.Module):
@@ -98,8 +98,8 @@ class FrozenBatchNorm(eqx.Module):
         shift = jnp.asarray(bias, jnp.float32) - jnp.asarray(mean, jnp.float32) * scale
         return eqx.tree_at(lambda n: (n.scale, n.shift), norm, (scale, shift))
 
-    def __call__(self, x: Float[Array, "channels h w"]) -> Float[Array, "channels h w"]:
-        return x * self.scale[:, None, None] + self.shift[:, None, None]
+    def __call__(self, x: Float[Array, "h w channels"]) -> Float[Array, "h w channels"]:
+        return x * self.scale[None, None] + self.shift[None, None]
 
 
 Norm = BatchNorm | FrozenBatchNorm | eqx.nn.GroupNorm | eqx.nn.LayerNorm
@@ -121,14 +121,28 @@ def make_norm(kind: str, channels: int, groups: int) -> Norm:
         f"ResNetV1: norm must be 'batch', 'frozen_batch', 'group' or 'layer'; got {kind!r}.")
 
 
+def group_norm(norm: eqx.nn.GroupNorm, x: Float[Array, "h w c"]) -> Float[Array, "h w c"]:
+    """`eqx.nn.GroupNorm`'s maths (its groups, eps and affine parameters) on a channels-last
+    map; the layer itself takes channels first."""
+    h, w, c = x.shape
+    y = jnp.reshape(x, (h, w, norm.groups, c // norm.groups))
+    mean = jnp.mean(y, axis=(0, 1, 3), keepdims=True)
+    var = jnp.maximum(jnp.var(y, axis=(0, 1, 3), keepdims=True), 0.0)
+    out = jnp.reshape((y - mean) * jax.lax.rsqrt(var + norm.eps), x.shape)
+    if not norm.channelwise_affine:
+        return out
+    return out * norm.weight[None, None] + norm.bias[None, None]
+
+
 def apply_norm(
-    norm: Norm, x: Float[Array, "c h w"], state: eqx.nn.State | None
-) -> tuple[Float[Array, "c h w"], eqx.nn.State | None]:
-    """Normalise a CHW map with any `Norm`; only BatchNorm reads or changes `state` (the
-    others pass it through, None included)."""
+    norm: Norm, x: Float[Array, "h w c"], state: eqx.nn.State | None
+) -> tuple[Float[Array, "h w c"], eqx.nn.State | None]:
+    """Normalise a channels-last map with any `Norm`; only BatchNorm reads or changes `state`
+    (the others pass it through, None included)."""
     if isinstance(norm, BatchNorm):
         return norm(x, state)
+    if isinstance(norm, eqx.nn.GroupNorm):
+        return group_norm(norm, x), state
     if isinstance(norm, eqx.nn.LayerNorm):
-        over_width = jax.vmap(norm, in_axes=1, out_axes=1)
-        return jax.vmap(over_width, in_axes=1, out_axes=1)(x), state
+        return jax.vmap(jax.vmap(norm))(x), state
     return norm(x), state

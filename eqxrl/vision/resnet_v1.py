@@ -12,7 +12,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, conv2d, feature_map_size, max_pool, to_chw, to_hwc
+from ._layers import check_float_image, conv, conv2d, feature_map_size, max_pool
 from .normalization import BatchNorm, Norm, apply_norm, make_norm
 from .pooling import make_pooling
 
@@ -59,10 +59,10 @@ class _BasicBlock(eqx.Module):
         self.proj_norm = make_norm(norm, c_out, groups) if needs_proj else None
 
     def __call__(self, x, state):
-        y, state = apply_norm(self.norm1, self.conv1(x), state)
-        y, state = apply_norm(self.norm2, self.conv2(jax.nn.relu(y)), state)
+        y, state = apply_norm(self.norm1, conv(self.conv1, x), state)
+        y, state = apply_norm(self.norm2, conv(self.conv2, jax.nn.relu(y)), state)
         if self.proj_conv is not None:
-            x, state = apply_norm(self.proj_norm, self.proj_conv(x), state)
+            x, state = apply_norm(self.proj_norm, conv(self.proj_conv, x), state)
         return jax.nn.relu(x + y), state
 
 
@@ -91,11 +91,11 @@ class _Bottleneck(eqx.Module):
         self.proj_norm = make_norm(norm, c_out, groups) if needs_proj else None
 
     def __call__(self, x, state):
-        y, state = apply_norm(self.norm1, self.conv1(x), state)
-        y, state = apply_norm(self.norm2, self.conv2(jax.nn.relu(y)), state)
-        y, state = apply_norm(self.norm3, self.conv3(jax.nn.relu(y)), state)
+        y, state = apply_norm(self.norm1, conv(self.conv1, x), state)
+        y, state = apply_norm(self.norm2, conv(self.conv2, jax.nn.relu(y)), state)
+        y, state = apply_norm(self.norm3, conv(self.conv3, jax.nn.relu(y)), state)
         if self.proj_conv is not None:
-            x, state = apply_norm(self.proj_norm, self.proj_conv(x), state)
+            x, state = apply_norm(self.proj_norm, conv(self.proj_conv, x), state)
         return jax.nn.relu(x + y), state
 
 
@@ -171,8 +171,8 @@ class ResNetV1(eqx.Module):
         """Encode one float image and return the features with the updated state."""
         del key
         check_float_image(x, f"ResNetV1(depth={self.depth})", self.in_channels)
-        h, state = apply_norm(self.stem_norm, self.stem_conv(to_chw(x)), state)
+        h, state = apply_norm(self.stem_norm, conv(self.stem_conv, x), state)
         h = max_pool(jax.nn.relu(h), 3, 2, ((1, 1), (1, 1)))
         for block in self.blocks:
             h, state = block(h, state)
-        return self.pooling(to_hwc(h)), state
+        return self.pooling(h), state

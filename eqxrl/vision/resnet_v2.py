@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, feature_map_size, max_pool, normal, to_chw, to_hwc
+from ._layers import check_float_image, feature_map_size, max_pool, normal
+from .normalization import group_norm
 from .pooling import make_pooling
 
 __all__ = ["ResNetV2"]
@@ -29,11 +30,12 @@ class _StdConv(eqx.Module):
         self.stride = stride
         self.padding = kernel // 2
 
-    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, "c2 h2 w2"]:
+    def __call__(self, x: Float[Array, "h w c"]) -> Float[Array, "h2 w2 c2"]:
         w = self.weight - jnp.mean(self.weight, axis=(1, 2, 3), keepdims=True)
         w = w / jnp.sqrt(jnp.mean(jnp.square(w), axis=(1, 2, 3), keepdims=True) + 1e-10)
         pad = ((self.padding, self.padding), (self.padding, self.padding))
-        y = jax.lax.conv_general_dilated(x[None], w, (self.stride, self.stride), pad)
+        y = jax.lax.conv_general_dilated(x[None], w, (self.stride, self.stride), pad,
+                                         dimension_numbers=("NHWC", "OIHW", "NHWC"))
         return y[0]
 
 
@@ -59,12 +61,12 @@ class _PreActBottleneck(eqx.Module):
         self.proj = _StdConv(c_in, c_out, 1, stride, key=k4) if needs_proj else None
 
     def __call__(self, x):
-        pre = jax.nn.relu(self.norm1(x))
+        pre = jax.nn.relu(group_norm(self.norm1, x))
         # BiT projects the pre-activated input, not the raw residual.
         residual = x if self.proj is None else self.proj(pre)
         y = self.conv1(pre)
-        y = self.conv2(jax.nn.relu(self.norm2(y)))
-        y = self.conv3(jax.nn.relu(self.norm3(y)))
+        y = self.conv2(jax.nn.relu(group_norm(self.norm2, y)))
+        y = self.conv3(jax.nn.relu(group_norm(self.norm3, y)))
         return y + residual
 
 
@@ -121,7 +123,7 @@ class ResNetV2(eqx.Module):
         """Encode one float image."""
         del key
         check_float_image(x, "ResNetV2", self.in_channels)
-        h = max_pool(self.root(to_chw(x)), 3, 2, ((1, 1), (1, 1)))
+        h = max_pool(self.root(x), 3, 2, ((1, 1), (1, 1)))
         for block in self.blocks:
             h = block(h)
-        return self.pooling(to_hwc(jax.nn.relu(self.final_norm(h))))
+        return self.pooling(jax.nn.relu(group_norm(self.final_norm, h)))

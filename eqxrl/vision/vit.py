@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, conv2d, linear, normal, to_chw
+from ._layers import check_float_image, conv, conv2d, linear, normal
 
 __all__ = ["VIT_SIZES", "ViT", "ViTSize", "run_blocks"]
 
@@ -165,8 +165,8 @@ class ViT(eqx.Module):
                 f"ViT was built for image_size={self.image_size}; got an image of "
                 f"{x.shape[:2]}. Rebuild it with image_size={x.shape[:2]} or resize."
             )
-        patches = self.patch_embed(to_chw(x))  # (dim, h / p, w / p)
-        tokens = jnp.reshape(patches, (patches.shape[0], -1)).T  # (h * w / p^2, dim)
+        patches = conv(self.patch_embed, x)  # (h / p, w / p, dim)
+        tokens = jnp.reshape(patches, (-1, patches.shape[-1]))  # (h * w / p^2, dim)
         return tokens + self.pos_embed[-tokens.shape[0]:]
 
     def transform(self, tokens: Float[Array, "n dim"], *,
