@@ -254,8 +254,9 @@ class OfflineRun(RunConfig):
     checkpoint_interval: int = 100_000
     """updates between checkpoints (one is always written at the end and on Ctrl-C)"""
     lazy_images: bool = False
-    """leave the HDF5 dataset's image observations on disk and read each batch's rows from the
-    file (pixel datasets larger than memory; one device, one process)"""
+    """leave the dataset's image observations on disk (an HDF5 file, or a Minari dataset in its
+    hdf5 format) and read each batch's rows from the file (pixel datasets larger than memory;
+    one device, one process)"""
 
     def __post_init__(self):
         RunConfig.__post_init__(self)

@@ -254,10 +254,10 @@ def _attr(attrs: Any, name: str, kind: type) -> Any:
     return kind(value.item() if isinstance(value, np.generic) else value)
 
 
-def _image_rows(path: str, data: Transition, arrays: dict[str, Any],
-                shapes: dict[str, tuple]) -> ImageRows:
-    """Map the dataset's pointer leaves (by keystr) to the HDF5 keys they index; `shapes`
-    holds the row shape of each image key (`_read_h5`)."""
+def image_sources(data: Transition, arrays: dict[str, Any], shapes: dict[str, tuple]
+                  ) -> tuple[dict[str, str], dict[str, tuple]]:
+    """Map the dataset's pointer leaves (by keystr) to the HDF5 keys they index, and give
+    each its row shape; `shapes` holds the row shape of each image key (`_read_h5`)."""
     by_leaf, leaf_shapes = {}, {}
     for field, key in (("obs", "observations"), ("next_obs", "next_observations")):
         # Without stored next observations, next_obs points into the observations.
@@ -268,7 +268,7 @@ def _image_rows(path: str, data: Transition, arrays: dict[str, Any],
             if name in shapes:
                 leaf = f".{field}{jax.tree_util.keystr(path_)}"
                 by_leaf[leaf], leaf_shapes[leaf] = name, shapes[name]
-    return ImageRows(path, by_leaf, leaf_shapes)
+    return by_leaf, leaf_shapes
 
 
 def load_hdf5(path: str | os.PathLike, lazy_images: bool = False
@@ -304,7 +304,7 @@ def load_hdf5(path: str | os.PathLike, lazy_images: bool = False
         dataset = from_d4rl_dict(arrays, where=repr(path), cuts=cuts)
         if lazy_images:
             dataset = dataclasses.replace(
-                dataset, images=_image_rows(path, dataset.data, arrays, images))
+                dataset, images=ImageRows(path, *image_sources(dataset.data, arrays, images)))
     except DatasetError as err:  # name the file in every message
         message = str(err)
         message = message if message.startswith(repr(path)) else f"{path!r}: {message}"

@@ -54,22 +54,17 @@ def load_dataset(path: str | os.PathLike, lazy_images: bool = False
                  ) -> tuple[Dataset, DatasetInfo]:
     """Load a `.hdf5`/`.h5` file, a Minari dataset folder, or a local Minari dataset id.
 
-    `lazy_images=True` (HDF5 files only) leaves image observations on disk
-    (`eqxrl.image_rows`)."""
+    `lazy_images=True` leaves image observations on disk (`eqxrl.image_rows`): in a `.hdf5`
+    file, or in a Minari dataset stored in Minari's `hdf5` data format."""
     text = os.fspath(path)
     if _is_hdf5(text):
         return load_hdf5(text, lazy_images=lazy_images)
-    if lazy_images:
-        raise DatasetError(
-            f"lazy_images (--lazy-images) reads images row by row from an HDF5 file, but "
-            f"{text!r} is a Minari dataset; convert it once with python -m eqxrl.collect concat "
-            "--inputs DATASET --output data.hdf5.")
     if os.path.isdir(text):
-        return load_minari(text)
+        return load_minari(text, lazy_images=lazy_images)
     if os.path.exists(text):
         raise DatasetError(f"{text!r} is neither a .hdf5/.h5 file nor a Minari dataset folder.")
     try:
-        return load_minari(text)
+        return load_minari(text, lazy_images=lazy_images)
     except ImportError:
         raise FileNotFoundError(
             f"No dataset at {text!r}: not a file or folder (and Minari, which could resolve a "

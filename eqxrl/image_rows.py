@@ -11,18 +11,21 @@ dataset's `images` (an `ImageRows`) reads the rows a batch points at:
     batch = dataset.images.fetch(pointers)       # image leaves: (256, 84, 84, 9) uint8
 
 The offline loop does this with `--lazy-images`, reading each chunk of updates' batches
-between compiled calls.
+between compiled calls. `load_minari(folder, lazy_images=True)` does the same for a Minari
+dataset in Minari's hdf5 format, whose images stay in their episodes' groups
+(`EpisodeImageRows`; JPEG-encoded rows are decoded as they are read).
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import h5py
 import jax
 import numpy as np
 
-__all__ = ["ImageRows", "is_image_node"]
+__all__ = ["EpisodeImageRows", "ImageRows", "is_image_node"]
 
 
 def is_image_node(node: Any) -> bool:
@@ -78,11 +81,42 @@ class ImageRows:
     def fetch(self, batch: Any) -> Any:
         """`batch` with each pointer leaf `(..., 1)` replaced by its images `(..., h, w, c)`
         read from the file (each distinct row read once, in file order)."""
-        f = self._h5()
-
         def read(name, pointers):
             rows = np.asarray(pointers)[..., 0]
             unique, inverse = np.unique(rows.reshape(-1), return_inverse=True)
-            images = f[self.sources[name]][unique]
+            images = self._read(self.sources[name], unique)
             return images[inverse].reshape(*rows.shape, *self.shapes[name])
         return self._map(batch, read)
+
+    def _read(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """Rows `rows` (sorted, distinct) of the images at HDF5 key `key`."""
+        return self._h5()[key][rows]
+
+
+class EpisodeImageRows(ImageRows):
+    """Image leaves stored per episode, as Minari's HDF5 files keep them: episode `i`'s
+    observations (one more row than its steps) are at `episode_<id>/<key>`. A pointer indexes
+    the episodes' rows laid end to end: episode `i` starts at row `starts[i]`. Keys in `jpeg`
+    hold one JPEG per row (Minari's default image encoding) and are decoded as they are read.
+    """
+
+    def __init__(self, path: str, sources: dict[str, str], shapes: dict[str, tuple[int, ...]],
+                 groups: list[str], starts: np.ndarray, jpeg: frozenset[str] = frozenset()):
+        super().__init__(path, sources, shapes)
+        self.groups, self.starts, self.jpeg = list(groups), np.asarray(starts), jpeg
+
+    def _read(self, key: str, rows: np.ndarray) -> np.ndarray:
+        episode = np.searchsorted(self.starts, rows, side="right") - 1
+        parts = []
+        for i in np.unique(episode):  # rows are sorted, so the parts come out in order
+            images = self._h5()[f"{self.groups[i]}/{key}"][rows[episode == i] - self.starts[i]]
+            parts.append(decode_jpeg(images) if key in self.jpeg else images)
+        return np.concatenate(parts)
+
+
+def decode_jpeg(encoded: np.ndarray) -> np.ndarray:
+    """Decode JPEG bytes (one uint8 array per row, as Minari writes them) into uint8 images."""
+    from PIL import Image  # Minari's own image dependency
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(row.tobytes())), np.uint8)
+                     for row in encoded])

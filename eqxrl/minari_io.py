@@ -6,19 +6,22 @@ become D4RL-style arrays (`eqxrl.d4rl`), so both formats give the same `Dataset`
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import pathlib
 import re
 from typing import Any
 
+import h5py
 import jax
 import numpy as np
 
-from .d4rl import from_d4rl_dict, named_leaves, to_d4rl_dict
+from .d4rl import from_d4rl_dict, image_sources, named_leaves, to_d4rl_dict
 from .data import Dataset
 from .dataset_info import DatasetError, DatasetInfo
 from .episodes import with_episode_cuts
+from .image_rows import EpisodeImageRows, is_image_node
 
 
 def _import_minari() -> Any:
@@ -39,8 +42,12 @@ def _minari_data_dir(path: pathlib.Path) -> pathlib.Path | None:
     return None
 
 
-def load_minari(path_or_id: str | os.PathLike) -> tuple[Dataset, DatasetInfo]:
-    """Read a local Minari dataset, given its folder or its id (never downloads)."""
+def load_minari(path_or_id: str | os.PathLike, lazy_images: bool = False
+                ) -> tuple[Dataset, DatasetInfo]:
+    """Read a local Minari dataset, given its folder or its id (never downloads).
+
+    `lazy_images=True` leaves image observations (raw or JPEG-encoded) in the dataset's HDF5
+    file, Minari's `hdf5` data format (`eqxrl.image_rows`)."""
     minari = _import_minari()
     path = pathlib.Path(path_or_id)
     if path.is_dir():
@@ -58,34 +65,11 @@ def load_minari(path_or_id: str | os.PathLike) -> tuple[Dataset, DatasetInfo]:
             raise FileNotFoundError(
                 f"{str(path_or_id)!r} is neither a folder nor a local Minari dataset id ({err})."
             ) from None
-    episodes = []
-    for episode in source.iterate_episodes():
-        if isinstance(episode.observations, tuple):
-            raise DatasetError(f"{str(path_or_id)!r}: Tuple observation spaces are not supported.")
-        steps = len(episode.rewards)
-        if steps == 0:
-            continue
-        obs = jax.tree.map(np.asarray, episode.observations)
-        for name, x in named_leaves(obs, f"episode {episode.id} observations"):
-            if x.ndim == 0 or x.shape[0] != steps + 1:
-                raise DatasetError(
-                    f"{name!r} has shape {x.shape}, expected {steps + 1} rows (one more than "
-                    f"its {steps} rewards: Minari stores the final observation too)."
-                )
-        timeouts = np.asarray(episode.truncations, bool).copy()
-        # The episode ends here even if it was recorded unfinished: a cut, not a termination.
-        timeouts[-1] |= not bool(episode.terminations[-1])
-        # Minari stores the final observation, so next_obs is exact and no row is dropped.
-        episodes.append(
-            {
-                "observations": jax.tree.map(lambda x: x[:-1], obs),
-                "next_observations": jax.tree.map(lambda x: x[1:], obs),
-                "actions": np.asarray(episode.actions),
-                "rewards": np.asarray(episode.rewards),
-                "terminals": np.asarray(episode.terminations),
-                "timeouts": timeouts,
-            }
-        )
+    where = str(path_or_id)
+    if lazy_images:
+        episodes, images = _episodes_from_file(source, where)
+    else:
+        episodes, images = _episodes(source, where), None
     if not episodes:
         raise DatasetError(f"{str(path_or_id)!r}: the Minari dataset has no steps.")
     try:
@@ -93,11 +77,13 @@ def load_minari(path_or_id: str | os.PathLike) -> tuple[Dataset, DatasetInfo]:
     except (TypeError, ValueError) as err:
         raise DatasetError(f"{str(path_or_id)!r}: episodes differ in layout ({err}).") from err
     dataset = from_d4rl_dict(arrays, where=repr(str(path_or_id)))
+    if images is not None:
+        dataset = dataclasses.replace(dataset, images=images(dataset.data, arrays))
     meta = source.storage.metadata
     env_spec = source.env_spec
     as_float = lambda v: None if v is None else float(v)
     info = DatasetInfo(
-        env_id=None if env_spec is None else str(env_spec.id),
+        env_id=str(env_spec.id) if env_spec is not None else meta.get("eqxrl_env_id"),
         ref_min_score=as_float(meta.get("ref_min_score")),
         ref_max_score=as_float(meta.get("ref_max_score")),
         num_episodes=len(episodes),
@@ -105,6 +91,117 @@ def load_minari(path_or_id: str | os.PathLike) -> tuple[Dataset, DatasetInfo]:
         description=str(meta.get("description", "")),
     )
     return dataset, info
+
+
+def _episode_arrays(obs: Any, actions: Any, rewards: Any, terminations: Any,
+                    truncations: Any, label: str) -> dict[str, Any] | None:
+    """One Minari episode as D4RL-style arrays, or None if it has no steps."""
+    steps = len(rewards)
+    if steps == 0:
+        return None
+    for name, x in named_leaves(obs, f"{label} observations"):
+        if x.ndim == 0 or x.shape[0] != steps + 1:
+            raise DatasetError(
+                f"{name!r} has shape {x.shape}, expected {steps + 1} rows (one more than "
+                f"its {steps} rewards: Minari stores the final observation too)."
+            )
+    timeouts = np.asarray(truncations, bool).copy()
+    # The episode ends here even if it was recorded unfinished: a cut, not a termination.
+    timeouts[-1] |= not bool(terminations[-1])
+    # Minari stores the final observation, so next_obs is exact and no row is dropped.
+    return {
+        "observations": jax.tree.map(lambda x: x[:-1], obs),
+        "next_observations": jax.tree.map(lambda x: x[1:], obs),
+        "actions": np.asarray(actions),
+        "rewards": np.asarray(rewards),
+        "terminals": np.asarray(terminations),
+        "timeouts": timeouts,
+    }
+
+
+def _episodes(source: Any, where: str) -> list[dict[str, Any]]:
+    """Every episode read into memory by Minari (any of its data formats)."""
+    episodes = []
+    for episode in source.iterate_episodes():
+        if isinstance(episode.observations, tuple):
+            raise DatasetError(f"{where!r}: Tuple observation spaces are not supported.")
+        arrays = _episode_arrays(jax.tree.map(np.asarray, episode.observations),
+                                 episode.actions, episode.rewards, episode.terminations,
+                                 episode.truncations, f"episode {episode.id}")
+        if arrays is not None:
+            episodes.append(arrays)
+    return episodes
+
+
+def _episodes_from_file(source: Any, where: str) -> tuple[list[dict[str, Any]], Any]:
+    """Every episode read from Minari's HDF5 file except its images, which `(N, 1)` row
+    pointers stand in for; also a function `(data, arrays) -> EpisodeImageRows` that reads
+    them for the dataset built from these episodes."""
+    storage = source.storage
+    file = pathlib.Path(storage.data_path) / "main_data.hdf5"
+    data_format = storage.metadata.get("data_format", "hdf5")
+    if data_format != "hdf5" or not file.is_file():
+        raise DatasetError(
+            f"{where!r}: lazy_images (--lazy-images) reads images from Minari's HDF5 files, but "
+            f"this dataset uses its {data_format!r} data format. Load it into memory (drop "
+            f"--lazy-images) or convert it once with python -m eqxrl.collect concat --inputs "
+            f"{where} --output data.hdf5 and load that lazily.")
+    jpeg = bool(getattr(storage, "jpeg_encoding", False))
+    shapes: dict[str, tuple[int, ...]] = {}
+    encoded: set[str] = set()
+    start = 0
+
+    def read(node: Any, key: str, space: Any) -> Any:
+        if isinstance(node, h5py.Group):
+            if not hasattr(space, "spaces") or isinstance(space.spaces, tuple):
+                raise DatasetError(f"{where!r}: Tuple observation spaces are not supported.")
+            return {k: read(node[k], f"{key}/{k}", space.spaces[k]) for k in node}
+        if jpeg and _is_image_space(space):
+            if len(space.shape) != 3:
+                raise DatasetError(
+                    f"{where!r}: {key!r} holds images of shape {space.shape}; lazy_images "
+                    "(--lazy-images) leaves (height, width, channels) images on disk. Load the "
+                    "dataset without --lazy-images.")
+            shapes[key] = tuple(space.shape)
+            encoded.add(key)
+        elif is_image_node(node):
+            shapes[key] = node.shape[1:]
+        else:
+            return node[()]
+        return np.arange(start, start + node.shape[0], dtype=np.int32)[:, None]
+
+    episodes, groups, starts = [], [], []
+    with h5py.File(file, "r") as f:
+        for i in source.episode_indices:
+            group = f[f"episode_{i}"]
+            obs = read(group["observations"], "observations", storage.observation_space)
+            arrays = _episode_arrays(obs, group["actions"][()], group["rewards"][()],
+                                     group["terminations"][()], group["truncations"][()],
+                                     f"episode {i}")
+            if arrays is not None:
+                episodes.append(arrays)
+                groups.append(group.name.lstrip("/"))
+                starts.append(start)
+                start += len(arrays["rewards"]) + 1
+    if episodes and not shapes:
+        raise DatasetError(
+            f"{where!r} has no image observations (uint8, height x width x channels) to leave "
+            "on disk; load it without lazy_images (--lazy-images).")
+
+    def images(data: Any, arrays: dict[str, Any]) -> EpisodeImageRows:
+        # next_obs points into the same observation rows as obs, one row later.
+        sources, leaf_shapes = image_sources(data, {"observations": arrays["observations"]},
+                                             shapes)
+        return EpisodeImageRows(str(file), sources, leaf_shapes, groups, np.asarray(starts),
+                                frozenset(encoded))
+    return episodes, images
+
+
+def _is_image_space(space: Any) -> bool:
+    """Whether Minari JPEG-encodes observations of `space` (when its jpeg_encoding is on)."""
+    from minari.dataset.minari_storage import is_image_space
+
+    return bool(is_image_space(space))
 
 
 def _space(x: np.ndarray, bounded: bool = False) -> Any:
@@ -153,6 +250,10 @@ def save_minari(
     env_spec = None
     if info.env_id is not None and info.env_id in gym.registry:
         env_spec = gym.spec(info.env_id)
+        try:
+            env_spec.to_json()
+        except ValueError:  # registered with a callable entry point: Minari cannot store it
+            env_spec = None  # the id still goes in the metadata (eqxrl_env_id)
     path.mkdir(parents=True)
     kwargs: dict[str, Any] = {"data_format": "hdf5"}
     if "jpeg_encoding" in inspect.signature(MinariStorage.new).parameters:
@@ -168,6 +269,7 @@ def save_minari(
         "dataset_id": dataset_id,
         "minari_version": minari.__version__,
         "eqxrl_source": info.source,
+        "eqxrl_env_id": info.env_id,
         "description": info.description,
     }
     for name in ("ref_min_score", "ref_max_score"):
