@@ -256,7 +256,7 @@ class OfflineRun(RunConfig):
     lazy_images: bool = False
     """leave the dataset's image observations on disk (an HDF5 file, or a Minari dataset in its
     hdf5 format) and read each batch's rows from the file (pixel datasets larger than memory;
-    one device, one process)"""
+    one process, any number of devices)"""
 
     def __post_init__(self):
         RunConfig.__post_init__(self)

@@ -98,10 +98,11 @@ def train_offline(
         lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape[1:]), x.dtype), rows
     )
     agents = agents_for(config, algorithm, init_state, batch_like)
-    if lazy is not None and (agents.mesh is not None or jax.process_count() > 1):
+    if lazy is not None and jax.process_count() > 1:
         raise ValueError(
-            "--lazy-images reads batches on this host for one device; it does not combine with "
-            "--devices or several processes yet. Drop one of them.")
+            "--lazy-images reads batches on this host; it does not combine with several "
+            "processes yet. Load the dataset into memory (drop --lazy-images) or run one "
+            "process (its devices may be several: --devices).")
     run = Run(config, algorithm, "update", agents, {})
     run.reference = reference
     config, settings = run.config, run.config.run
@@ -190,8 +191,9 @@ def train_offline(
         for i in range(0, n, part):
             batches = lazy.fetch(jax.tree.map(lambda x, i=i: x[:, i:i + part], pointers))
             for u in range(min(part, n - i)):
-                state, metrics = learn_once(state, jax.tree.map(lambda x, u=u: x[:, u], batches),
-                                            k_loss[:, i + u])
+                # On several devices: agents split over them, or one agent's batch rows.
+                batch = agents.place(jax.tree.map(lambda x, u=u: x[:, u], batches), rows_axis=1)
+                state, metrics = learn_once(state, batch, k_loss[:, i + u])
                 collected.append(metrics)
         return (state, key), *mean_of(collected)
 

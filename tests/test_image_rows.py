@@ -3,6 +3,11 @@ exactly, and an offline run that reads its batches from the file equals the in-m
 
 import csv
 import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import h5py
 import jax
@@ -88,6 +93,51 @@ def test_a_run_reading_batches_from_the_file_equals_the_in_memory_run(pixel_file
     lazy, lazy_rows = bc_run(stored, tmp_path, "lazy", lazy=True)
     assert len(eager_rows) == 2 and lazy_rows == eager_rows  # losses equal to the last bit
     assert lazy["final_eval_return"] == eager["final_eval_return"]
+
+
+DEVICES_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np, equinox as eqx
+    import eqxrl
+    from algorithms import bc
+    from tests import test_frames  # registers the 6x6 counting env
+    assert len(jax.devices()) == 2, jax.devices()
+    out, path = sys.argv[1], sys.argv[2]
+
+    def run(name, **kw):
+        settings = eqxrl.OfflineRun(dataset=path, total_updates=4, updates_per_call=2,
+                                    batch_size=6, eval_interval=4, eval_episodes=1,
+                                    lazy_images=True, progress=False, tensorboard=False,
+                                    run_dir=f"{out}/{name}", **kw)
+        return bc.main(bc.Config(run=settings, hidden_dims=(8,)))["run_dir"]
+
+    def leaves(run_dir, agent):
+        state = eqxrl.load_run(run_dir, agent=agent).state
+        return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))]
+
+    def gap(a, b, agents):  # relative: Adam's second moments here reach 1e9
+        return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)) for i in agents
+                   for x, y in zip(leaves(a, i), leaves(b, i)))
+
+    seeds = gap(run("seeds2", num_seeds=2), run("seeds1", num_seeds=2, devices=1), range(2))
+    batch = gap(run("batch2"), run("batch1", devices=1), [None])
+    print("RESULT", json.dumps({"seeds": seeds, "batch": batch}))
+""")
+
+
+@pytest.mark.slow  # ~1 min: four short runs in a subprocess with 2 CPU devices
+def test_lazy_images_on_two_devices_give_the_result_of_one(pixel_file, tmp_path):
+    _, stored, _ = pixel_file
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=root)
+    done = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, str(tmp_path), str(stored)],
+                          env=env, capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ")[1])
+    # Agents split over devices compute what one device computes; one agent's batch split
+    # over devices sums its gradients in another order (float tolerance).
+    assert result["seeds"] < 1e-5 and result["batch"] < 1e-5, result
 
 
 def test_lazy_images_are_refused_where_they_cannot_work(pixel_file, tmp_path):
