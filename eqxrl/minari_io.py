@@ -49,6 +49,7 @@ def load_minari(path_or_id: str | os.PathLike, lazy_images: bool = False
     `lazy_images=True` leaves image observations (raw or JPEG-encoded) in the dataset's HDF5
     file, Minari's `hdf5` data format (`eqxrl.image_rows`)."""
     minari = _import_minari()
+    where = str(path_or_id)
     path = pathlib.Path(path_or_id)
     if path.is_dir():
         data_dir = _minari_data_dir(path)
@@ -60,23 +61,22 @@ def load_minari(path_or_id: str | os.PathLike, lazy_images: bool = False
         source = minari.MinariDataset(data_dir.absolute())
     else:
         try:
-            source = minari.load_dataset(str(path_or_id), download=False)
+            source = minari.load_dataset(where, download=False)
         except FileNotFoundError as err:
             raise FileNotFoundError(
-                f"{str(path_or_id)!r} is neither a folder nor a local Minari dataset id ({err})."
+                f"{where!r} is neither a folder nor a local Minari dataset id ({err})."
             ) from None
-    where = str(path_or_id)
     if lazy_images:
         episodes, images = _episodes_from_file(source, where)
     else:
         episodes, images = _episodes(source, where), None
     if not episodes:
-        raise DatasetError(f"{str(path_or_id)!r}: the Minari dataset has no steps.")
+        raise DatasetError(f"{where!r}: the Minari dataset has no steps.")
     try:
         arrays = jax.tree.map(lambda *xs: np.concatenate(xs), *episodes)
     except (TypeError, ValueError) as err:
-        raise DatasetError(f"{str(path_or_id)!r}: episodes differ in layout ({err}).") from err
-    dataset = from_d4rl_dict(arrays, where=repr(str(path_or_id)))
+        raise DatasetError(f"{where!r}: episodes differ in layout ({err}).") from err
+    dataset = from_d4rl_dict(arrays, where=repr(where))
     if images is not None:
         dataset = dataclasses.replace(dataset, images=images(dataset.data, arrays))
     meta = source.storage.metadata

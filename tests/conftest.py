@@ -127,3 +127,25 @@ def whole_and_resumed(algorithm, make_config, tmp_path, part_steps, train=None):
         config.run, resume=str(tmp_path / "part"))), algorithm)
     return (eqxrl.load_run(str(tmp_path / "whole"), buffer=True),
             eqxrl.load_run(str(tmp_path / "part"), buffer=True))
+
+
+def state_gap(run_a, run_b, agents, relative=False):
+    """The largest difference between the float leaves of two run folders' saved states,
+    over `agents` (agent indices; [None] for a single-agent run). With `relative`, each
+    leaf's difference is divided by its largest magnitude in `run_b`. The device tests'
+    subprocess scripts import it."""
+    import equinox as eqx
+    import numpy as np
+
+    import eqxrl
+
+    def leaves(run_dir, agent):
+        state = eqxrl.load_run(run_dir, agent=agent).state
+        return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))]
+
+    def one(x, y):
+        diff = float(np.max(np.abs(x - y)))
+        return diff / (float(np.max(np.abs(y))) + 1e-12) if relative else diff
+
+    return max(one(x, y) for i in agents
+               for x, y in zip(leaves(run_a, i), leaves(run_b, i), strict=True))

@@ -224,9 +224,10 @@ def test_agent_i_of_n_equals_a_single_run_offline(tmp_path):
 # ---------------------------------------------------------------------------- devices
 DEVICES_SCRIPT = textwrap.dedent("""
     import json, sys
-    import jax, numpy as np, equinox as eqx
+    import jax, numpy as np
     import eqxrl
     from algorithms import sac, iql, ppo
+    from tests.conftest import state_gap as gap
     assert len(jax.devices()) == 4, jax.devices()
     out, data = sys.argv[1], sys.argv[2]
 
@@ -247,14 +248,6 @@ DEVICES_SCRIPT = textwrap.dedent("""
                                 num_steps=32, eval_interval=512, eval_episodes=1,
                                 run_dir=f"{out}/{name}", progress=False, **kw)
         return ppo.main(ppo.Config(run=run, hidden_dims=(16, 16)))
-
-    def leaves(run_dir, agent):
-        state = eqxrl.load_run(run_dir, agent=agent).state
-        return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))]
-
-    def gap(a, b, agents):
-        return max(float(np.max(np.abs(x - y))) for i in agents
-                   for x, y in zip(leaves(a, i), leaves(b, i)))
 
     from eqxrl.agents import make_agents
     many = make_agents(eqxrl.OnlineRun(num_seeds=4), 32)

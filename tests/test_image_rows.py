@@ -97,10 +97,11 @@ def test_a_run_reading_batches_from_the_file_equals_the_in_memory_run(pixel_file
 
 DEVICES_SCRIPT = textwrap.dedent("""
     import json, sys
-    import jax, numpy as np, equinox as eqx
+    import jax
     import eqxrl
     from algorithms import bc
     from tests import test_frames  # registers the 6x6 counting env
+    from tests.conftest import state_gap
     assert len(jax.devices()) == 2, jax.devices()
     out, path = sys.argv[1], sys.argv[2]
 
@@ -111,16 +112,10 @@ DEVICES_SCRIPT = textwrap.dedent("""
                                     run_dir=f"{out}/{name}", **kw)
         return bc.main(bc.Config(run=settings, hidden_dims=(8,)))["run_dir"]
 
-    def leaves(run_dir, agent):
-        state = eqxrl.load_run(run_dir, agent=agent).state
-        return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))]
-
-    def gap(a, b, agents):  # relative: Adam's second moments here reach 1e9
-        return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)) for i in agents
-                   for x, y in zip(leaves(a, i), leaves(b, i)))
-
-    seeds = gap(run("seeds2", num_seeds=2), run("seeds1", num_seeds=2, devices=1), range(2))
-    batch = gap(run("batch2"), run("batch1", devices=1), [None])
+    # Relative gaps: Adam's second moments on this toy env reach 1e9.
+    seeds = state_gap(run("seeds2", num_seeds=2), run("seeds1", num_seeds=2, devices=1),
+                      range(2), relative=True)
+    batch = state_gap(run("batch2"), run("batch1", devices=1), [None], relative=True)
     print("RESULT", json.dumps({"seeds": seeds, "batch": batch}))
 """)
 
