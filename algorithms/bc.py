@@ -33,9 +33,9 @@ import tyro
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 import eqxrl
-from eqxrl.config import layer_sizes, ordered, positive, within
-from eqxrl.offline import prepare_dataset
-from eqxrl.record import resolve_resume
+from eqxrl.core import layer_sizes, ordered, positive, within
+from eqxrl.loops import prepare_dataset
+from eqxrl.run import resolve_resume
 from eqxrl.vision import EncoderConfig, encoded
 
 

@@ -30,8 +30,8 @@ import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from algorithms import sac
-from eqxrl.config import at_least, non_negative, positive
+from eqxrl.algorithms import sac
+from eqxrl.core import at_least, non_negative, positive
 
 
 # ---------------------------------------------------------------------------- config

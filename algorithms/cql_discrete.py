@@ -8,7 +8,7 @@ One Q-network with one output per action (behind an image encoder for pixel obse
 polyak-averaged target. Loss: the squared TD error to r + γ·(1 − terminated)·max_a Q̄(s', a)
 plus α·(logsumexp_a Q(s, a) − Q(s, a_data)), which pushes down every action's value and up the
 dataset's. jaxrl_m's defaults: α 0.5, lr 6e-5, γ 0.95, τ 0.002. The policy is greedy in Q.
-Datasets with integer actions come from `python -m eqxrl.collect` on a discrete-action env.
+Datasets with integer actions come from `python -m eqxrl.tools.collect` on a discrete-action env.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tyro
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
-from eqxrl.config import layer_sizes, non_negative, positive, within
+from eqxrl.core import layer_sizes, non_negative, positive, within
 from eqxrl.vision import EncoderConfig, encoded
 
 

@@ -34,8 +34,8 @@ import tyro
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
-from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
-from eqxrl.frames import FrameReplayBuffer
+from eqxrl.core import at_least, layer_sizes, non_negative, positive, within
+from eqxrl.data import FrameReplayBuffer
 from eqxrl.vision import EncoderConfig, encoded
 
 # Adam behind a global-norm clip, both injected hyperparameters (a grid may vary either).

@@ -29,10 +29,9 @@ import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from algorithms import sac
-from eqxrl.config import at_least, positive, within
-from eqxrl.vision import EncoderConfig, ObsEncoder, augment_batch, random_shift
-from eqxrl.vision.obs_encoder import is_image
+from eqxrl.algorithms import sac
+from eqxrl.core import at_least, positive, within
+from eqxrl.vision import EncoderConfig, ObsEncoder, augment_batch, is_image, random_shift
 
 
 # ---------------------------------------------------------------------------- config

@@ -28,7 +28,7 @@ import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
+from eqxrl.core import at_least, layer_sizes, non_negative, positive, within
 
 
 # ---------------------------------------------------------------------------- config

@@ -28,7 +28,7 @@ import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from eqxrl.config import ConfigError, at_least, layer_sizes, non_negative, positive, within
+from eqxrl.core import ConfigError, at_least, layer_sizes, non_negative, positive, within
 
 # Adam behind a global-norm clip, both as injected hyperparameters (array leaves of the
 # optimiser state: the learning rate is annealed there, and a grid may vary either).

@@ -24,7 +24,7 @@ import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from eqxrl.config import at_least, layer_sizes, ordered, positive, within
+from eqxrl.core import at_least, layer_sizes, ordered, positive, within
 
 
 # ---------------------------------------------------------------------------- config

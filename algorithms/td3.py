@@ -25,7 +25,7 @@ import tyro
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
-from eqxrl.config import at_least, layer_sizes, non_negative, positive, within
+from eqxrl.core import at_least, layer_sizes, non_negative, positive, within
 
 
 # ---------------------------------------------------------------------------- config

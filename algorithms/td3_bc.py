@@ -27,8 +27,8 @@ import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from algorithms import td3
-from eqxrl.config import non_negative
+from eqxrl.algorithms import td3
+from eqxrl.core import non_negative
 
 
 # ---------------------------------------------------------------------------- config

@@ -55,7 +55,7 @@ jax.monitoring.register_event_duration_secs_listener(_listen)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eqxrl  # noqa: E402
-from algorithms import ppo, sac  # noqa: E402
+from eqxrl.algorithms import ppo, sac  # noqa: E402
 
 
 class Gymnax1ForRejax:

@@ -16,7 +16,7 @@ variant (`x` is a scalar array, `s` the state):
   it wraps (the same batch and key every call, so that no per-call key op is timed).
 
 Variants: (a) `eqx.filter_jit`; (b) `eqxrl.jit`; (c) `jax.jit` on the state's array leaves
-(`eqxrl.jit.split` once, then the list is passed from call to call and rebuilt only inside the
+(`eqxrl.core.split` once, then the list is passed from call to call and rebuilt only inside the
 compiled function: what the online loop does). Each repeat times `--calls` calls of every
 variant in turn (the order rotates between repeats, so that load from other jobs hits all of
 them alike) and then waits for the results. Prints median microseconds per call, and ratios
@@ -39,9 +39,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import eqxrl  # noqa: E402
-from algorithms import sac  # noqa: E402
-from eqxrl import EnvSpec, Transition  # noqa: E402
-from eqxrl.jit import merge, split  # noqa: E402
+from eqxrl import EnvSpec, Transition
+from eqxrl.algorithms import sac  # noqa: E402
+from eqxrl.core.jit import merge, split
 
 VARIANTS = ("eqx.filter_jit", "eqxrl.jit", "jax.jit flat")
 

@@ -31,10 +31,9 @@ import tyro
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
-from eqxrl.checkpoints import list_checkpoints  # noqa: E402
-from eqxrl.data import Dataset  # noqa: E402
+from eqxrl import Dataset, normalized_score  # noqa: E402
 from eqxrl.datasets import DatasetInfo, episode_returns, load_dataset  # noqa: E402
-from eqxrl.evaluation import normalized_score  # noqa: E402
+from eqxrl.run.checkpoints import list_checkpoints  # noqa: E402
 
 Algo = Literal["bc", "iql", "cql", "td3_bc"]
 
@@ -42,7 +41,7 @@ Algo = Literal["bc", "iql", "cql", "td3_bc"]
 @dataclasses.dataclass(frozen=True)
 class Args:
     datasets: tuple[str, ...]
-    """D4RL-style .hdf5 files (with reference returns, as `python -m eqxrl.collect` writes)"""
+    """D4RL-style .hdf5 files (with reference returns, as `python -m eqxrl.tools.collect` writes)"""
     algos: tuple[Algo, ...] = ("bc", "iql", "cql", "td3_bc")
     """algorithms to train, one column each"""
     seeds: tuple[int, ...] = (0,)

@@ -26,7 +26,6 @@ import optax
 import tyro
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from algorithms import cql, iql  # noqa: E402
 from benchmarks.sac_update import (  # noqa: E402
     critic_apply,
     dense_init,
@@ -36,7 +35,8 @@ from benchmarks.sac_update import (  # noqa: E402
     matmul_peak,
     plain_runners,
 )
-from eqxrl import EnvSpec, OfflineRun  # noqa: E402
+from eqxrl import EnvSpec, OfflineRun
+from eqxrl.algorithms import cql, iql  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,7 +49,7 @@ class Args:
 
 def eqxrl_config(a: Args, run_dir: str):
     import eqxrl
-    from algorithms import sac
+    from eqxrl.algorithms import sac
 
     return sac.Config(run=eqxrl.OnlineRun(
         env_id=a.env_id, seed=a.seed, total_steps=a.steps, start_steps=a.learning_starts,
@@ -61,7 +61,7 @@ def eqxrl_config(a: Args, run_dir: str):
 def run_eqxrl(a: Args) -> float:
     import csv
 
-    from algorithms import sac
+    from eqxrl.algorithms import sac
 
     with tempfile.TemporaryDirectory() as tmp:
         config = eqxrl_config(a, os.path.join(tmp, "run"))
@@ -86,10 +86,10 @@ def eqxrl_update_only(a: Args, calls: int) -> float:
     import numpy as np
 
     import eqxrl
-    from algorithms import sac
-    from eqxrl.agents import make_agents
-    from eqxrl.data import ReplayBuffer
-    from eqxrl.online import make_step_functions
+    from eqxrl.algorithms import sac
+    from eqxrl.data.replay import ReplayBuffer
+    from eqxrl.loops.host_steps import make_step_functions
+    from eqxrl.run.grid import make_agents
 
     config = eqxrl_config(a, "unused")
     env = eqxrl.make_env(a.env_id)

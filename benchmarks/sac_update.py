@@ -34,8 +34,8 @@ import tyro
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import eqxrl  # noqa: E402
-from algorithms import sac  # noqa: E402
-from eqxrl import EnvSpec, Transition  # noqa: E402
+from eqxrl import EnvSpec, Transition
+from eqxrl.algorithms import sac  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,7 +47,7 @@ def steady_rate(run_dir: str, begin: int) -> float:
 
     Each row holds the session's mean rate up to its step, so its time is step / rate.
     """
-    from eqxrl.logging import read_metrics
+    from eqxrl.run.logging import read_metrics
 
     rows = read_metrics(os.path.join(run_dir, "train.csv"))
     rate_key = next(k for k in rows if k.endswith("s_per_second"))
@@ -62,7 +62,7 @@ def steady_rate(run_dir: str, begin: int) -> float:
 
 def online(env_id: str, n: int, a: Args, out: str) -> float:
     import eqxrl
-    from algorithms import sac
+    from eqxrl.algorithms import sac
 
     run = eqxrl.OnlineRun(
         env_id=env_id, num_seeds=n, total_steps=a.online_steps, start_steps=a.start_steps,
@@ -76,7 +76,7 @@ def online(env_id: str, n: int, a: Args, out: str) -> float:
 
 def offline(n: int, a: Args, out: str, dataset) -> float:
     import eqxrl
-    from algorithms import iql
+    from eqxrl.algorithms import iql
 
     run = eqxrl.OfflineRun(
         env_id="HalfCheetah-v5", num_seeds=n, total_updates=a.offline_updates,

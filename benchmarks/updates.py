@@ -73,7 +73,7 @@ def inputs(name: str, config, spec: eqxrl.EnvSpec, key: jax.Array, lead: tuple[i
 
 
 def measure(name: str, a: Args, spec: eqxrl.EnvSpec) -> dict:
-    module = importlib.import_module(f"algorithms.{name}")
+    module = importlib.import_module(f"eqxrl.algorithms.{name}")
     config = module.Config()
     key = jax.random.key(0)
     state = eqxrl.jit(lambda: module.init(key, spec, config))()

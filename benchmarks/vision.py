@@ -223,8 +223,8 @@ def replay_bytes(size: int, capacity: int = 100_000) -> None:
     import numpy as np
 
     from eqxrl import EnvSpec, ReplayBuffer
-    from eqxrl.agents import tree_bytes
-    from eqxrl.frames import FrameReplayBuffer
+    from eqxrl.data.frames import FrameReplayBuffer
+    from eqxrl.run.agents import tree_bytes
 
     print(f"\n{'replay, bytes per transition':44s} {'frames once':>12s} {'plain':>9s} "
           f"{'one frame':>10s}")
@@ -254,7 +254,7 @@ def drq_updates(batch: int, size: int, iters: int) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for algorithms
     import eqxrl
-    from algorithms import drq
+    from eqxrl.algorithms import drq
 
     image = jax.ShapeDtypeStruct((size, size, 9), np.dtype("uint8"))
     spec = eqxrl.EnvSpec(image, (6,), action_low=(-1.0,) * 6, action_high=(1.0,) * 6,
@@ -297,9 +297,9 @@ def learn_calls(utd: int, iters: int) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for algorithms
     import eqxrl
-    from algorithms import drq
-    from eqxrl import online
-    from eqxrl.agents import make_agents
+    from eqxrl.algorithms import drq
+    from eqxrl.loops import host as online
+    from eqxrl.run.grid import make_agents
 
     run = eqxrl.OnlineRun(env_id="pixels:Pendulum-v1", batch_size=8, utd=utd, buffer_size=1000)
     config = drq.Config(run=run, hidden_dims=(32, 32))

@@ -14,11 +14,11 @@ import optax
 import pytest
 
 import eqxrl
-from algorithms import iql, sac, td3
-from eqxrl import checkpoints as ck
-from eqxrl.cli import split_grid_flags
-from eqxrl.config import ConfigError
-from eqxrl.plot import group_runs, legend_labels
+from eqxrl.algorithms import iql, sac, td3
+from eqxrl.core.checks import ConfigError
+from eqxrl.run import checkpoints as ck
+from eqxrl.run.cli import split_grid_flags
+from eqxrl.tools.plot import group_runs, legend_labels
 
 from .conftest import pendulum_dataset_file
 
@@ -68,10 +68,10 @@ def test_each_agent_has_its_own_rows_folders_and_summary(three_seeds):
     run_dir, summary = three_seeds
     assert os.path.basename(run_dir) == "run"
     for name in ("train.csv", "eval.csv"):
-        rows = eqxrl.logging.read_metrics(str(run_dir / name))
+        rows = eqxrl.run.read_metrics(str(run_dir / name))
         assert sorted(set(rows["seed"].astype(int))) == [0, 4, 7]
         assert sorted(set(rows["agent"].astype(int))) == [0, 1, 2]
-    evals = eqxrl.logging.read_metrics(str(run_dir / "eval.csv"))
+    evals = eqxrl.run.read_metrics(str(run_dir / "eval.csv"))
     by_agent = {int(a): r for a, r in zip(evals["agent"], evals["return_mean"], strict=True)}
     assert [by_agent[i] for i in range(3)] == [a["final_eval_return"] for a in summary["agents"]]
     assert summary["final_eval_return"] == pytest.approx(np.mean(list(by_agent.values())))
@@ -226,7 +226,7 @@ DEVICES_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     import eqxrl
-    from algorithms import sac, iql, ppo
+    from eqxrl.algorithms import sac, iql, ppo
     from tests.conftest import state_gap as gap
     assert len(jax.devices()) == 4, jax.devices()
     out, data = sys.argv[1], sys.argv[2]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import bc
 from eqxrl import Dataset, DatasetInfo, EnvSpec, OfflineRun, Transition
+from eqxrl.algorithms import bc
 
 from .conftest import assert_vmap_equals_separate_runs, make_batch
 

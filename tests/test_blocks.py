@@ -77,7 +77,7 @@ def test_every_runs_only_the_branch_taken():
 
 
 def test_every_stays_a_cond_for_the_agents_of_a_run():
-    from eqxrl.agents import Agents
+    from eqxrl.run.agents import Agents
 
     def update(x, count):
         return eqxrl.every(2, count, lambda v: jnp.sin(v) * 2.0, x, x)

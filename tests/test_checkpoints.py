@@ -4,11 +4,11 @@ import os
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 from eqxrl import MLP, CheckpointError, ReplayBuffer, TrainState
-from eqxrl import checkpoints as ck
-from eqxrl.train_state import optax
+from eqxrl.run import checkpoints as ck
 
 from .conftest import assert_trees_equal
 

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import sac
-from eqxrl import collect, rollouts
 from eqxrl import datasets as ds
-from eqxrl.datasets import DatasetError
+from eqxrl.algorithms import sac
+from eqxrl.datasets import rollouts
+from eqxrl.datasets.info import DatasetError
+from eqxrl.tools import collect
 
 PENDULUM = "Pendulum-v1"  # 200-step episodes, truncated by the time limit, never terminated
 
@@ -160,7 +161,7 @@ def test_unwritable_output_fails_before_collection(tmp_path):
 def test_help_lists_the_subcommands():
     root = os.path.dirname(os.path.dirname(__file__))
     out = subprocess.run(
-        [sys.executable, "-m", "eqxrl.collect", "policy", "--help"],
+        [sys.executable, "-m", "eqxrl.tools.collect", "policy", "--help"],
         capture_output=True,
         text=True,
         check=True,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import sac, td3
-from eqxrl.jaxenvs import JaxEnv, make_jax_env, rollout_returns
+from eqxrl.algorithms import sac, td3
+from eqxrl.envs.native import JaxEnv, make_jax_env, rollout_returns
 
 pytest.importorskip("gymnax")
 

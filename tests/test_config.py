@@ -8,7 +8,8 @@ import pytest
 import tyro
 
 import eqxrl
-from eqxrl import config as cfg
+from eqxrl import core as checks
+from eqxrl import run as cfg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,8 +23,8 @@ class Toy:
     """layer sizes"""
 
     def __post_init__(self):
-        cfg.positive(self, "lr")
-        cfg.layer_sizes(self, "sizes")
+        checks.positive(self, "lr")
+        checks.layer_sizes(self, "sizes")
 
 
 def test_run_settings_are_flat_flags():

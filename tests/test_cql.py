@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import cql
 from eqxrl import EnvSpec, OfflineRun
+from eqxrl.algorithms import cql
 
 from .conftest import assert_vmap_equals_separate_runs, make_batch, pendulum_dataset_file
 

@@ -9,7 +9,7 @@ import pytest
 
 from eqxrl import Dataset, Normalizer, Transition
 from eqxrl import datasets as ds
-from eqxrl.datasets import DatasetError, DatasetInfo
+from eqxrl.datasets.info import DatasetError, DatasetInfo
 
 
 def write_h5(path, arrays, attrs=None):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import bc, cql_discrete, dqn
 from eqxrl import EnvSpec, Transition
-from eqxrl.rollouts import add_noise, collect_episodes
+from eqxrl.algorithms import bc, cql_discrete, dqn
+from eqxrl.datasets.rollouts import add_noise, collect_episodes
 
 from .conftest import assert_vmap_equals_separate_runs
 
@@ -187,11 +187,11 @@ def test_discrete_dataset_trains_offline_and_refuses_a_continuous_env(tmp_path):
                            batch_size=32, progress=False, run_dir=str(tmp_path / "bc"))
     summary = bc.main(bc.Config(run=run, hidden_dims=(16,)))
     assert summary["status"] == "done"
-    metrics = eqxrl.logging.read_metrics(str(tmp_path / "bc" / "train.csv"))
+    metrics = eqxrl.run.read_metrics(str(tmp_path / "bc" / "train.csv"))
     assert {"actor/loss", "actor/accuracy", "actor/entropy"} <= set(metrics)
     # MountainCar-v0 (discrete) and MountainCarContinuous-v0 share their observations
-    spec = eqxrl.rollouts.env_spec("MountainCar-v0")
-    data = collect_episodes("MountainCar-v0", eqxrl.rollouts.random_policy(spec), 50, seed=0)
+    spec = eqxrl.datasets.env_spec("MountainCar-v0")
+    data = collect_episodes("MountainCar-v0", eqxrl.datasets.random_policy(spec), 50, seed=0)
     path = str(tmp_path / "mountaincar.hdf5")
     eqxrl.save_dataset(path, data, eqxrl.DatasetInfo(env_id="MountainCar-v0"))
     wrong = dataclasses.replace(run, dataset=path, env_id="MountainCarContinuous-v0",

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import dqn
 from eqxrl import EnvSpec, ReplayBuffer, Transition
-from eqxrl.config import ConfigError
+from eqxrl.algorithms import dqn
+from eqxrl.core.checks import ConfigError
 
 from .conftest import assert_trees_equal, assert_vmap_equals_separate_runs, whole_and_resumed
 
@@ -247,7 +247,7 @@ def test_updates_follow_update_every_and_act_sees_env_steps(tmp_path, env_id, mo
     # env steps 0..99 take uniform random actions; `act` chooses the others, told their index
     # (the host loop also chooses the action of step 300, which a resumed run would take)
     assert seen == list(range(100, 301 if env_id == "CartPole-v1" else 300))
-    metrics = eqxrl.logging.read_metrics(str(tmp_path / "every" / "train.csv"))
+    metrics = eqxrl.run.read_metrics(str(tmp_path / "every" / "train.csv"))
     assert len(metrics["q/loss"]) == 3 and np.all(np.isfinite(metrics["q/loss"]))
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import drq
 from eqxrl import EnvSpec, Transition
+from eqxrl.algorithms import drq
 
 from .conftest import assert_trees_equal, assert_vmap_equals_separate_runs, whole_and_resumed
 
@@ -135,8 +135,8 @@ def test_drq_runs_on_rendered_frames_and_resumes_exactly(tmp_path):
 def test_pixel_updates_written_out_equal_the_scanned_ones(monkeypatch):
     """At --utd 2 the online loop's learn call runs a pixel agent's updates one after another
     (a scan of conv nets is 4-6x slower on XLA's CPU backend); same keys, same results."""
-    from eqxrl import online
-    from eqxrl.agents import make_agents
+    from eqxrl.loops import host as online
+    from eqxrl.run.grid import make_agents
 
     config = dataclasses.replace(SMALL, run=dataclasses.replace(SMALL.run, utd=2,
                                                                  buffer_size=16))

@@ -14,12 +14,12 @@ from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation, TransformObservation
 
 import eqxrl
-from algorithms import dqn
 from eqxrl import ReplayBuffer, Transition
-from eqxrl.agents import tree_bytes
+from eqxrl.algorithms import dqn
+from eqxrl.data.frames import FrameReplayBuffer
+from eqxrl.data.saved import make_buffer
 from eqxrl.envs import mark_frame_stack
-from eqxrl.frames import FrameReplayBuffer
-from eqxrl.online import make_buffer
+from eqxrl.run.agents import tree_bytes
 
 from .conftest import assert_trees_equal, whole_and_resumed
 
@@ -225,7 +225,7 @@ def test_dqn_runs_on_atari_pong(tmp_path):
                           run_dir=str(tmp_path / "pong"))
     summary = eqxrl.train_online(dqn.Config(run=run, hidden_dims=(32,), clip_rewards=True), dqn)
     assert summary["status"] == "done"
-    metrics = eqxrl.logging.read_metrics(str(tmp_path / "pong" / "train.csv"))
+    metrics = eqxrl.run.read_metrics(str(tmp_path / "pong" / "train.csv"))
     assert np.all(np.isfinite(metrics["q/loss"]))
     loaded = eqxrl.load_run(str(tmp_path / "pong"), buffer=True)
     assert isinstance(loaded.buffer, FrameReplayBuffer)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import sac, td3
-from eqxrl import checkpoints as ck
+from eqxrl.algorithms import sac, td3
+from eqxrl.run import checkpoints as ck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "Pendulum-v1", "--total-steps", "300", "--start-steps", "100",
@@ -227,11 +227,11 @@ def test_logged_rate_covers_the_last_log_interval(monkeypatch):
     # train.csv's steps_per_second is the rate since the previous row, so a slow start
     # (compilation, a long evaluation) does not drag every later row down; the summary's
     # per_second stays the whole session's average.
-    run = object.__new__(eqxrl.harness.Run)
+    run = object.__new__(eqxrl.run.harness.Run)
     run.host, run.session_start, run.start_step = {"step": 100}, 0.0, 0
     run.rate_mark = (0.0, 0)
     clock = iter([10.0, 20.0, 20.0])
-    monkeypatch.setattr(eqxrl.harness.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(eqxrl.run.harness.time, "perf_counter", lambda: next(clock))
     assert run.recent_rate() == pytest.approx(10.0)  # 100 steps in the first 10 s
     run.host["step"] = 400
     assert run.recent_rate() == pytest.approx(30.0)  # 300 steps in the next 10 s

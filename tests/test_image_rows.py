@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import bc
 from eqxrl import datasets as ds
-from eqxrl.agents import tree_bytes
+from eqxrl.algorithms import bc
+from eqxrl.run.agents import tree_bytes
 
 from .test_frames import transitions  # registers eqxrl-test/CountingFrames-v0 (6x6 frames)
 
@@ -99,7 +99,7 @@ DEVICES_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax
     import eqxrl
-    from algorithms import bc
+    from eqxrl.algorithms import bc
     from tests import test_frames  # registers the 6x6 counting env
     from tests.conftest import state_gap
     assert len(jax.devices()) == 2, jax.devices()
@@ -162,12 +162,12 @@ def test_reading_in_small_parts_changes_nothing(pixel_file, tmp_path, monkeypatc
     _, stored, _ = pixel_file
     _, whole = bc_run(stored, tmp_path, "whole", lazy=True)
     row = 2 * 6 * 6 * 3  # obs and next_obs images
-    fetch = eqxrl.image_rows.ImageRows.fetch
+    fetch = eqxrl.data.ImageRows.fetch
     reads = []
-    monkeypatch.setattr(eqxrl.image_rows.ImageRows, "fetch",
+    monkeypatch.setattr(eqxrl.data.ImageRows, "fetch",
                         lambda self, batch: reads.append(1) or fetch(self, batch))
     for updates, name in ((1, "ones"), (3, "threes")):
-        monkeypatch.setattr(eqxrl.offline, "LAZY_BYTES_PER_CALL", updates * 6 * row)
+        monkeypatch.setattr(eqxrl.loops.offline, "LAZY_BYTES_PER_CALL", updates * 6 * row)
         reads.clear()
         _, rows = bc_run(stored, tmp_path, name, lazy=True)
         assert len(reads) == 1 + 2 * -(-4 // updates)  # the first-row check, then the parts
@@ -192,7 +192,7 @@ def minari_folder(pixel_file, tmp_path_factory):
 def test_lazy_minari_images_read_back_exactly(minari_folder):
     eager, _ = ds.load_dataset(minari_folder)
     lazy, info = ds.load_dataset(minari_folder, lazy_images=True)
-    assert isinstance(lazy.images, eqxrl.image_rows.EpisodeImageRows)
+    assert isinstance(lazy.images, eqxrl.data.EpisodeImageRows)
     assert info.num_episodes > 3 and lazy.size == eager.size
     # The test env is registered with a lambda, which Minari cannot store in its env spec;
     # its id is kept in the metadata instead, so evaluation still finds the env.
@@ -276,7 +276,7 @@ def test_lazy_minari_is_refused_where_it_cannot_work(tmp_path):
         data_path=tmp_path, metadata={"data_format": "arrow"}))
     with pytest.raises(eqxrl.DatasetError, match=r"'arrow' data format\. Load it into memory "
                                                  r"\(drop --lazy-images\) or convert it once"):
-        eqxrl.minari_io._episodes_from_file(arrow, "some/arrow-v0")
+        eqxrl.datasets.minari._episodes_from_file(arrow, "some/arrow-v0")
     n = 6
     vector = eqxrl.Dataset(eqxrl.Transition(
         jnp.zeros((n, 3)), jnp.zeros((n, 1)), jnp.zeros(n), jnp.ones((n, 3)),

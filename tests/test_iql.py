@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import iql
 from eqxrl import EnvSpec, OfflineRun
+from eqxrl.algorithms import iql
 
 from .conftest import (
     assert_vmap_equals_separate_runs,

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 import eqxrl
-from eqxrl.jit import merge, split
+from eqxrl.core.jit import merge, split
 
 
 class Model(eqx.Module):

@@ -1,7 +1,7 @@
 import os
 
 from eqxrl import Logger
-from eqxrl.logging import read_metrics
+from eqxrl.run.logging import read_metrics
 
 
 def test_csv_grows_columns_and_tensorboard_writes(tmp_path):

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import bc, cql, iql, td3_bc
 from eqxrl import Dataset, Transition
-from eqxrl import checkpoints as ck
-from eqxrl.datasets import DatasetError, DatasetInfo, save_dataset
+from eqxrl.algorithms import bc, cql, iql, td3_bc
+from eqxrl.datasets.files import save_dataset
+from eqxrl.datasets.info import DatasetError, DatasetInfo
+from eqxrl.run import checkpoints as ck
 
 from .conftest import assert_trees_equal
 
@@ -64,7 +65,7 @@ def test_offline_run_writes_everything(tmp_path, dataset_file):
     assert summary["steps"] == 60 and summary["unit"] == "update"
     assert summary["final_normalized_score"] is not None and summary["env_id"] == "Pendulum-v1"
     assert {"config.json", "train.csv", "eval.csv", "summary.json"} <= set(os.listdir(run))
-    train_csv = eqxrl.logging.read_metrics(str(run / "train.csv"))
+    train_csv = eqxrl.run.read_metrics(str(run / "train.csv"))
     # Chunks stop at every log boundary (10) even though updates_per_call is 25.
     assert train_csv["step"].tolist() == [10, 20, 30, 40, 50, 60]
     assert [s for s, _ in ck.list_checkpoints(str(run / "checkpoints"))] == [40, 60]
@@ -162,7 +163,7 @@ def test_compiled_init_equals_eager_init(name):
     # The loops build a run's state in one compiled call (eager construction compiles dozens
     # of tiny programs); it must be the state a notebook gets from calling init directly.
     module = importlib.import_module(f"tests.test_{name}")
-    algo = importlib.import_module(f"algorithms.{name}")
+    algo = importlib.import_module(f"eqxrl.algorithms.{name}")
     key = jax.random.key(7)
     eager = algo.init(key, module.SPEC, module.SMALL)
     compiled = eqxrl.jit(algo.init)(key, module.SPEC, module.SMALL)

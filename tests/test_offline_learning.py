@@ -1,7 +1,7 @@
 """Offline learning runs on a small Pendulum-v1 dataset made here (slow: `pytest -m slow`).
 
 The fixture trains SAC briefly (about −200 return), then writes two D4RL-style files with
-`eqxrl.collect`: "expert" (the SAC policy, sampled) and "mixed" (the SAC policy with heavy
+`eqxrl.tools.collect`: "expert" (the SAC policy, sampled) and "mixed" (the SAC policy with heavy
 noise, joined with uniformly random episodes). Both carry reference returns: the random
 policy's (score 0) and the SAC policy's deterministic return (score 100).
 
@@ -13,8 +13,9 @@ import json
 
 import pytest
 
-from algorithms import bc, cql, iql, sac, td3_bc
-from eqxrl import OfflineRun, OnlineRun, collect
+from eqxrl import OfflineRun, OnlineRun
+from eqxrl.algorithms import bc, cql, iql, sac, td3_bc
+from eqxrl.tools import collect
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ import pytest
 
 from benchmarks import offline_table as ot
 from eqxrl import Dataset, Transition
-from eqxrl.datasets import DatasetInfo, save_dataset
+from eqxrl.datasets.files import save_dataset
+from eqxrl.datasets.info import DatasetInfo
 
 
 def tiny_dataset(path):

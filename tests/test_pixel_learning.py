@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import bc, cql_discrete, drq
 from eqxrl import Transition
+from eqxrl.algorithms import bc, cql_discrete, drq
 from eqxrl.vision import EncoderConfig
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from eqxrl.logging import Logger
-from eqxrl.plot import PlotArgs, group_runs, legend_labels, plot
+from eqxrl.run.logging import Logger
+from eqxrl.tools.plot import PlotArgs, group_runs, legend_labels, plot
 
 
 def write_curve(path, returns):
@@ -37,7 +37,7 @@ def fake_run(path, seed, returns, lr=3e-4, algorithm="sac", env_id="Pendulum-v1"
         **run,
     }
     config = {"run": run, "hidden_dims": [256, 256], "actor_lr": lr}
-    record = {"algorithm": algorithm, "module": f"algorithms.{algorithm}", "config": config}
+    record = {"algorithm": algorithm, "module": f"eqxrl.algorithms.{algorithm}", "config": config}
     (path / "config.json").write_text(json.dumps(record))
     return write_curve(path, returns)
 
@@ -116,6 +116,6 @@ def test_command_line_takes_run_folders_as_positional_arguments(tmp_path):
     runs = [fake_run(tmp_path / f"s{i}", i, [i, 2 * i, 3 * i]) for i in range(2)]
     out = tmp_path / "curve.png"
     subprocess.run(
-        [sys.executable, "-m", "eqxrl.plot", *runs, "--out", str(out)], check=True, timeout=300
-    )
+        [sys.executable, "-m", "eqxrl.tools.plot", *runs, "--out", str(out)], check=True,
+        timeout=300)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

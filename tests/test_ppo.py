@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import ppo
-from eqxrl.config import ConfigError
+from eqxrl.algorithms import ppo
+from eqxrl.core.checks import ConfigError
 
 
 def test_clipped_policy_loss_by_hand():

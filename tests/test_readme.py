@@ -58,19 +58,20 @@ def test_command_line_parses(command):
     # Parse the flags exactly as the program does, without training.
     if program.startswith("algorithms/"):
         parse = (
-            "import sys, importlib; from eqxrl.cli import parse_flags; m = importlib.import_module("
-            f"{program[:-3].replace('/', '.')!r}); parse_flags(m.Config, sys.argv[1:])"
+            "import sys, importlib; from eqxrl.run import parse_flags; m = importlib.import_module("
+            f"{'eqxrl.' + program[:-3].replace('/', '.')!r}); parse_flags(m.Config, sys.argv[1:])"
         )
-    elif program == "eqxrl.plot":
+    elif program == "eqxrl.tools.plot":
         parse = (
-            "import sys, tyro; from eqxrl.plot import PlotArgs; "
+            "import sys, tyro; from eqxrl.tools.plot import PlotArgs; "
             "tyro.cli(PlotArgs, args=sys.argv[1:])"
         )
-    elif program == "eqxrl.collect":
+    elif program == "eqxrl.tools.collect":
         parse = (
-            "import sys, tyro; from eqxrl import collect; tyro.extras.subcommand_cli_from_dict("
-            "{'random': collect.Random, 'policy': collect.Policy, 'replay': collect.Replay, "
-            "'concat': collect.Concat}, args=sys.argv[1:])"
+            "import sys, tyro; from eqxrl.tools import collect; "
+            "tyro.extras.subcommand_cli_from_dict({'random': collect.Random, "
+            "'policy': collect.Policy, 'replay': collect.Replay, 'concat': collect.Concat}, "
+            "args=sys.argv[1:])"
         )
     elif program.startswith("benchmarks/"):
         pytest.skip("benchmarks are run by hand; their flags are tested in their own files")

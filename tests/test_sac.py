@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import sac
 from eqxrl import CheckpointError, EnvSpec
-from eqxrl import checkpoints as ck
+from eqxrl.algorithms import sac
+from eqxrl.run import checkpoints as ck
 
 from .conftest import assert_vmap_equals_separate_runs, constant_critic, make_batch
 
@@ -222,7 +222,7 @@ def test_main_writes_the_run_folder(tmp_path):
     assert summary["steps"] == 400 and summary["final_eval_return"] is not None
     assert summary["status"] == "done" and not summary["interrupted"]
     record = json.loads((run / "config.json").read_text())
-    assert record["algorithm"] == "sac" and record["module"] == "algorithms.sac"
+    assert record["algorithm"] == "sac" and record["module"] == "eqxrl.algorithms.sac"
     assert record["config"]["run"]["env_id"] == "Pendulum-v1"
     assert record["config"]["hidden_dims"] == [32, 32]
 

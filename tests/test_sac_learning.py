@@ -3,7 +3,7 @@
 import pytest
 
 import eqxrl
-from algorithms import sac, td3
+from eqxrl.algorithms import sac, td3
 
 
 def pendulum(tmp_path, name):

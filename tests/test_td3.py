@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import td3
 from eqxrl import EnvSpec
+from eqxrl.algorithms import td3
 
 from .conftest import (
     assert_trees_equal,
@@ -114,7 +114,7 @@ def test_short_run_from_the_command_line(tmp_path):
     except SystemExit as exit:
         code = exit.code
     assert code is None
-    metrics = eqxrl.logging.read_metrics(str(tmp_path / "td3" / "train.csv"))
+    metrics = eqxrl.run.read_metrics(str(tmp_path / "td3" / "train.csv"))
     assert {"critic/loss", "actor/loss", "actor/q_mean"} <= set(metrics)
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import td3_bc
 from eqxrl import Dataset, EnvSpec, Normalizer, OfflineRun
+from eqxrl.algorithms import td3_bc
 
 from .conftest import (
     assert_trees_equal,

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import eqxrl
-from algorithms import bc
+from eqxrl.algorithms import bc
 from eqxrl.vision import MAE, EncoderConfig, patchify, save_encoder, unpatchify
 
 reconstruct = eqx.filter_jit(MAE.reconstruct)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import eqxrl
-from algorithms import bc
+from eqxrl.algorithms import bc
 from eqxrl.vision import (
     EncoderConfig,
     ObsEncoder,

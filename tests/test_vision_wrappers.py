@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from eqxrl.vision.wrappers import configure_headless_rendering, make_pixel_env, resize_frame
+from eqxrl.envs.pixels import configure_headless_rendering, make_pixel_env, resize_frame
 
 
 def _mujoco_renders() -> str | None:
@@ -46,7 +46,7 @@ def test_mujoco_pixels_of_requested_size():
 
 _FRAME_STACK_CHECK = """
 import numpy as np
-from eqxrl.vision import make_pixel_env
+from eqxrl.envs import make_pixel_env
 
 env = make_pixel_env("HalfCheetah-v5", size=(32, 32), include_state=True, frame_stack=3)
 obs, _ = env.reset(seed=0)
@@ -93,7 +93,7 @@ def test_resize_frame_averages_areas():
 @pytest.mark.skipif(importlib.util.find_spec("pygame") is None, reason="pygame not installed")
 def test_action_repeat_steps_k_times_renders_once_and_stops_at_the_end():
     from eqxrl import make_env
-    from eqxrl.envs import pixel_env_options
+    from eqxrl.envs.gym import pixel_env_options
 
     plain, repeated = (make_pixel_env("CartPole-v1", size=(40, 40), include_state=True,
                                       action_repeat=k) for k in (1, 3))

@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, conv, conv2d, feature_map_size, linear, max_pool
-from .mae import MAE
-from .pooling import make_pooling
-from .resnet import ResNetV1, ResNetV2
-from .vit import ViT
+from eqxrl.vision._layers import check_float_image, conv, conv2d, feature_map_size, linear, max_pool
+from eqxrl.vision.mae import MAE
+from eqxrl.vision.pooling import make_pooling
+from eqxrl.vision.resnet_v1 import ResNetV1
+from eqxrl.vision.resnet_v2 import ResNetV2
+from eqxrl.vision.vit import ViT
 
 __all__ = ["ENCODERS", "AtariEncoder", "ImpalaEncoder", "make_encoder"]
 

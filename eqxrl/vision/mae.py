@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._layers import linear, normal
-from .vit import VIT_SIZES, ViT, ViTSize, run_blocks, stacked_blocks
+from eqxrl.vision._layers import linear, normal
+from eqxrl.vision.vit import VIT_SIZES, ViT, ViTSize, run_blocks, stacked_blocks
 
 __all__ = ["MAE", "patchify", "unpatchify"]
 

@@ -23,13 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..envs import EnvSpec
-from ..networks import WithEncoder
-from ..types import Obs
-from .encoders import ENCODERS, make_encoder
-from .mae import MAE
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PixelEncoder
-from .pretrained import TORCH_SUFFIXES, load_encoder
+from eqxrl.core.spec import EnvSpec
+from eqxrl.core.types import Obs
+from eqxrl.nn.heads import WithEncoder
+from eqxrl.vision.encoders import ENCODERS, make_encoder
+from eqxrl.vision.mae import MAE
+from eqxrl.vision.preprocess import IMAGENET_MEAN, IMAGENET_STD, PixelEncoder
+from eqxrl.vision.pretrained import TORCH_SUFFIXES, load_encoder
 
 
 @dataclasses.dataclass(frozen=True)

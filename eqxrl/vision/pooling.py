@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import normal
+from eqxrl.vision._layers import normal
 
 __all__ = [
     "Flatten",

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Shaped, UInt8
 
-from ._layers import check_channels_last
-from .resnet import ResNetV1
+from eqxrl.vision._layers import check_channels_last
+from eqxrl.vision.resnet_v1 import ResNetV1
 
 __all__ = [
     "IMAGENET_MEAN",

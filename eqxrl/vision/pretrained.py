@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .encoders import ENCODERS, make_encoder
-from .normalization import BatchNorm, FrozenBatchNorm
-from .resnet_v1 import _V1_STAGES, ResNetV1
+from eqxrl.vision.encoders import ENCODERS, make_encoder
+from eqxrl.vision.normalization import BatchNorm, FrozenBatchNorm
+from eqxrl.vision.resnet_v1 import V1_STAGES, ResNetV1
 
 __all__ = [
     "TORCH_SUFFIXES",
@@ -104,12 +104,12 @@ def _architecture(weights: Mapping[str, np.ndarray]) -> int:
                    if (m := re.match(rf"layer{stage}\.(\d+)\.", k))), default=0)
               for stage in (1, 2, 3, 4)]
     kind = "bottleneck" if "layer1.0.conv3.weight" in weights else "basic"
-    for depth, (block_kind, stages) in _V1_STAGES.items():
+    for depth, (block_kind, stages) in V1_STAGES.items():
         if block_kind == kind and tuple(blocks) == stages:
             return depth
     raise ValueError(
         f"Pretrained weights: {kind} blocks per stage {tuple(blocks)} match no ResNet-v1 depth "
-        f"({', '.join(f'{d}: {s}' for d, (_, s) in _V1_STAGES.items())}).")
+        f"({', '.join(f'{d}: {s}' for d, (_, s) in V1_STAGES.items())}).")
 
 
 def resnet_from_torchvision(
@@ -148,7 +148,7 @@ def resnet_from_torchvision(
 
     # (path in the module, torchvision prefix) for every conv and norm, in module order.
     pairs = [(lambda r: r.stem_conv, "conv1"), (lambda r: r.stem_norm, "bn1")]
-    block_names = [f"layer{s + 1}.{j}" for s, n in enumerate(_V1_STAGES[file_depth][1])
+    block_names = [f"layer{s + 1}.{j}" for s, n in enumerate(V1_STAGES[file_depth][1])
                    for j in range(n)]
     for i, name in enumerate(block_names):
         block = resnet.blocks[i]

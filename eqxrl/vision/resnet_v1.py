@@ -12,13 +12,13 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, conv, conv2d, feature_map_size, max_pool
-from .normalization import BatchNorm, Norm, apply_norm, make_norm
-from .pooling import make_pooling
+from eqxrl.vision._layers import check_float_image, conv, conv2d, feature_map_size, max_pool
+from eqxrl.vision.normalization import BatchNorm, Norm, apply_norm, make_norm
+from eqxrl.vision.pooling import make_pooling
 
 __all__ = ["ResNetV1"]
 
-_V1_STAGES = {
+V1_STAGES = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -127,10 +127,10 @@ class ResNetV1(eqx.Module):
         key: PRNGKeyArray,
     ):
         """`image_size` (height, width) is only needed by the spatial pooling heads."""
-        if depth not in _V1_STAGES:
-            raise ValueError(f"ResNetV1: depth must be one of {sorted(_V1_STAGES)}; got {depth}.")
+        if depth not in V1_STAGES:
+            raise ValueError(f"ResNetV1: depth must be one of {sorted(V1_STAGES)}; got {depth}.")
         h, w = feature_map_size(pooling, image_size, "ResNetV1", 5)
-        block_kind, stages = _V1_STAGES[depth]
+        block_kind, stages = V1_STAGES[depth]
         k_stem, k_blocks, k_pool = jax.random.split(key, 3)
         self.depth = depth
         self.stem_conv = _conv(in_channels, width, 7, stride=2, padding=3, key=k_stem)

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, feature_map_size, max_pool, normal
-from .normalization import group_norm
-from .pooling import make_pooling
+from eqxrl.vision._layers import check_float_image, feature_map_size, max_pool, normal
+from eqxrl.vision.normalization import group_norm
+from eqxrl.vision.pooling import make_pooling
 
 __all__ = ["ResNetV2"]
 

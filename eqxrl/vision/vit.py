@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._layers import check_float_image, conv, conv2d, linear, normal
+from eqxrl.vision._layers import check_float_image, conv, conv2d, linear, normal
 
 __all__ = ["VIT_SIZES", "ViT", "ViTSize", "run_blocks"]
 

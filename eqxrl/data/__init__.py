@@ -1,0 +1,22 @@
+"""Data on the device: the offline `Dataset`, replay buffers (plain and frame-stacked), images left
+on disk, and what a checkpoint keeps of a buffer.
+"""
+
+
+from .dataset import Dataset as Dataset
+from .dataset import Normalizer as Normalizer
+from .frames import FrameReplayBuffer as FrameReplayBuffer
+from .frames import frame_capacity as frame_capacity
+from .image_rows import EpisodeImageRows as EpisodeImageRows
+from .image_rows import ImageRows as ImageRows
+from .image_rows import decode_jpeg as decode_jpeg
+from .image_rows import is_image_node as is_image_node
+from .replay import ReplayBuffer as ReplayBuffer
+from .replay import n_step_windows as n_step_windows
+from .saved import buffer_from_saved as buffer_from_saved
+from .saved import buffer_saved as buffer_saved
+from .saved import buffer_saved_like as buffer_saved_like
+from .saved import filled_rows as filled_rows
+from .saved import filled_rows_like as filled_rows_like
+from .saved import from_filled_rows as from_filled_rows
+from .saved import make_buffer as make_buffer

@@ -1,0 +1,23 @@
+"""Networks and their training state: MLPs, ensembles, heads, policies, `TrainState`, the shared
+optimiser.
+"""
+
+
+from .heads import DiscreteQFunction as DiscreteQFunction
+from .heads import QFunction as QFunction
+from .heads import ValueFunction as ValueFunction
+from .heads import WithEncoder as WithEncoder
+from .mlp import MLP as MLP
+from .mlp import Ensemble as Ensemble
+from .mlp import dense as dense
+from .mlp import flatten_obs as flatten_obs
+from .optim import ADAM as ADAM
+from .policies import Categorical as Categorical
+from .policies import CategoricalPolicy as CategoricalPolicy
+from .policies import DeterministicPolicy as DeterministicPolicy
+from .policies import GaussianPolicy as GaussianPolicy
+from .policies import MultivariateNormalDiag as MultivariateNormalDiag
+from .policies import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
+from .train_state import TrainState as TrainState
+from .train_state import polyak as polyak
+from .train_state import value_and_grad as value_and_grad

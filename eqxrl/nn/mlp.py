@@ -1,0 +1,151 @@
+"""MLPs and ensembles of them, the trunk of every network in `eqxrl.nn`.
+
+Every module maps ONE example to one output (the Equinox convention); batch with `jax.vmap`.
+Stochastic modules take `key=None`: with no key they run deterministically (no dropout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from eqxrl.core.types import Obs
+
+
+def flatten_obs(obs: Obs) -> Float[Array, " obs_dim"]:
+    """Concatenate the ravelled leaves of one observation (dict keys in sorted order)."""
+    return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(obs)])
+
+
+def scaled_linear(in_size: int, out_size: int, scale: float, *, key: PRNGKeyArray) -> eqx.nn.Linear:
+    """A Linear layer with variance-scaling (fan-avg, uniform) weights and zero bias.
+
+    With `scale=1` this is Xavier-uniform, the initialisation jaxrl_m's networks used.
+    """
+    layer = eqx.nn.Linear(in_size, out_size, key=key)
+    init = jax.nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+    weight = init(key, (out_size, in_size), jnp.float32)
+    return eqx.tree_at(lambda m: (m.weight, m.bias), layer, (weight, jnp.zeros(out_size)))
+
+
+def dense(layer: eqx.nn.Linear, x: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
+    """`layer(x)` computed as `x @ weight.T + bias`.
+
+    The same numbers as `eqx.nn.Linear.__call__` (`weight @ x + bias`), but under `vmap` the
+    batch axis stays the leading axis of the product. With `weight @ x`, XLA:CPU computed a
+    batch's activations as (features, batch) and transposed them back: CQL's update, whose
+    critics see 7680 sampled actions, spent ~14% of its time on those transposes.
+    """
+    y = x @ layer.weight.T
+    return y if layer.bias is None else y + layer.bias
+
+
+class MLP(eqx.Module):
+    """Linear layers with an activation between them, optional dropout and LayerNorm.
+
+    Hidden layer order is Linear -> Dropout -> LayerNorm -> activation (as in DroQ).
+    """
+
+    layers: tuple[eqx.nn.Linear, ...]
+    norms: tuple[eqx.nn.LayerNorm, ...] | None
+    activation: Callable[[Array], Array] = eqx.field(static=True)
+    activate_final: bool = eqx.field(static=True)
+    dropout_rate: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        out_size: int,
+        hidden: Sequence[int] = (256, 256),
+        *,
+        activation: Callable[[Array], Array] = jax.nn.relu,
+        activate_final: bool = False,
+        layer_norm: bool = False,
+        dropout_rate: float = 0.0,
+        final_init_scale: float = 1.0,
+        key: PRNGKeyArray,
+    ):
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
+        sizes = (in_size, *hidden, out_size)
+        keys = jax.random.split(key, len(sizes) - 1)
+        n = len(sizes) - 1
+        self.layers = tuple(
+            scaled_linear(a, b, final_init_scale if i == n - 1 else 1.0, key=k)
+            for i, (a, b, k) in enumerate(zip(sizes[:-1], sizes[1:], keys, strict=True))
+        )
+        normed = sizes[1:] if activate_final else sizes[1:-1]
+        self.norms = tuple(eqx.nn.LayerNorm(s) for s in normed) if layer_norm else None
+        self.activation = activation
+        self.activate_final = activate_final
+        self.dropout_rate = dropout_rate
+
+    def __call__(
+        self, x: Float[Array, " in_size"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " out_size"]:
+        n = len(self.layers)
+        keys = jax.random.split(key, n) if key is not None else [None] * n
+        for i, (layer, k) in enumerate(zip(self.layers, keys, strict=True)):
+            x = dense(layer, x)
+            if i < n - 1 or self.activate_final:
+                if k is not None and self.dropout_rate > 0.0:
+                    keep = jax.random.bernoulli(k, 1.0 - self.dropout_rate, x.shape)
+                    x = jnp.where(keep, x / (1.0 - self.dropout_rate), 0.0)
+                if self.norms is not None:
+                    x = self.norms[i](x)
+                x = self.activation(x)
+        return x
+
+
+class Ensemble(eqx.Module):
+    """`num` independent copies of a module; calling it on one example returns outputs with a
+    leading `(num, ...)` axis.
+
+    By default the members are kept as a tuple and applied one after another. XLA:CPU runs
+    each member's layers as plain matrix products, which is faster than the batched products
+    of a vmap over stacked weights (SAC's update, 2 critics: ~10% faster; 10 critics: ~9%;
+    `benchmarks/sac_update.py`). `vectorise=True` stacks the members' arrays along a leading
+    axis and applies them with one `filter_vmap`: one program whatever `num`, so it compiles
+    faster for large ensembles (SAC with 10 critics: 2.3 s against 4.3 s) and may suit
+    accelerators, where one batched product can beat many small ones (not measured yet).
+    Both give the same outputs and take the same per-member dropout keys.
+    """
+
+    members: PyTree
+    num: int = eqx.field(static=True)
+    vectorise: bool = eqx.field(static=True)
+
+    def __init__(
+        self, make: Callable[[PRNGKeyArray], eqx.Module], num: int, *, key: PRNGKeyArray,
+        vectorise: bool = False,
+    ):
+        if num < 1:
+            raise ValueError(f"An Ensemble needs num >= 1 members, got {num}.")
+        keys = jax.random.split(key, num)
+        if vectorise:
+            self.members = eqx.filter_vmap(make)(keys)
+        else:
+            self.members = tuple(make(k) for k in keys)
+        self.num = num
+        self.vectorise = vectorise
+
+    def __call__(self, *args: Any, key: PRNGKeyArray | None = None) -> PyTree:
+        keys = [None] * self.num if key is None else jax.random.split(key, self.num)
+        if self.vectorise:
+            if key is None:
+                return eqx.filter_vmap(lambda m: m(*args))(self.members)
+            return eqx.filter_vmap(lambda m, k: m(*args, key=k))(self.members, keys)
+        outs = [m(*args, key=k) for m, k in zip(self.members, keys, strict=True)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+    def member(self, i: int) -> eqx.Module:
+        """The i-th member as a plain module."""
+        if not self.vectorise:
+            return self.members[i]
+        arrays, static = eqx.partition(self.members, eqx.is_array)
+        return eqx.combine(jax.tree.map(lambda x: x[i], arrays), static)

@@ -1,0 +1,100 @@
+"""`TrainState`: a model, its optimiser and optimiser state, as one PyTree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int, PyTree
+
+from eqxrl.core.types import Hyper, Metrics
+
+
+class TrainState(eqx.Module):
+    """A model with its optimiser state and update count.
+
+    The optimiser is a static field, built once. Its numeric hyperparameters (learning rate,
+    weight decay, ...) live in `opt_state` as array leaves when the optimiser is wrapped in
+    `optax.inject_hyperparams`, so a vmapped sweep over them shares one compiled program.
+    """
+
+    model: PyTree
+    opt_state: optax.OptState
+    step: Int[Array, ""]
+    tx: optax.GradientTransformation = eqx.field(static=True)
+
+    @classmethod
+    def create(cls, model: PyTree, tx: optax.GradientTransformation, **hyperparams: Hyper):
+        """Initialise the optimiser state for `model`.
+
+        `hyperparams` (for example `learning_rate=3e-4`) overwrite the values that
+        `optax.inject_hyperparams` stored, and may be traced arrays inside `jax.vmap`.
+        """
+        opt_state = tx.init(eqx.filter(model, eqx.is_inexact_array))
+        if hyperparams:
+            found = optax.tree_utils.tree_get_all_with_path(opt_state, "hyperparams")
+            if not found:
+                raise ValueError(
+                    f"TrainState.create got hyperparams {sorted(hyperparams)}, but the optimiser "
+                    "stores none; wrap it as optax.inject_hyperparams(optax.adam)(...)."
+                )
+            values = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
+            opt_state = optax.tree_utils.tree_set(opt_state, **values)
+        return cls(model=model, opt_state=opt_state, step=jnp.zeros((), jnp.int32), tx=tx)
+
+    def apply_gradients(self, grads: PyTree) -> TrainState:
+        """Take one optimiser step. Params go to `tx.update`, so weight decay works."""
+        params = eqx.filter(self.model, eqx.is_inexact_array)
+        updates, opt_state = self.tx.update(grads, self.opt_state, params)
+        return TrainState(
+            model=eqx.apply_updates(self.model, updates),
+            opt_state=opt_state,
+            step=self.step + 1,
+            tx=self.tx,
+        )
+
+    def apply_loss_fn(
+        self, loss_fn: Callable[..., tuple[Any, Metrics]], *args: Any, **kwargs: Any
+    ) -> tuple[TrainState, Metrics]:
+        """Differentiate `loss_fn(model, *args, **kwargs) -> (loss, aux)` and step.
+
+        Returns the new state and `{"loss": loss, "grad_norm": ..., **aux}`.
+        """
+        (loss, aux), grads = value_and_grad(loss_fn, self.model, *args, **kwargs)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        return self.apply_gradients(grads), metrics
+
+
+def value_and_grad(
+    loss_fn: Callable[..., tuple[Any, Metrics]], model: PyTree, *args: Any, **kwargs: Any
+) -> tuple[tuple[Float[Array, ""], Metrics], PyTree]:
+    """`((loss, aux), grads)` of a loss with aux outputs, w.r.t. the inexact arrays of `model`."""
+    return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, *args, **kwargs)
+
+
+def polyak(online: PyTree, target: PyTree, tau: Hyper) -> PyTree:
+    """Polyak-average `target` towards `online`: `tau * online + (1 - tau) * target`.
+
+    Only inexact arrays move; integer, boolean and static parts of `target` are kept.
+    A concrete `tau` (a Python number or a concrete 0-d array) must lie in [0, 1]; a traced
+    one (inside `jit` or `vmap`) is not checked, so validate it where it is set (the config).
+    """
+    if not isinstance(tau, jax.core.Tracer) and np.ndim(tau) == 0:
+        value = float(tau)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"polyak: tau must be in [0, 1], got {value:g}. It is the fraction of the online "
+                "weights mixed into the target per update (0.005 is typical; 1 copies them)."
+            )
+
+    def mix(o, t):
+        if eqx.is_inexact_array(t):
+            return (tau * o + (1.0 - tau) * t).astype(t.dtype)
+        return t
+
+    return jax.tree.map(mix, online, target)

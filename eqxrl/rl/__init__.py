@@ -1,0 +1,22 @@
+"""RL mathematics that several algorithms share: critic targets and losses, actions and log-
+probabilities, the entropy temperature, on-policy advantages and losses, schedules.
+"""
+
+
+from .actors import LogScalar as LogScalar
+from .actors import policy_actions as policy_actions
+from .actors import sample_actions as sample_actions
+from .actors import temperature_loss as temperature_loss
+from .critics import CriticFn as CriticFn
+from .critics import critic_td_loss as critic_td_loss
+from .critics import discrete_q as discrete_q
+from .critics import ensemble_q as ensemble_q
+from .critics import greedy_actions as greedy_actions
+from .critics import q_ensemble as q_ensemble
+from .critics import smoothed_target_action as smoothed_target_action
+from .critics import td_target as td_target
+from .onpolicy import clipped_policy_loss as clipped_policy_loss
+from .onpolicy import gae as gae
+from .onpolicy import value_loss as value_loss
+from .schedules import AGENTS as AGENTS
+from .schedules import every as every

@@ -1,0 +1,32 @@
+"""The run harness: run settings, the command line, agents over seeds, grids, devices and
+processes, the run folder with its logs, checkpoints and summary, and loading a finished run.
+"""
+
+
+from .agents import Agents as Agents
+from .agents import tree_bytes as tree_bytes
+from .checkpoints import CheckpointError as CheckpointError
+from .cli import cli as cli
+from .cli import parse_flags as parse_flags
+from .config_io import flat_fields as flat_fields
+from .config_io import from_dict as from_dict
+from .config_io import identity as identity
+from .config_io import to_dict as to_dict
+from .grid import agents_for as agents_for
+from .grid import connect as connect
+from .grid import make_agents as make_agents
+from .harness import Run as Run
+from .harness import run_loop as run_loop
+from .load import LoadedRun as LoadedRun
+from .load import load_policy as load_policy
+from .load import load_run as load_run
+from .logging import Logger as Logger
+from .logging import read_metrics as read_metrics
+from .record import read_record as read_record
+from .record import resolve_resume as resolve_resume
+from .settings import OfflineRun as OfflineRun
+from .settings import OnlineRun as OnlineRun
+from .settings import OnPolicyRun as OnPolicyRun
+from .settings import RunConfig as RunConfig
+from .stop import StopFlag as StopFlag
+from .summary import print_summary as print_summary

@@ -1,0 +1,106 @@
+"""The command line of an algorithm file: flags in, summary out, exit code 130 on Ctrl-C.
+
+    if __name__ == "__main__":
+        eqxrl.cli(main, Config)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from eqxrl.core.checks import ConfigError, flag
+from eqxrl.run.config_io import flat_fields
+from eqxrl.run.record import resolve_resume
+from eqxrl.run.summary import print_summary
+
+
+def split_grid_flags(
+    config_class: type, argv: list[str]
+) -> tuple[list[str], tuple[tuple[str, tuple[float | int, ...]], ...]]:
+    """Take the grid out of the flags: a numeric hyperparameter given several values
+    (`--critic-lr 3e-4 1e-3`) becomes a grid entry, and its first value stays in the flags (so
+    tyro checks it as usual). A run setting given several values is an error."""
+    hints = typing.get_type_hints(config_class)
+    run_hints = typing.get_type_hints(hints["run"]) if "run" in hints else {}
+    out, grid, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        name = token[2:].replace("-", "_") if token.startswith("--") and "=" not in token else ""
+        values = []
+        j = i + 1
+        while j < len(argv) and not argv[j].startswith("--"):
+            values.append(argv[j])
+            j += 1
+        kind = hints.get(name) if name != "run" else None
+        if len(values) > 1 and kind in (int, float):
+            try:
+                parsed = tuple(kind(v) for v in values)
+            except ValueError:
+                raise ConfigError(  # noqa: B904 (a command-line error, not a traceback)
+                    f"{flag(name)} takes numbers, got {' '.join(values)}."
+                )
+            grid.append((name, parsed))
+            out += [token, values[0]]
+            i = j
+            continue
+        if len(values) > 1 and run_hints.get(name) in (int, float, str, bool):
+            raise ConfigError(
+                f"{flag(name)} is a run setting and takes one value, got "
+                f"{' '.join(values)}. Several values make a grid only for the algorithm's "
+                "numeric hyperparameters (several seeds: --num-seeds N or --seeds S1 S2 ...)."
+            )
+        out.append(token)
+        i += 1
+    return out, tuple(grid)
+
+
+def refuse(error: Exception) -> None:
+    """Print a setting's error as a command-line error and exit with code 2 (as tyro does)."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(config_class: type, args: list[str]) -> tuple[Any, list[str]]:
+    """`(config, flags without the grid's extra values)` from command-line flags."""
+    import tyro
+
+    try:
+        argv, grid = split_grid_flags(config_class, args)
+        config = tyro.cli(config_class, args=argv)
+    except ConfigError as err:  # a run setting's check (tyro reports the algorithm's own)
+        refuse(err)
+    if grid:
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
+    return config, argv
+
+
+def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None = None) -> None:
+    """Parse flags into `config_class`, run `main`, print the summary; exit 130 if interrupted.
+
+    A numeric hyperparameter given several values (`--critic-lr 3e-4 1e-3 --tau 0.005 0.01`)
+    trains the grid of every combination, each with every seed, as one program.
+
+    With `--resume`, the flags given on the command line (not their defaults) decide what the
+    user asked to change, so `--total-steps` equal to its default still extends a run.
+    """
+    config, argv = parse_flags(config_class, sys.argv[1:] if args is None else args)
+    if config.run.resume is not None:
+        grid = config.run.grid
+        names = {a.split("=")[0].removeprefix("--").replace("-", "_") for a in argv}
+        names |= {"grid"} if grid else set()
+        given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
+        config = resolve_resume(config, given)
+    try:
+        summary = main(config)
+    except ConfigError as err:  # refused before the run started: seeds, grid, devices
+        refuse(err)
+    if jax.process_index() == 0:  # in a multi-process run, process 0 speaks for all
+        print_summary(summary)
+    if summary["interrupted"]:
+        sys.exit(130)  # as a shell does for Ctrl-C, so `a && b` stops

@@ -1,0 +1,88 @@
+"""Configs as JSON: nested dataclasses to dicts and back, flat field names, and a run's identity
+(the config without the settings a resumed run may change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from eqxrl.core.checks import ConfigError
+from eqxrl.run.settings import VOLATILE_FIELDS
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-normal dict of a (nested) dataclass config; tuples become lists."""
+    def normal(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: normal(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [normal(v) for v in value]
+        return value
+
+    return normal(config)
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Rebuild a (nested) dataclass config from `to_dict`'s output; unknown keys are errors."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"{where} has fields {unknown} that {cls.__name__} does not know.")
+    kwargs = {}
+    for name, value in values.items():
+        kind = _dataclass_in(hints[name])
+        if kind is not None and isinstance(value, dict):
+            kwargs[name] = from_dict(kind, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _tuples(value)
+    return cls(**kwargs)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples they were (nested ones too, as in `grid`)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass inside a type hint such as `Annotated[OnlineRun, ...]`, if any."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def flat_fields(config: Any, prefix: str = "") -> dict[str, Any]:
+    """`{field: value}` of a nested config with nested names joined by dots (`run.seed`)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out |= flat_fields(value, f"{prefix}{f.name}.")
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The default of every (nested) field of a config class, as `flat_fields` names them."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            out |= {f"{f.name}.{k}": v for k, v in flat_fields(default).items()}
+        else:
+            out[f.name] = default
+    return out
+
+
+def identity(config: Any) -> dict[str, Any]:
+    """The config as a JSON dict without the settings a resumed run may change."""
+    values = to_dict(config)
+    run = values.get("run", {})
+    return values | {"run": {k: v for k, v in run.items() if k not in VOLATILE_FIELDS}}

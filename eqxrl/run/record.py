@@ -1,0 +1,129 @@
+"""What a run folder records about itself (`config.json`), and `--resume` resolved against it.
+
+`config.json` is `{"algorithm": "sac", "module": "eqxrl.algorithms.sac", "config": {...}}`: the
+algorithm's name, the module to import to use the run again, and its whole config (run
+settings under `"run"`). Folders written before the algorithms moved under the `eqxrl` name
+say `"algorithms.sac"`; they read as `eqxrl.algorithms.sac`.
+
+A run folder may come from anyone, so the module it names is imported only when it is one of
+`eqxrl.algorithms` (`trusted_module`); any other module has to be passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pkgutil
+from types import ModuleType
+from typing import Any
+
+from eqxrl.core.checks import flag
+from eqxrl.run.config_io import defaults, flat_fields, from_dict
+from eqxrl.run.settings import BUDGET_FIELDS, PLACEMENT_FIELDS
+
+
+def algorithm_name(algorithm: ModuleType) -> str:
+    """`sac` for `algorithms/sac.py`, also when it runs as `__main__`."""
+    path = getattr(algorithm, "__file__", None)
+    return os.path.splitext(os.path.basename(path))[0] if path else algorithm.__name__
+
+
+ALGORITHMS = "eqxrl.algorithms"
+"""The package of eqxrl's algorithm files (the top-level `algorithms/` folder, installed)."""
+OLD_ALGORITHMS = "algorithms"
+"""What `config.json` called that package before it was installed under the eqxrl name."""
+
+
+def _algorithm_files() -> tuple[list[str], set[str]]:
+    """The folders of `eqxrl.algorithms` and the module names in them (without importing it)."""
+    spec = importlib.util.find_spec(ALGORITHMS)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    return folders, {m.name for m in pkgutil.iter_modules(folders)}
+
+
+def module_name(algorithm: ModuleType) -> str:
+    """The importable name of an algorithm module: `eqxrl.algorithms.sac` for
+    `python algorithms/sac.py`, the file's stem for a script elsewhere."""
+    file = getattr(algorithm, "__file__", None)
+    if algorithm.__name__ != "__main__" or not file:
+        return algorithm.__name__
+    folder, stem = os.path.split(os.path.splitext(os.path.abspath(file))[0])
+    folders, _ = _algorithm_files()
+    if any(os.path.samefile(folder, f) for f in folders if os.path.isdir(f)):
+        return f"{ALGORITHMS}.{stem}"
+    return stem
+
+
+def trusted_module(name: str) -> str | None:
+    """The module to import for a recorded module `name`, if it is one of eqxrl's algorithm
+    files (`eqxrl.algorithms.sac`, or the older `algorithms.sac`); None for anything else."""
+    package, _, stem = name.rpartition(".")
+    if package not in (ALGORITHMS, OLD_ALGORITHMS) or not stem.isidentifier():
+        return None
+    return f"{ALGORITHMS}.{stem}" if stem in _algorithm_files()[1] else None
+
+
+def read_record(run_dir: str) -> dict[str, Any]:
+    """The `config.json` of a run folder: algorithm, module and config as saved."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{run_dir!r} is not a run folder: it has no config.json (cwd {os.getcwd()!r})."
+        )
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); the run folder is damaged.") from None
+    missing = [k for k in ("algorithm", "module", "config") if k not in record]
+    if not isinstance(record, dict) or missing:
+        raise ValueError(
+            f"{path} is not an eqxrl run record: it lacks {missing or 'its keys'} "
+            "(expected {\"algorithm\", \"module\", \"config\"})."
+        )
+    return record
+
+
+def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
+    """With `config.run.resume` set, the saved config of that run folder, with what may change.
+
+    `given` names the flat fields the user set (`run.total_steps`); by default the fields that
+    differ from the class defaults. A new budget extends the run; `progress` may change; any
+    other given field that differs from the saved run is refused. The result has `run_dir` set
+    to the folder (as given, so a moved or copied folder works) and keeps `resume`.
+    """
+    run = config.run
+    if run.resume is None or run.run_dir == run.resume:
+        return config  # a new run, or resolved already
+    saved = from_dict(type(config), read_record(run.resume)["config"], "config.json")
+    now, before = flat_fields(config), flat_fields(saved)
+    if given is None:
+        # Set by the user: differs from the algorithm's default, and (for run settings built
+        # as `OfflineRun(resume=...)`) from the run class's own default too.
+        default = defaults(type(config))
+        own = {f"run.{k}": v for k, v in flat_fields(type(run)()).items()}
+        given = {
+            k for k, v in now.items() if v != default.get(k) and (k not in own or v != own[k])
+        }
+    changes: dict[str, Any] = dict(run_dir=run.resume, resume=run.resume, progress=run.progress)
+    # Where the run goes on (devices, processes) is this invocation's, never the saved one's.
+    changes |= {name: getattr(run, name) for name in PLACEMENT_FIELDS}
+    for name in sorted(given):
+        field = name.removeprefix("run.")
+        if field in ("resume", "progress") or now[name] == before.get(name):
+            continue
+        if field in BUDGET_FIELDS or field in PLACEMENT_FIELDS:  # the state is resharded
+            changes[field] = now[name]
+        elif field == "run_dir" and os.path.abspath(now[name]) == os.path.abspath(run.resume):
+            continue
+        else:
+            raise ValueError(
+                f"--resume {run.resume}: {flag(field)} {now[name]!r} would change the run "
+                f"(it was trained with {before.get(name)!r}). With --resume only "
+                "--total-steps/--total-updates (to extend it), --progress and where it runs "
+                "(--devices, --num-processes, ...) may change; for "
+                "other settings start a new run with another --run-dir."
+            )
+    return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))
