@@ -34,8 +34,6 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped
 
 import eqxrl
 from eqxrl.core import layer_sizes, ordered, positive, within
-from eqxrl.loops import prepare_dataset
-from eqxrl.run import resolve_resume
 from eqxrl.vision import EncoderConfig, encoded
 
 
@@ -194,17 +192,17 @@ def act(
     return jnp.clip(action, -1.0, 1.0)
 
 
+def prepare(dataset: eqxrl.Dataset, config: Config) -> eqxrl.Dataset:
+    """The dataset BC trains on: its best `--top-fraction` of episodes (all of them at 1)."""
+    return dataset if config.top_fraction >= 1 else filter_top_episodes(dataset,
+                                                                        config.top_fraction)
+
+
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
-    """Train BC on the (optionally filtered) dataset and return the run's summary.
-
-    Filtering needs the episodes' returns on the host, so the dataset is loaded here (after
-    --resume has restored the run's settings, --top-fraction among them) and handed over.
-    """
-    config, dataset, reference = prepare_dataset(resolve_resume(config))
-    if config.top_fraction < 1:
-        dataset = filter_top_episodes(dataset, config.top_fraction)
-    return eqxrl.train_offline(config, sys.modules[__name__], dataset, reference)
+    """Train BC on the (optionally filtered) dataset and return the run's summary."""
+    hooks = eqxrl.OfflineHooks(prepare=prepare)
+    return eqxrl.train_offline(config, sys.modules[__name__], hooks)
 
 
 if __name__ == "__main__":

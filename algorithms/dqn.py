@@ -217,9 +217,17 @@ def act(
 
 
 # ---------------------------------------------------------------------------- main
+def explore(
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, env_step: Int[Array, ""]
+) -> Int[Array, " batch"]:
+    """The loops' action choice while training: ε-greedy with ε at `env_step`."""
+    return act(state, obs, key, env_step=env_step)
+
+
 def main(config: Config) -> dict:
     """Train DQN online and return the run's summary."""
-    return eqxrl.train_online(config, sys.modules[__name__])
+    hooks = eqxrl.OffPolicyHooks(explore=explore, sample_batch=sample_batch)
+    return eqxrl.train_online(config, sys.modules[__name__], hooks)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def act(
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
     """Train TD3+BC on the dataset and return the run's summary."""
-    return eqxrl.train_offline(config, sys.modules[__name__])
+    hooks = eqxrl.OfflineHooks(init=init)  # init computes the observation statistics
+    return eqxrl.train_offline(config, sys.modules[__name__], hooks)
 
 
 if __name__ == "__main__":

@@ -298,7 +298,8 @@ def learn_calls(utd: int, iters: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for algorithms
     import eqxrl
     from eqxrl.algorithms import drq
-    from eqxrl.loops import host as online
+    from eqxrl.data import make_buffer
+    from eqxrl.loops import host_steps as online
     from eqxrl.run.grid import make_agents
 
     run = eqxrl.OnlineRun(env_id="pixels:Pendulum-v1", batch_size=8, utd=utd, buffer_size=1000)
@@ -317,7 +318,7 @@ def learn_calls(utd: int, iters: int) -> None:
     for name, limit in (("written out", default), ("lax.scan", 0)):
         online.UNROLL_IMAGE_UPDATES = limit
         state_key, buffer = eqxrl.jit(lambda: agents.init(
-            lambda key, c: ((drq.init(key, spec, c), key), online.make_buffer(spec, 1000)),
+            lambda key, c: ((drq.init(key, spec, c), key), make_buffer(spec, 1000)),
             config))()
         fns = online.make_step_functions(spec, config, drq, state_key, buffer, agents)
         flat = (fns.sk.flatten(state_key), fns.buf.flatten(buffer))

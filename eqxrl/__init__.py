@@ -38,6 +38,9 @@ from .envs import make_eval_envs as make_eval_envs
 from .envs import make_jax_env as make_jax_env
 from .envs import normalized_score as normalized_score
 from .envs import spec_from_env as spec_from_env
+from .loops import OfflineHooks as OfflineHooks
+from .loops import OffPolicyHooks as OffPolicyHooks
+from .loops import check_algorithm as check_algorithm
 from .loops import train_compiled as train_compiled
 from .loops import train_offline as train_offline
 from .loops import train_on_policy as train_on_policy

@@ -114,12 +114,15 @@ def constant_critic(values, key=None):
 
 def whole_and_resumed(algorithm, make_config, tmp_path, part_steps, train=None):
     """Train `make_config(tmp_path, "whole")` uninterrupted, and `"part"` stopped after
-    `part_steps` then resumed to the same budget; return both runs loaded with their buffers."""
+    `part_steps` then resumed to the same budget; return both runs loaded with their buffers.
+    `train(config, algorithm)` defaults to the algorithm's `main` (which passes its hooks)."""
     import dataclasses
 
     import eqxrl
 
-    train = eqxrl.train_online if train is None else train
+    if train is None:
+        def train(config, algorithm):
+            return algorithm.main(config)
     train(make_config(tmp_path, "whole"), algorithm)
     train(make_config(tmp_path, "part", total_steps=part_steps), algorithm)
     config = make_config(tmp_path, "part")

@@ -239,7 +239,7 @@ def test_updates_follow_update_every_and_act_sees_env_steps(tmp_path, env_id, mo
 
     monkeypatch.setattr(dqn, "act", recording_act)
     config = small_run(tmp_path, "every", env_id=env_id, utd=2, update_every=4)
-    summary = eqxrl.train_online(config, dqn)
+    summary = dqn.main(config)
     assert summary["status"] == "done"
     state = eqxrl.load_run(str(tmp_path / "every")).state
     learning_steps = [s for s in range(100, 301) if s % 4 == 0]  # steps 100, 104, ..., 300
@@ -271,5 +271,5 @@ def test_dqn_reaches_475_on_cartpole(tmp_path):
     evaluations every 5k steps were 444, 430, 136, 58, 56, 218, 271, 500."""
     run = dataclasses.replace(dqn.Config().run, total_steps=40_000, eval_interval=5_000,
                               run_dir=str(tmp_path / "dqn"), progress=False, seed=0)
-    summary = eqxrl.train_online(dqn.Config(run=run), dqn)
+    summary = dqn.main(dqn.Config(run=run))
     assert summary["best_eval_return"] >= 475, summary

@@ -135,7 +135,8 @@ def test_drq_runs_on_rendered_frames_and_resumes_exactly(tmp_path):
 def test_pixel_updates_written_out_equal_the_scanned_ones(monkeypatch):
     """At --utd 2 the online loop's learn call runs a pixel agent's updates one after another
     (a scan of conv nets is 4-6x slower on XLA's CPU backend); same keys, same results."""
-    from eqxrl.loops import host as online
+    from eqxrl.data import make_buffer
+    from eqxrl.loops import host_steps as online
     from eqxrl.run.grid import make_agents
 
     config = dataclasses.replace(SMALL, run=dataclasses.replace(SMALL.run, utd=2,
@@ -143,7 +144,7 @@ def test_pixel_updates_written_out_equal_the_scanned_ones(monkeypatch):
     agents = make_agents(config.run, config.run.batch_size)
 
     def fresh(key, config):
-        return (drq.init(key, SPEC, config), key), online.make_buffer(SPEC, 16)
+        return (drq.init(key, SPEC, config), key), make_buffer(SPEC, 16)
 
     batch = pixel_batch(n=8)
     results = []

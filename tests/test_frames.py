@@ -223,7 +223,7 @@ def test_dqn_runs_on_atari_pong(tmp_path):
                           batch_size=8, buffer_size=300, update_every=4, log_interval=100,
                           eval_interval=300, eval_episodes=1, progress=False,
                           run_dir=str(tmp_path / "pong"))
-    summary = eqxrl.train_online(dqn.Config(run=run, hidden_dims=(32,), clip_rewards=True), dqn)
+    summary = dqn.main(dqn.Config(run=run, hidden_dims=(32,), clip_rewards=True))
     assert summary["status"] == "done"
     metrics = eqxrl.run.read_metrics(str(tmp_path / "pong" / "train.csv"))
     assert np.all(np.isfinite(metrics["q/loss"]))

@@ -91,3 +91,18 @@ def test_the_wheel_holds_only_eqxrl(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"eqxrl", next(t for t in tops if t.endswith(".dist-info"))}, tops
     assert "eqxrl/algorithms/sac.py" in names and "eqxrl/algorithms/__init__.py" in names
+
+
+def test_an_incomplete_algorithm_is_refused_with_every_missing_name():
+    import types
+
+    import eqxrl
+    from eqxrl.algorithms import ppo, sac
+
+    module = types.ModuleType("half_done")
+    module.init, module.update, module.act = sac.init, sac.update, 3
+    with pytest.raises(TypeError, match=r"lacks \['Config', 'State'\]; \['act'\] are not fun"):
+        eqxrl.train_online(sac.Config(), module)
+    with pytest.raises(TypeError, match=r"not an OnPolicyAlgorithm: it lacks \['explore'\]"):
+        eqxrl.train_on_policy(ppo.Config(), sac)
+    eqxrl.check_algorithm(ppo, eqxrl.loops.OnPolicyAlgorithm)  # complete: no error

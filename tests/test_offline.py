@@ -76,6 +76,7 @@ def interrupting(algorithm):
     first evaluation): a public seam, since the loop calls `act` there and nowhere else."""
     module = types.ModuleType(algorithm.__name__.split(".")[-1])
     module.init, module.update, module.Config = algorithm.init, algorithm.update, algorithm.Config
+    module.State = algorithm.State
     sent = []
 
     def act(state, obs, key, deterministic=False):
@@ -108,7 +109,7 @@ def test_dataset_that_does_not_fit_the_env_is_named(tmp_path):
     wide = Dataset(dataclasses.replace(data.data, action=jnp.zeros((50, 2))))
     config = iql_config(tmp_path, "bad", "", env_id="Pendulum-v1")
     with pytest.raises(ValueError, match=r"dataset.action has shape \(50, 2\), expected \(50, 1\)"):
-        eqxrl.train_offline(config, iql, wide, REFERENCE)
+        eqxrl.train_offline(config, iql, dataset=wide, reference=REFERENCE)
     assert not os.path.exists(tmp_path / "bad")
 
 

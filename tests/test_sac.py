@@ -287,6 +287,7 @@ def test_nan_check_names_the_metric_and_step(tmp_path):
 
     algorithm = types.ModuleType("poisoned")  # SAC with a poisoned update
     algorithm.init, algorithm.update, algorithm.act = sac.init, poisoned, sac.act
+    algorithm.Config, algorithm.State = sac.Config, sac.State
     config = tiny(tmp_path, nan_check=True)
     with pytest.raises(FloatingPointError, match=r"Non-finite \['critic/loss'\] at step 100"):
         eqxrl.train_online(config, algorithm)

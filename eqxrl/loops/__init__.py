@@ -4,7 +4,14 @@ compiled from the env id.
 
 
 from .compiled import train_compiled as train_compiled
-from .host import train_online as train_online
+from .contract import Algorithm as Algorithm
+from .contract import OfflineAlgorithm as OfflineAlgorithm
+from .contract import OfflineHooks as OfflineHooks
+from .contract import OffPolicyAlgorithm as OffPolicyAlgorithm
+from .contract import OffPolicyHooks as OffPolicyHooks
+from .contract import OnPolicyAlgorithm as OnPolicyAlgorithm
+from .contract import check_algorithm as check_algorithm
 from .offline import prepare_dataset as prepare_dataset
 from .offline import train_offline as train_offline
+from .online import train_online as train_online
 from .onpolicy import train_on_policy as train_on_policy

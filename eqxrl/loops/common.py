@@ -4,7 +4,6 @@ and the algorithm's optional hooks (its batch sampler and its exploring `act`).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from eqxrl.core.spec import EnvSpec
 from eqxrl.data.replay import ReplayBuffer
 from eqxrl.data.saved import make_buffer
+from eqxrl.loops.contract import OffPolicyHooks
 
 
 def random_action(spec: EnvSpec, key: jax.Array) -> jax.Array:
@@ -39,29 +39,28 @@ def fresh_copy(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
 
 
-def batch_sampler(algorithm: ModuleType, config: Any) -> Callable[[ReplayBuffer, jax.Array], Any]:
-    """`sample(buffer, key)`: one batch of `config.run.batch_size` for `algorithm.update`, drawn
-    by the algorithm's `sample_batch(buffer, key, batch_size, config)` if it has one, else by
+def batch_sampler(hooks: OffPolicyHooks, config: Any) -> Callable[[ReplayBuffer, jax.Array], Any]:
+    """`sample(buffer, key)`: one batch of `config.run.batch_size` for the algorithm's `update`,
+    drawn by `hooks.sample_batch(buffer, key, batch_size, config)` if given, else by
     `buffer.sample`."""
-    batch_size = config.run.batch_size
-    custom = getattr(algorithm, "sample_batch", None)
+    batch_size, custom = config.run.batch_size, hooks.sample_batch
     if custom is None:
         return lambda buffer, key: buffer.sample(key, batch_size)
     return lambda buffer, key: custom(buffer, key, batch_size, config)
 
 
-def batch_like(algorithm: ModuleType, config: Any, spec: EnvSpec) -> Any:
-    """The shapes and dtypes of one batch that the loops give `algorithm.update`."""
-    sample = batch_sampler(algorithm, config)
+def batch_like(hooks: OffPolicyHooks, config: Any, spec: EnvSpec) -> Any:
+    """The shapes and dtypes of one batch that the loops give the algorithm's `update`."""
+    sample = batch_sampler(hooks, config)
     capacity = config.run.batch_size
     return jax.eval_shape(
         lambda key: sample(make_buffer(spec, capacity), key), jax.random.key(0))
 
 
-def explorer(algorithm: ModuleType) -> Callable[..., Any]:
-    """`explore(state, obs, key, env_step)`: the loops' call of `algorithm.act`, which is given
-    `env_step` (the env steps taken so far, an int32 array) when it has that parameter."""
+def explorer(algorithm: ModuleType, hooks: OffPolicyHooks) -> Callable[..., Any]:
+    """`explore(state, obs, key, env_step)`: the loops' action choice while training:
+    `hooks.explore` if given (it sees the env steps taken so far), else `algorithm.act`."""
+    if hooks.explore is not None:
+        return hooks.explore
     act = algorithm.act
-    if "env_step" in inspect.signature(act).parameters:
-        return lambda state, obs, key, env_step: act(state, obs, key, env_step=env_step)
     return lambda state, obs, key, env_step: act(state, obs, key)

@@ -26,20 +26,23 @@ from eqxrl.data.replay import ReplayBuffer
 from eqxrl.data.saved import filled_rows, filled_rows_like, from_filled_rows
 from eqxrl.envs.native import is_jax_env_id, make_evaluator, make_jax_env
 from eqxrl.loops.common import batch_like, batch_sampler, explorer, fresh_copy, random_action
+from eqxrl.loops.contract import OffPolicyAlgorithm, OffPolicyHooks, check_algorithm
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.grid import agents_for, connect
 from eqxrl.run.harness import Run, run_loop
 from eqxrl.run.record import resolve_resume
 
 
-def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
+def train_compiled(config: Any, algorithm: ModuleType,
+                   hooks: OffPolicyHooks = OffPolicyHooks()) -> dict[str, Any]:  # noqa: B008
     """Train an off-policy `algorithm` on a JAX-native env, compiled; return the summary.
 
     `config.run` is an `OnlineRun` whose `env_id` is `gymnax:<id>` or `brax:<name>`; every
-    other setting means what it means in `eqxrl.train_online`, and `--resume` continues the
-    run exactly (on CPU).
+    other setting, and `hooks`, mean what they mean in `eqxrl.train_online`, and `--resume`
+    continues the run exactly (on CPU).
     """
     config = resolve_resume(config)
+    check_algorithm(algorithm, OffPolicyAlgorithm)
     settings = config.run
     if not is_jax_env_id(settings.env_id):
         raise ValueError(
@@ -52,7 +55,7 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
     spec = env.spec
     example = spec.example_transition()
     agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
-                        batch_like(algorithm, config, spec))
+                        batch_like(hooks, config, spec))
     run = Run(config, algorithm, "step", agents, {"episodes_done": 0},
               evaluator=make_evaluator(env, algorithm.act, settings.eval_episodes))
     config = run.config
@@ -89,7 +92,7 @@ def train_compiled(config: Any, algorithm: ModuleType) -> dict[str, Any]:
         carry = jit(lambda: place(agents.init(fresh, config)))()
 
     utd, start_steps, every = settings.utd, settings.start_steps, settings.update_every
-    sample_one, explore = batch_sampler(algorithm, config), explorer(algorithm)
+    sample_one, explore = batch_sampler(hooks, config), explorer(algorithm, hooks)
 
     def sample(buffer, key):
         return jax.vmap(lambda k: agents.split_batch(sample_one(buffer, k)))(

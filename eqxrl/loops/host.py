@@ -32,46 +32,26 @@ import numpy as np
 from eqxrl.core.jit import jit
 from eqxrl.core.seeds import derived_seed
 from eqxrl.data.saved import buffer_from_saved, buffer_saved, buffer_saved_like, make_buffer
-from eqxrl.envs.gym import make_env, spec_from_env
-from eqxrl.envs.gym import make_env as default_make_env
-from eqxrl.envs.native import is_jax_env_id
+from eqxrl.envs.gym import spec_from_env
 from eqxrl.loops.common import batch_like, fresh_copy, random_action, stack_rows
+from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.grid import agents_for, connect
 from eqxrl.run.harness import Run, run_loop
-from eqxrl.run.record import resolve_resume
 
 
-def train_online(
-    config: Any, algorithm: ModuleType, *, make_env: Callable[[str], Any] = make_env
-) -> dict[str, Any]:
-    """Train `algorithm` (a module with `init`, `update`, `act`) online; return the summary.
-
-    `config.run` is an `OnlineRun`. With `config.run.resume`, the run continues from the
-    newest checkpoint of that folder; on CPU the result equals an uninterrupted run (the
-    unfinished episode is replayed from its seed). `make_env(env_id)` builds the training env
-    (for example to add a wrapper); evaluation envs are always `eqxrl.make_env`'s. Several
-    seeds or a grid (`config.run.num_seeds`, `seeds`, `grid`) train one agent each, with one
-    env per agent, as one vmapped program (`eqxrl.run.agents`). A JAX-native `env_id`
-    (`gymnax:Pendulum-v1`, `brax:ant`) is trained by the compiled loop, `eqxrl.train_compiled`.
-    """
-    config = resolve_resume(config)
+def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
+               make_env: Callable[[str], Any]) -> dict[str, Any]:
+    """Train an off-policy `algorithm` on gymnasium envs stepped on the host; return the
+    summary. `eqxrl.train_online` (`eqxrl.loops.online`) says what each argument means."""
     settings = config.run
-    if is_jax_env_id(settings.env_id):  # gymnax:..., brax:...: the whole loop is compiled
-        if make_env is not default_make_env:
-            raise ValueError(
-                f"--env-id {settings.env_id} is a JAX-native env, trained by the compiled loop; "
-                "make_env builds host (gymnasium) envs and cannot be used with it.")
-        from eqxrl.loops.compiled import train_compiled
-
-        return train_compiled(config, algorithm)
     connect(settings)
     envs = [make_env(settings.env_id)]
     try:
         spec = spec_from_env(envs[0])
         agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
-                            batch_like(algorithm, config, spec))
+                            batch_like(hooks, config, spec))
         run = Run(config, algorithm, "step", agents,
                   {"episode": 0, "episode_actions": [], "episodes_done": 0,
                    "episode_returns": []})
@@ -125,7 +105,7 @@ def train_online(
             obs = [env.reset(seed=derived_seed(agents.seeds[i], 0))[0]
                    for env, i in zip(envs, mine, strict=True)]
         random_step, train_step, _, _, sk, buf = make_step_functions(
-            spec, config, algorithm, state_key, buffer, agents
+            spec, config, algorithm, state_key, buffer, agents, hooks
         )
         flat = (sk.flatten(state_key), buf.flatten(buffer))  # donated from here on
         del state_key, buffer

@@ -16,6 +16,7 @@ from eqxrl.core.jit import merge, split
 from eqxrl.core.spec import EnvSpec
 from eqxrl.core.types import Transition
 from eqxrl.loops.common import batch_sampler, explorer, random_action
+from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.run.agents import Agents
 from eqxrl.vision.obs_encoder import has_images
 
@@ -50,7 +51,8 @@ class StepFunctions(NamedTuple):
 
 
 def make_step_functions(
-    spec: EnvSpec, config: Any, algorithm: ModuleType, state_key: Any, buffer: Any, agents: Agents
+    spec: EnvSpec, config: Any, algorithm: ModuleType, state_key: Any, buffer: Any, agents: Agents,
+    hooks: OffPolicyHooks = OffPolicyHooks(),  # noqa: B008 (a frozen record)
 ):
     """The loop's compiled calls on flat `(state-and-key arrays, buffer arrays)` carries.
 
@@ -68,7 +70,7 @@ def make_step_functions(
     # Pixel updates are written out one after another (compile time grows with utd, so up to
     # UNROLL_IMAGE_UPDATES of them); vector ones run in a scan.
     unrolled = utd == 1 or (has_images(spec) and utd <= UNROLL_IMAGE_UPDATES)
-    sample, explore = batch_sampler(algorithm, config), explorer(algorithm)
+    sample, explore = batch_sampler(hooks, config), explorer(algorithm, hooks)
 
     def store_in(buffer_arrays: list, transition: tuple) -> list:
         return buf.flatten(buf.rebuild(buffer_arrays).add(Transition(*transition)))

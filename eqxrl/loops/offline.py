@@ -9,7 +9,6 @@ vmapped in each call.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +22,7 @@ from eqxrl.core.jit import jit
 from eqxrl.data.dataset import Dataset
 from eqxrl.envs.gym import make_env, spec_from_env
 from eqxrl.loops.common import fresh_copy
+from eqxrl.loops.contract import OfflineAlgorithm, OfflineHooks, check_algorithm
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.grid import agents_for, connect
 from eqxrl.run.harness import Run, run_loop
@@ -63,6 +63,8 @@ def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | No
 def train_offline(
     config: Any,
     algorithm: ModuleType,
+    hooks: OfflineHooks = OfflineHooks(),  # noqa: B008 (a frozen record)
+    *,
     dataset: Dataset | None = None,
     reference: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
@@ -70,14 +72,18 @@ def train_offline(
 
     `config.run` is an `OfflineRun`. Without `dataset` the loop reads `config.run.dataset`
     (with its preset, env id and reference returns); a `Dataset` given here is used as it is,
-    with `reference` = (random return, expert return) for normalised scores. An algorithm whose
-    `init` takes a `dataset` keyword gets the dataset (for example for observation statistics).
-    Run folder, logging, checkpoints and exact resume are as in `train_online`.
+    with `reference` = (random return, expert return) for normalised scores. `hooks`
+    (`eqxrl.OfflineHooks`) may prepare the dataset once more (BC's filter) and give `init` the
+    data (TD3+BC's observation statistics). Run folder, logging, checkpoints and exact resume
+    are as in `train_online`.
     """
     config = resolve_resume(config)
+    check_algorithm(algorithm, OfflineAlgorithm)
     connect(config.run)  # before any JAX work, in a multi-process run
     if dataset is None:
         config, dataset, reference = prepare_dataset(config)
+    if hooks.prepare is not None:
+        dataset = hooks.prepare(dataset, config)
     settings = config.run
     env = make_env(settings.env_id)
     spec = spec_from_env(env)
@@ -88,14 +94,15 @@ def train_offline(
     spec.check_batch(dataset.data if lazy is None else jax.tree.map(
         jnp.asarray, lazy.fetch(jax.device_get(dataset[:1]))), name="dataset")
     datasets.check_unit_actions(dataset, f"--dataset {settings.dataset or 'given'}")
-    wants_data = "dataset" in inspect.signature(algorithm.init).parameters
-    if lazy is not None and wants_data:
+    if lazy is not None and hooks.init is not None:
         raise ValueError(
             f"{algorithm.__name__}'s init reads the whole dataset (for statistics), so it cannot "
             "run with --lazy-images; load the dataset into memory (drop --lazy-images).")
 
     def init_state(key, config, data=dataset):
-        return algorithm.init(key, spec, config, **({"dataset": data} if wants_data else {}))
+        if hooks.init is None:
+            return algorithm.init(key, spec, config)
+        return hooks.init(key, spec, config, data)
 
     batch_like = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape[1:]), x.dtype), rows

@@ -34,6 +34,7 @@ from eqxrl.core.types import Rollout
 from eqxrl.envs.gym import make_env, spec_from_env
 from eqxrl.envs.native import is_jax_env_id, make_evaluator, make_jax_env
 from eqxrl.loops.common import fresh_copy
+from eqxrl.loops.contract import OnPolicyAlgorithm, check_algorithm
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.grid import agents_for, connect
 from eqxrl.run.harness import Run, run_loop
@@ -60,6 +61,7 @@ def train_on_policy(config: Any, algorithm: ModuleType) -> dict[str, Any]:
     vmapped program; `--resume` continues a run from its newest checkpoint.
     """
     config = resolve_resume(config)
+    check_algorithm(algorithm, OnPolicyAlgorithm)
     settings = config.run
     if is_jax_env_id(settings.env_id):
         env = make_jax_env(settings.env_id)

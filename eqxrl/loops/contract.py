@@ -1,0 +1,95 @@
+"""The contract between an algorithm module and the loops, as types: what a module must define
+(`typing.Protocol`s, checked once when a run starts) and the optional hooks a `main` passes.
+
+Every algorithm module defines `Config`, `State`, `init`, `update` and `act`; an on-policy one
+also `explore`. A loop never looks for anything else in the module: what changes how a loop
+runs (DQN's ε schedule on env steps, its n-step batches, TD3+BC's dataset statistics, BC's
+filtered dataset) is passed explicitly, as a hooks record, by the algorithm's `main`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Protocol
+
+from eqxrl.core.types import Metrics
+
+
+class Algorithm(Protocol):
+    """What every loop calls: an algorithm module (see README, "Writing an algorithm")."""
+
+    Config: type
+    State: type
+
+    def init(self, key: Any, spec: Any, config: Any) -> Any: ...
+
+    def update(self, state: Any, batch: Any, key: Any, config: Any) -> tuple[Any, Metrics]: ...
+
+    def act(self, state: Any, obs: Any, key: Any, deterministic: bool = False) -> Any: ...
+
+
+class OffPolicyAlgorithm(Algorithm, Protocol):
+    """An algorithm trained from a replay buffer (`train_online`, `train_compiled`)."""
+
+
+class OfflineAlgorithm(Algorithm, Protocol):
+    """An algorithm trained on a fixed dataset (`train_offline`)."""
+
+
+class OnPolicyAlgorithm(Algorithm, Protocol):
+    """An algorithm trained on rollouts (`train_on_policy`): `explore(state, obs, key) ->
+    (action, aux)` samples the actions and returns what `update` needs of them (`aux`)."""
+
+    def explore(self, state: Any, obs: Any, key: Any) -> tuple[Any, dict[str, Any]]: ...
+
+
+def _members(protocol: type) -> list[str]:
+    names: dict[str, None] = {}
+    for cls in reversed(protocol.__mro__):
+        if cls is object or cls is Protocol or not getattr(cls, "_is_protocol", False):
+            continue
+        for name in [*getattr(cls, "__annotations__", {}), *vars(cls)]:
+            if not name.startswith("_"):
+                names[name] = None
+    return list(names)
+
+
+def check_algorithm(algorithm: ModuleType, protocol: type = Algorithm) -> None:
+    """Refuse a module that lacks a name of `protocol`, with one error that lists them all."""
+    missing = [name for name in _members(protocol) if not hasattr(algorithm, name)]
+    uncallable = [name for name in _members(protocol) if name not in ("Config", "State")
+                  and hasattr(algorithm, name) and not callable(getattr(algorithm, name))]
+    if missing or uncallable:
+        raise TypeError(
+            f"{getattr(algorithm, '__name__', algorithm)!r} is not an {protocol.__name__}: "
+            + (f"it lacks {missing}" if missing else "")
+            + ("; " if missing and uncallable else "")
+            + (f"{uncallable} are not functions" if uncallable else "")
+            + f". It must define {_members(protocol)} (README: Writing an algorithm).")
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicyHooks:
+    """What an off-policy algorithm may change in `train_online` / `train_compiled`."""
+
+    explore: Callable[[Any, Any, Any, Any], Any] | None = None
+    """`explore(state, obs, key, env_step) -> action`: the loops' action choice while training,
+    given the env steps taken so far (an int32 array; DQN's ε follows env steps, not updates).
+    None: `act(state, obs, key)`"""
+    sample_batch: Callable[[Any, Any, int, Any], Any] | None = None
+    """`sample_batch(buffer, key, batch_size, config) -> batch` instead of `buffer.sample`
+    (DQN draws n-step windows with `ReplayBuffer.sample_n_step`)"""
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineHooks:
+    """What an offline algorithm may change in `train_offline`."""
+
+    init: Callable[[Any, Any, Any, Any], Any] | None = None
+    """`init(key, spec, config, dataset) -> State`, given the training data (TD3+BC computes
+    its observation statistics there); the whole dataset is read, so not with --lazy-images"""
+    prepare: Callable[[Any, Any], Any] | None = None
+    """`prepare(dataset, config) -> dataset`, applied once after loading and preprocessing
+    (BC keeps its best episodes); a resumed run prepares its dataset again the same way"""
