@@ -46,7 +46,7 @@ class Config:
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the policy (after the image encoder for pixels)"""
     vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig()
-    lr: float = 3e-4
+    lr: eqxrl.Swept[float] = 3e-4
     """policy learning rate"""
     policy: Literal["gaussian", "tanh_gaussian"] = "gaussian"
     """policy distribution for continuous actions: a Gaussian (clipped to [-1, 1] when acting)
@@ -133,8 +133,11 @@ def cross_entropy_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build the policy for `spec`: categorical for discrete actions, else Gaussian."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     k_encoder, k_head = jax.random.split(key)
     if spec.discrete:
         continuous_only = {"policy": (config.policy, "gaussian"),
@@ -160,7 +163,7 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
                 log_std_max=config.log_std_max, key=k_head,
             )
     actor = encoded(spec, head, key=k_encoder, **config.vision.options())
-    actor = eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.lr)
+    actor = eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.lr)
     return State(actor=actor, spec=spec)
 
 

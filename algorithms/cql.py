@@ -41,21 +41,21 @@ class Config(sac.Config):
     CQL's defaults) plus the regulariser's."""
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
-    actor_lr: float = 1e-4
+    actor_lr: eqxrl.Swept[float] = 1e-4
     """actor learning rate"""
     backup_entropy: bool = False
     """subtract the entropy term in the critic target (CQL's code uses a deterministic backup)"""
-    cql_alpha: float = 5.0
+    cql_alpha: eqxrl.Swept[float] = 5.0
     """weight α of the CQL regulariser (multiplied by the learned α' with --cql-lagrange)"""
     num_sampled_actions: int = 10
     """actions drawn from each of uniform, π(·|s) and π(·|s') per state for the logsumexp"""
-    cql_temperature: float = 1.0
+    cql_temperature: eqxrl.Swept[float] = 1.0
     """temperature T of the logsumexp over sampled actions"""
     cql_lagrange: bool = False
     """learn α' by dual gradient descent so the CQL gap tracks --cql-target-gap"""
-    cql_target_gap: float = 5.0
+    cql_target_gap: eqxrl.Swept[float] = 5.0
     """target value of the CQL gap (logsumexp Q − data Q) with --cql-lagrange"""
-    cql_lagrange_lr: float = 3e-4
+    cql_lagrange_lr: eqxrl.Swept[float] = 3e-4
     """learning rate of log α' with --cql-lagrange"""
 
     def __post_init__(self):
@@ -132,18 +132,21 @@ def multiplier_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """SAC's networks and temperature for `spec`, and CQL's multiplier α'."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("CQL")
     multiplier = eqxrl.LogScalar.create(1.0)
     return State(
-        sac=sac.init(key, spec, config),
+        sac=sac.init(key, spec, config, hyper),
         cql_multiplier=eqxrl.TrainState.create(
-            multiplier, eqxrl.ADAM, learning_rate=config.cql_lagrange_lr
+            multiplier, eqxrl.ADAM, learning_rate=hyper.cql_lagrange_lr
         ),
-        cql_alpha=jnp.float32(config.cql_alpha),
-        cql_temperature=jnp.float32(config.cql_temperature),
-        cql_target_gap=jnp.float32(config.cql_target_gap if config.cql_lagrange else 0.0),
+        cql_alpha=hyper.cql_alpha,
+        cql_temperature=hyper.cql_temperature,
+        cql_target_gap=jnp.float32(hyper.cql_target_gap if config.cql_lagrange else 0.0),
     )
 
 

@@ -37,13 +37,13 @@ class Config:
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the Q-network (after the image encoder for pixels)"""
     vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig()
-    lr: float = 6e-5
+    lr: eqxrl.Swept[float] = 6e-5
     """Q-network learning rate"""
-    discount: float = 0.95
+    discount: eqxrl.Swept[float] = 0.95
     """discount factor γ"""
-    tau: float = 0.002
+    tau: eqxrl.Swept[float] = 0.002
     """polyak rate of the target network"""
-    cql_alpha: float = 0.5
+    cql_alpha: eqxrl.Swept[float] = 0.5
     """weight α of the conservative term logsumexp Q(s, ·) − Q(s, a)"""
 
     def __post_init__(self):
@@ -89,8 +89,11 @@ def q_target(state: State, batch: eqxrl.Transition) -> Float[Array, " batch"]:
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build the Q-network and its target for `spec` (discrete actions only)."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     if not spec.discrete:
         raise ValueError(
             f"Discrete CQL needs a discrete action space, but the env has continuous actions of "
@@ -100,11 +103,11 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
                                                           config.hidden_dims, key=k_head),
                 key=k_encoder, **config.vision.options())
     return State(
-        q=eqxrl.TrainState.create(q, eqxrl.ADAM, learning_rate=config.lr),
+        q=eqxrl.TrainState.create(q, eqxrl.ADAM, learning_rate=hyper.lr),
         target_q=q,
-        discount=jnp.float32(config.discount),
-        tau=jnp.float32(config.tau),
-        cql_alpha=jnp.float32(config.cql_alpha),
+        discount=hyper.discount,
+        tau=hyper.tau,
+        cql_alpha=hyper.cql_alpha,
         spec=spec,
     )
 

@@ -57,11 +57,11 @@ class Config:
     """hidden layer sizes of the Q-network (after the image encoder for pixels)"""
     vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig("atari")
     """the image encoder (atari: the Nature-DQN torso with its 512 features)"""
-    learning_rate: float = 5e-4
+    learning_rate: eqxrl.Swept[float] = 5e-4
     """Adam learning rate"""
     max_grad_norm: float = 10.0
     """global gradient-norm clip"""
-    discount: float = 0.99
+    discount: eqxrl.Swept[float] = 0.99
     """discount factor γ"""
     n_step: int = 3
     """steps of reward in a target (1: one-step DQN); windows stop at episode ends"""
@@ -73,13 +73,13 @@ class Config:
     """where the Huber loss turns linear"""
     target_update_interval: int = 500
     """updates between target-network updates"""
-    tau: float = 1.0
+    tau: eqxrl.Swept[float] = 1.0
     """fraction of the online weights mixed into the target at each target update (1: copy)"""
-    epsilon_start: float = 1.0
+    epsilon_start: eqxrl.Swept[float] = 1.0
     """ε of ε-greedy exploration at env step 0"""
-    epsilon_end: float = 0.02
+    epsilon_end: eqxrl.Swept[float] = 0.02
     """ε after the decay"""
-    epsilon_decay_steps: int = 20_000
+    epsilon_decay_steps: eqxrl.Swept[int] = 20_000
     """env steps over which ε falls linearly from epsilon_start to epsilon_end"""
     clip_rewards: bool = False
     """learn from the sign of each reward (Atari's usual setting; logged returns stay raw)"""
@@ -147,22 +147,25 @@ def q_target(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build the Q-network and its target for `spec` (discrete actions only)."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     if not spec.discrete:
         raise ValueError(
             f"DQN needs a discrete action space, but the env has continuous actions of shape "
             f"{spec.action_shape}; use algorithms/sac.py or td3.py for continuous control.")
     q = q_network(spec, config, key=key)
     return State(
-        q=eqxrl.TrainState.create(q, OPTIMISER, learning_rate=config.learning_rate,
+        q=eqxrl.TrainState.create(q, OPTIMISER, learning_rate=hyper.learning_rate,
                                   max_grad_norm=config.max_grad_norm),
         target_q=q,
-        discount=jnp.float32(config.discount),
-        tau=jnp.float32(config.tau),
-        epsilon_start=jnp.float32(config.epsilon_start),
-        epsilon_end=jnp.float32(config.epsilon_end),
-        epsilon_decay_steps=jnp.float32(config.epsilon_decay_steps),
+        discount=hyper.discount,
+        tau=hyper.tau,
+        epsilon_start=hyper.epsilon_start,
+        epsilon_end=hyper.epsilon_end,
+        epsilon_decay_steps=jnp.float32(hyper.epsilon_decay_steps),
         spec=spec,
     )
 

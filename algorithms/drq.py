@@ -45,21 +45,21 @@ class Config(sac.Config):
         buffer_size=100_000, eval_interval=5_000)
     hidden_dims: tuple[int, ...] = (1024, 1024)
     """hidden layer sizes of the actor and critic heads (after the trunk)"""
-    actor_lr: float = 1e-3
+    actor_lr: eqxrl.Swept[float] = 1e-3
     """actor learning rate"""
-    critic_lr: float = 1e-3
+    critic_lr: eqxrl.Swept[float] = 1e-3
     """critic (encoder and heads) learning rate"""
-    temperature_lr: float = 1e-3
+    temperature_lr: eqxrl.Swept[float] = 1e-3
     """temperature learning rate"""
-    tau: float = 0.01
+    tau: eqxrl.Swept[float] = 0.01
     """polyak rate of the target critic heads"""
-    init_temperature: float = 0.1
+    init_temperature: eqxrl.Swept[float] = 0.1
     """initial entropy temperature α"""
     vision: Annotated[EncoderConfig, tyro.conf.arg(name="")] = EncoderConfig()
     """the image encoder, shared by the critics"""
     feature_dim: int = 50
     """size of the trunk's output (linear → LayerNorm → tanh) in front of actor and critics"""
-    encoder_tau: float = 0.05
+    encoder_tau: eqxrl.Swept[float] = 0.05
     """polyak rate of the target critic's encoder and trunk"""
     shift_padding: int = 4
     """random shift: pad by this many pixels (edges replicated), crop back at random"""
@@ -135,8 +135,11 @@ def encode(critic: Critic, obs: eqxrl.Obs) -> Float[Array, "batch features"]:
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build the encoder, critics, targets, actor and temperature for `spec`."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("DrQ")
     if not eqxrl.vision.has_images(spec):
         raise ValueError(
@@ -157,15 +160,15 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
                              log_std_min=config.log_std_min, log_std_max=config.log_std_max,
                              key=k_actor))
     return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
         target_critic=critic,
-        temperature=eqxrl.TrainState.create(eqxrl.LogScalar.create(config.init_temperature),
-                                            eqxrl.ADAM, learning_rate=config.temperature_lr),
-        discount=jnp.float32(config.discount),
-        tau=jnp.float32(config.tau),
-        encoder_tau=jnp.float32(config.encoder_tau),
-        target_entropy=jnp.float32(config.target_entropy_per_dim * spec.action_dim),
+        temperature=eqxrl.TrainState.create(eqxrl.LogScalar.create(hyper.init_temperature),
+                                            eqxrl.ADAM, learning_rate=hyper.temperature_lr),
+        discount=hyper.discount,
+        tau=hyper.tau,
+        encoder_tau=hyper.encoder_tau,
+        target_entropy=jnp.float32(hyper.target_entropy_per_dim * spec.action_dim),
         spec=spec,
     )
 

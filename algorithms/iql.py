@@ -39,21 +39,21 @@ class Config:
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun(preset="locomotion")
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor, critics and value network"""
-    actor_lr: float = 3e-4
+    actor_lr: eqxrl.Swept[float] = 3e-4
     """initial actor learning rate (cosine-decayed to 0 over --total-updates)"""
-    critic_lr: float = 3e-4
+    critic_lr: eqxrl.Swept[float] = 3e-4
     """critic learning rate"""
-    value_lr: float = 3e-4
+    value_lr: eqxrl.Swept[float] = 3e-4
     """value-network learning rate"""
-    discount: float = 0.99
+    discount: eqxrl.Swept[float] = 0.99
     """discount factor γ"""
-    tau: float = 0.005
+    tau: eqxrl.Swept[float] = 0.005
     """polyak rate of the target critics"""
-    expectile: float = 0.7
+    expectile: eqxrl.Swept[float] = 0.7
     """expectile τ of the value regression (0.5 is the mean; AntMaze uses 0.9)"""
-    temperature: float = 3.0
+    temperature: eqxrl.Swept[float] = 3.0
     """inverse temperature β of the advantage weights exp(β·(Q − V)) (AntMaze uses 10)"""
-    max_weight: float = 100.0
+    max_weight: eqxrl.Swept[float] = 100.0
     """upper clip of the advantage weights"""
     num_critics: int = 2
     """critics in the ensemble (their minimum is used)"""
@@ -142,8 +142,11 @@ def actor_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build actor, critics, target critics and value network for `spec`."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("IQL")
     k_actor, k_critic, k_value = jax.random.split(key, 3)
     actor = eqxrl.GaussianPolicy(
@@ -153,16 +156,16 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
     critic = eqxrl.q_ensemble(spec, config.hidden_dims, config.num_critics, key=k_critic)
     value = eqxrl.ValueFunction(spec.obs_dim, config.hidden_dims, key=k_value)
     return State(
-        actor=eqxrl.TrainState.create(actor, ADAM_COSINE, learning_rate=config.actor_lr,
+        actor=eqxrl.TrainState.create(actor, ADAM_COSINE, learning_rate=hyper.actor_lr,
                                       decay_steps=float(config.run.total_updates)),
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
         target_critic=critic,
-        value=eqxrl.TrainState.create(value, eqxrl.ADAM, learning_rate=config.value_lr),
-        discount=jnp.float32(config.discount),
-        tau=jnp.float32(config.tau),
-        expectile=jnp.float32(config.expectile),
-        temperature=jnp.float32(config.temperature),
-        max_weight=jnp.float32(config.max_weight),
+        value=eqxrl.TrainState.create(value, eqxrl.ADAM, learning_rate=hyper.value_lr),
+        discount=hyper.discount,
+        tau=hyper.tau,
+        expectile=hyper.expectile,
+        temperature=hyper.temperature,
+        max_weight=hyper.max_weight,
         spec=spec,
     )
 

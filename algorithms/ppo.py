@@ -46,28 +46,28 @@ class Config:
     run: Annotated[eqxrl.OnPolicyRun, tyro.conf.arg(name="")] = eqxrl.OnPolicyRun()
     hidden_dims: tuple[int, ...] = (64, 64)
     """hidden layer sizes of actor and critic"""
-    learning_rate: float = 2.5e-4
+    learning_rate: eqxrl.Swept[float] = 2.5e-4
     """Adam learning rate (at the start, when annealed)"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run's rollouts (a run extended with
     --resume --total-steps follows the schedule of its new budget from where it is)"""
-    discount: float = 0.99
+    discount: eqxrl.Swept[float] = 0.99
     """discount factor γ"""
-    gae_lambda: float = 0.95
+    gae_lambda: eqxrl.Swept[float] = 0.95
     """λ of generalised advantage estimation"""
     update_epochs: int = 4
     """passes over each rollout"""
     num_minibatches: int = 4
     """minibatches per pass (each num_envs × num_steps / num_minibatches transitions)"""
-    clip_coef: float = 0.2
+    clip_coef: eqxrl.Swept[float] = 0.2
     """ε of the clipped surrogate objective"""
     clip_vloss: bool = True
     """clip the value update around the rollout's values by ε (pessimistic max)"""
     norm_adv: bool = True
     """normalise advantages per minibatch"""
-    ent_coef: float = 0.01
+    ent_coef: eqxrl.Swept[float] = 0.01
     """entropy bonus coefficient"""
-    vf_coef: float = 0.5
+    vf_coef: eqxrl.Swept[float] = 0.5
     """value loss coefficient"""
     max_grad_norm: float = 0.5
     """global gradient-norm clip"""
@@ -155,8 +155,11 @@ def loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build actor, critic and their optimiser for `spec`."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     if not spec.discrete:
         spec.require_unit_box_actions("PPO")
     k_actor, k_critic = jax.random.split(key)
@@ -164,13 +167,13 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
         Actor(spec, config.hidden_dims, config.init_log_std, key=k_actor),
         eqxrl.ValueFunction(spec.obs_dim, config.hidden_dims, activation=jnp.tanh, key=k_critic),
     )
-    agent = eqxrl.TrainState.create(model, OPTIMISER, learning_rate=config.learning_rate,
+    agent = eqxrl.TrainState.create(model, OPTIMISER, learning_rate=hyper.learning_rate,
                                     max_grad_norm=config.max_grad_norm)
     return State(
-        agent=agent, learning_rate=jnp.float32(config.learning_rate),
-        discount=jnp.float32(config.discount), gae_lambda=jnp.float32(config.gae_lambda),
-        clip_coef=jnp.float32(config.clip_coef), ent_coef=jnp.float32(config.ent_coef),
-        vf_coef=jnp.float32(config.vf_coef), spec=spec,
+        agent=agent, learning_rate=hyper.learning_rate,
+        discount=hyper.discount, gae_lambda=hyper.gae_lambda,
+        clip_coef=hyper.clip_coef, ent_coef=hyper.ent_coef,
+        vf_coef=hyper.vf_coef, spec=spec,
     )
 
 

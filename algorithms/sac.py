@@ -35,15 +35,15 @@ class Config:
     run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
-    actor_lr: float = 3e-4
+    actor_lr: eqxrl.Swept[float] = 3e-4
     """actor learning rate"""
-    critic_lr: float = 3e-4
+    critic_lr: eqxrl.Swept[float] = 3e-4
     """critic learning rate"""
-    temperature_lr: float = 3e-4
+    temperature_lr: eqxrl.Swept[float] = 3e-4
     """temperature learning rate"""
-    discount: float = 0.99
+    discount: eqxrl.Swept[float] = 0.99
     """discount factor γ"""
-    tau: float = 0.005
+    tau: eqxrl.Swept[float] = 0.005
     """polyak rate of the target critics"""
     num_critics: int = 2
     """critics in the ensemble"""
@@ -55,9 +55,9 @@ class Config:
     """LayerNorm in the critics (DroQ)"""
     critic_dropout: float = 0.0
     """dropout rate in the critics, also applied to the targets (DroQ uses 0.01)"""
-    init_temperature: float = 1.0
+    init_temperature: eqxrl.Swept[float] = 1.0
     """initial entropy temperature α"""
-    target_entropy_per_dim: float = -1.0
+    target_entropy_per_dim: eqxrl.Swept[float] = -1.0
     """target entropy per action dimension: −1 gives the usual −action_dim; jaxrl_m used −0.5"""
     backup_entropy: bool = True
     """subtract α·log π(a'|s') in the critic target"""
@@ -117,8 +117,11 @@ def actor_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build actor, critics, targets and temperature for `spec`."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("SAC")
     k_actor, k_critic = jax.random.split(key)
     actor = eqxrl.GaussianPolicy(
@@ -129,17 +132,17 @@ def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
         spec, config.hidden_dims, config.num_critics, layer_norm=config.critic_layer_norm,
         dropout_rate=config.critic_dropout, key=k_critic,
     )
-    temperature = eqxrl.LogScalar.create(config.init_temperature)
+    temperature = eqxrl.LogScalar.create(hyper.init_temperature)
     return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
         target_critic=critic,
         temperature=eqxrl.TrainState.create(
-            temperature, eqxrl.ADAM, learning_rate=config.temperature_lr
+            temperature, eqxrl.ADAM, learning_rate=hyper.temperature_lr
         ),
-        discount=jnp.float32(config.discount),
-        tau=jnp.float32(config.tau),
-        target_entropy=jnp.float32(config.target_entropy_per_dim * spec.action_dim),
+        discount=hyper.discount,
+        tau=hyper.tau,
+        target_entropy=jnp.float32(hyper.target_entropy_per_dim * spec.action_dim),
         spec=spec,
     )
 

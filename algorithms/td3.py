@@ -36,21 +36,21 @@ class Config:
     run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun(start_steps=25_000)
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor and critics"""
-    actor_lr: float = 3e-4
+    actor_lr: eqxrl.Swept[float] = 3e-4
     """actor learning rate"""
-    critic_lr: float = 3e-4
+    critic_lr: eqxrl.Swept[float] = 3e-4
     """critic learning rate"""
-    discount: float = 0.99
+    discount: eqxrl.Swept[float] = 0.99
     """discount factor γ"""
-    tau: float = 0.005
+    tau: eqxrl.Swept[float] = 0.005
     """polyak rate of the target actor and critics"""
-    policy_noise: float = 0.2
+    policy_noise: eqxrl.Swept[float] = 0.2
     """std σ of the target-policy smoothing noise"""
-    noise_clip: float = 0.5
+    noise_clip: eqxrl.Swept[float] = 0.5
     """the smoothing noise is clipped to ±noise_clip"""
     policy_delay: int = 2
     """critic updates per actor (and target) update"""
-    exploration_noise: float = 0.1
+    exploration_noise: eqxrl.Swept[float] = 0.1
     """std of the Gaussian noise `act` adds to μ(s) while training"""
 
     def __post_init__(self):
@@ -90,25 +90,28 @@ def actor_loss(
 
 
 # ---------------------------------------------------------------------------- init / update / act
-def init(key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config) -> State:
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
     """Build actor, twin critics and their targets for `spec`."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("TD3")
     k_actor, k_critic = jax.random.split(key)
     actor = eqxrl.DeterministicPolicy(spec.obs_dim, spec.action_dim, config.hidden_dims,
                                       key=k_actor)
     critic = eqxrl.q_ensemble(spec, config.hidden_dims, key=k_critic)
     return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=config.actor_lr),
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr),
         target_actor=actor,
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=config.critic_lr),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
         target_critic=critic,
         actor_info={k: jnp.float32(0) for k in ("loss", "grad_norm", "q_mean")},
         step=jnp.int32(0),
-        discount=jnp.float32(config.discount),
-        tau=jnp.float32(config.tau),
-        policy_noise=jnp.float32(config.policy_noise),
-        noise_clip=jnp.float32(config.noise_clip),
-        exploration_noise=jnp.float32(config.exploration_noise),
+        discount=hyper.discount,
+        tau=hyper.tau,
+        policy_noise=hyper.policy_noise,
+        noise_clip=hyper.noise_clip,
+        exploration_noise=hyper.exploration_noise,
         spec=spec,
     )
 

@@ -40,7 +40,7 @@ class Config(td3.Config):
     """
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
-    alpha: float = 2.5
+    alpha: eqxrl.Swept[float] = 2.5
     """α of λ = α / E|Q|: the weight of the Q term against the BC term"""
     normalize_obs: bool = True
     """normalise observations with the dataset's mean and std"""
@@ -77,21 +77,23 @@ def actor_loss(
 
 # ---------------------------------------------------------------------------- init / update / act
 def init(
-    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, dataset: eqxrl.Dataset | None = None
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None,
+    dataset: eqxrl.Dataset | None = None,
 ) -> State:
     """TD3's networks for `spec`, and the observation normaliser.
 
     The normaliser holds `dataset`'s statistics (with --normalize-obs), else it is the identity.
     """
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("TD3+BC")
-    base = td3.init(key, spec, config)
+    base = td3.init(key, spec, config, hyper)
     metrics = ("loss", "grad_norm", "lambda", "bc_mse", "q_mean")  # of this actor loss
     base = dataclasses.replace(base, actor_info={k: jnp.float32(0) for k in metrics})
     if config.normalize_obs and dataset is not None:
         obs_norm = eqxrl.datasets.obs_normalizer(dataset)
     else:
         obs_norm = eqxrl.Normalizer.identity(spec.example_obs())
-    return State(td3=base, obs_norm=obs_norm, alpha=jnp.float32(config.alpha))
+    return State(td3=base, obs_norm=obs_norm, alpha=hyper.alpha)
 
 
 def update(

@@ -12,11 +12,14 @@ if _os.environ.get("EQXRL_TYPECHECK", "0") not in ("", "0", "false", "False"):
     _install_import_hook(["eqxrl"], "beartype.beartype")
 
 from .core import EnvSpec as EnvSpec
+from .core import Hyper as Hyper
 from .core import Metrics as Metrics
 from .core import NStepTransition as NStepTransition
 from .core import Obs as Obs
 from .core import Rollout as Rollout
+from .core import Swept as Swept
 from .core import Transition as Transition
+from .core import hyper_of as hyper_of
 from .core import jit as jit
 from .core import prefixed as prefixed
 from .core import tree_stack as tree_stack

@@ -162,8 +162,8 @@ def test_grid_flags_are_split_from_the_others():
 
 
 @pytest.mark.parametrize("algorithm, field, values, why", [
-    (sac, "num_critics", (2, 3), "init uses it as a fixed Python value"),
-    (td3, "policy_delay", (1, 2), "the update reads it from the config"),
+    (sac, "num_critics", (2, 3), "does not mark it Swept"),
+    (td3, "policy_delay", (1, 2), "does not mark it Swept"),
     (sac, "batch_size", (32, 64), "a run setting takes one value"),
     (sac, "actor_lr", (3e-4, -1.0), "--actor-lr must be a finite number > 0"),
 ])

@@ -11,6 +11,11 @@ from .checks import non_negative as non_negative
 from .checks import ordered as ordered
 from .checks import positive as positive
 from .checks import within as within
+from .hyper import SWEPT as SWEPT
+from .hyper import Hyper as Hyper
+from .hyper import Swept as Swept
+from .hyper import hyper_of as hyper_of
+from .hyper import swept_fields as swept_fields
 from .jit import jit as jit
 from .jit import merge as merge
 from .jit import split as split
@@ -20,7 +25,7 @@ from .spec import EnvSpec as EnvSpec
 from .tree import tree_stack as tree_stack
 from .tree import tree_unstack as tree_unstack
 from .types import FloatScalar as FloatScalar
-from .types import Hyper as Hyper
+from .types import HyperValue as HyperValue
 from .types import Key as Key
 from .types import Metrics as Metrics
 from .types import NStepTransition as NStepTransition

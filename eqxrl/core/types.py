@@ -20,7 +20,8 @@ FloatScalar = Float[Array, ""]
 Metrics = dict[str, Scalar]
 
 
-Hyper = Float[ArrayLike, ""]  # a hyperparameter that may be a Python float or a (vmapped) array
+# A hyperparameter that may be a Python float or a (vmapped) array.
+HyperValue = Float[ArrayLike, ""]
 
 
 class Transition(eqx.Module):

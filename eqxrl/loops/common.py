@@ -15,7 +15,6 @@ import numpy as np
 
 from eqxrl.core.spec import EnvSpec
 from eqxrl.data.replay import ReplayBuffer
-from eqxrl.data.saved import make_buffer
 from eqxrl.loops.contract import OffPolicyHooks
 
 
@@ -47,14 +46,6 @@ def batch_sampler(hooks: OffPolicyHooks, config: Any) -> Callable[[ReplayBuffer,
     if custom is None:
         return lambda buffer, key: buffer.sample(key, batch_size)
     return lambda buffer, key: custom(buffer, key, batch_size, config)
-
-
-def batch_like(hooks: OffPolicyHooks, config: Any, spec: EnvSpec) -> Any:
-    """The shapes and dtypes of one batch that the loops give the algorithm's `update`."""
-    sample = batch_sampler(hooks, config)
-    capacity = config.run.batch_size
-    return jax.eval_shape(
-        lambda key: sample(make_buffer(spec, capacity), key), jax.random.key(0))
 
 
 def explorer(algorithm: ModuleType, hooks: OffPolicyHooks) -> Callable[..., Any]:

@@ -20,12 +20,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from eqxrl.core.hyper import hyper_of
 from eqxrl.core.jit import jit
 from eqxrl.core.types import Transition
 from eqxrl.data.replay import ReplayBuffer
 from eqxrl.data.saved import filled_rows, filled_rows_like, from_filled_rows
 from eqxrl.envs.native import is_jax_env_id, make_evaluator, make_jax_env
-from eqxrl.loops.common import batch_like, batch_sampler, explorer, fresh_copy, random_action
+from eqxrl.loops.common import batch_sampler, explorer, fresh_copy, random_action
 from eqxrl.loops.contract import OffPolicyAlgorithm, OffPolicyHooks, check_algorithm
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.grid import agents_for, connect
@@ -54,8 +55,7 @@ def train_compiled(config: Any, algorithm: ModuleType,
     env = make_jax_env(settings.env_id)
     spec = env.spec
     example = spec.example_transition()
-    agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
-                        batch_like(hooks, config, spec))
+    agents = agents_for(config)
     run = Run(config, algorithm, "step", agents, {"episodes_done": 0},
               evaluator=make_evaluator(env, algorithm.act, settings.eval_episodes))
     config = run.config
@@ -64,14 +64,14 @@ def train_compiled(config: Any, algorithm: ModuleType,
             f"--num-processes {settings.num_processes} with one agent: the compiled loop splits "
             "agents over processes; train several (--num-seeds) or use one process.")
 
-    def fresh(key, config):
+    def fresh(key, config, hyper):
         k_init, k_loop, k_env = jax.random.split(key, 3)
         obs, env_state = env.reset(k_env)
-        return fresh_copy({"state": algorithm.init(k_init, spec, config), "key": k_loop,
+        return fresh_copy({"state": algorithm.init(k_init, spec, config, hyper), "key": k_loop,
                            "obs": obs, "env": env_state,
                            "buffer": ReplayBuffer.create(example, settings.buffer_size)})
 
-    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
+    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, hyper_of(config))
     agents.check_memory(tree_bytes(one))
 
     def place(carry):

@@ -2,9 +2,11 @@
 (`typing.Protocol`s, checked once when a run starts) and the optional hooks a `main` passes.
 
 Every algorithm module defines `Config`, `State`, `init`, `update` and `act`; an on-policy one
-also `explore`. A loop never looks for anything else in the module: what changes how a loop
-runs (DQN's ε schedule on env steps, its n-step batches, TD3+BC's dataset statistics, BC's
-filtered dataset) is passed explicitly, as a hooks record, by the algorithm's `main`.
+also `explore`. The loops call `init(key, spec, config, hyper)`, with `hyper` the agent's swept
+hyperparameters (`eqxrl.core.hyper`); `init` reads those from `hyper`, never from `config`. A
+loop never looks for anything else in the module: what changes how a loop runs (DQN's ε
+schedule on env steps, its n-step batches, TD3+BC's dataset statistics, BC's filtered dataset)
+is passed explicitly, as a hooks record, by the algorithm's `main`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Algorithm(Protocol):
     Config: type
     State: type
 
-    def init(self, key: Any, spec: Any, config: Any) -> Any: ...
+    def init(self, key: Any, spec: Any, config: Any, hyper: Any = None) -> Any: ...
 
     def update(self, state: Any, batch: Any, key: Any, config: Any) -> tuple[Any, Metrics]: ...
 
@@ -87,9 +89,10 @@ class OffPolicyHooks:
 class OfflineHooks:
     """What an offline algorithm may change in `train_offline`."""
 
-    init: Callable[[Any, Any, Any, Any], Any] | None = None
-    """`init(key, spec, config, dataset) -> State`, given the training data (TD3+BC computes
-    its observation statistics there); the whole dataset is read, so not with --lazy-images"""
+    init: Callable[[Any, Any, Any, Any, Any], Any] | None = None
+    """`init(key, spec, config, hyper, dataset) -> State`, given the training data (TD3+BC
+    computes its observation statistics there); the whole dataset is read, so not with
+    --lazy-images"""
     prepare: Callable[[Any, Any], Any] | None = None
     """`prepare(dataset, config) -> dataset`, applied once after loading and preprocessing
     (BC keeps its best episodes); a resumed run prepares its dataset again the same way"""

@@ -29,11 +29,12 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from eqxrl.core.hyper import hyper_of
 from eqxrl.core.jit import jit
 from eqxrl.core.seeds import derived_seed
 from eqxrl.data.saved import buffer_from_saved, buffer_saved, buffer_saved_like, make_buffer
 from eqxrl.envs.gym import spec_from_env
-from eqxrl.loops.common import batch_like, fresh_copy, random_action, stack_rows
+from eqxrl.loops.common import fresh_copy, random_action, stack_rows
 from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
 from eqxrl.run.agents import tree_bytes
@@ -50,8 +51,7 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
     envs = [make_env(settings.env_id)]
     try:
         spec = spec_from_env(envs[0])
-        agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c),
-                            batch_like(hooks, config, spec))
+        agents = agents_for(config)
         run = Run(config, algorithm, "step", agents,
                   {"episode": 0, "episode_actions": [], "episodes_done": 0,
                    "episode_returns": []})
@@ -64,13 +64,13 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
         mine = agents.mine  # the agents whose envs this process steps (all, in one process)
         envs += [make_env(settings.env_id) for _ in range(len(mine) - 1)]
 
-        def fresh(key, config):
+        def fresh(key, config, hyper):
             k_init, k_loop, k_action = jax.random.split(key, 3)
-            state = algorithm.init(k_init, spec, config)
+            state = algorithm.init(k_init, spec, config, hyper)
             buffer = make_buffer(spec, settings.buffer_size)
             return fresh_copy((state, k_loop)), buffer, random_action(spec, k_action)
 
-        one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
+        one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, hyper_of(config))
         agents.check_memory(tree_bytes(one))
         if run.resume:
             (state_like, key_like), _, action_like = one

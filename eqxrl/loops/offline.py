@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from eqxrl import datasets
+from eqxrl.core.hyper import hyper_of
 from eqxrl.core.jit import jit
 from eqxrl.data.dataset import Dataset
 from eqxrl.envs.gym import make_env, spec_from_env
@@ -89,7 +90,6 @@ def train_offline(
     spec = spec_from_env(env)
     env.close()
     lazy = dataset.images  # ImageRows when the images stay on disk (--lazy-images)
-    rows = dataset.data if lazy is None else lazy.like(dataset.data)
     # The obs/action layout must match the env (lazily: checked on the first row, read back).
     spec.check_batch(dataset.data if lazy is None else jax.tree.map(
         jnp.asarray, lazy.fetch(jax.device_get(dataset[:1]))), name="dataset")
@@ -99,15 +99,12 @@ def train_offline(
             f"{algorithm.__name__}'s init reads the whole dataset (for statistics), so it cannot "
             "run with --lazy-images; load the dataset into memory (drop --lazy-images).")
 
-    def init_state(key, config, data=dataset):
+    def init_state(key, config, hyper, data=dataset):
         if hooks.init is None:
-            return algorithm.init(key, spec, config)
-        return hooks.init(key, spec, config, data)
+            return algorithm.init(key, spec, config, hyper)
+        return hooks.init(key, spec, config, hyper, data)
 
-    batch_like = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct((settings.batch_size, *x.shape[1:]), x.dtype), rows
-    )
-    agents = agents_for(config, algorithm, init_state, batch_like)
+    agents = agents_for(config)
     if lazy is not None and jax.process_count() > 1:
         raise ValueError(
             "--lazy-images reads batches on this host; it does not combine with several "
@@ -207,11 +204,11 @@ def train_offline(
                 collected.append(metrics)
         return (state, key), *mean_of(collected)
 
-    def fresh(key, config, data):
+    def fresh(key, config, hyper, data):
         k_init, k_loop = jax.random.split(key)
-        return fresh_copy((init_state(k_init, config, data), k_loop))
+        return fresh_copy((init_state(k_init, config, hyper, data), k_loop))
 
-    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, data)
+    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, hyper_of(config), data)
     agents.check_memory(tree_bytes(one))
     if run.resume:
         state, key = one
@@ -221,7 +218,7 @@ def train_offline(
     else:
         # One compiled call, the dataset an argument (not a constant baked into the program).
         state_key = jit(lambda d: agents.place(
-            agents.init(lambda k, c: fresh(k, c, d), config)))(data)
+            agents.init(lambda k, c, h: fresh(k, c, h, d), config)))(data)
     host = run.host
     intervals = (settings.log_interval, settings.eval_interval, settings.checkpoint_interval)
 

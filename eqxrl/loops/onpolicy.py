@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eqxrl.core.hyper import hyper_of
 from eqxrl.core.jit import jit
 from eqxrl.core.seeds import derived_seed
 from eqxrl.core.types import Rollout
@@ -39,19 +40,6 @@ from eqxrl.run.agents import tree_bytes
 from eqxrl.run.grid import agents_for, connect
 from eqxrl.run.harness import Run, run_loop
 from eqxrl.run.record import resolve_resume
-
-
-def rollout_like(spec: Any, algorithm: ModuleType, state: Any, steps: int, envs: int) -> Rollout:
-    """The shapes of a rollout (for tracing an update before any data exists)."""
-    def build(state):
-        obs = jax.tree.map(lambda s: jnp.zeros((steps, envs, *s.shape), s.dtype),
-                           spec.obs_structure)
-        action, aux = jax.vmap(lambda o, k: algorithm.explore(state, o, k))(
-            obs, jax.random.split(jax.random.key(0), steps))
-        flag = jnp.zeros((steps, envs), bool)
-        return Rollout(obs, action, jnp.zeros((steps, envs)), obs, flag, flag, aux)
-
-    return eqx.filter_eval_shape(build, state)
 
 
 def train_on_policy(config: Any, algorithm: ModuleType) -> dict[str, Any]:
@@ -72,9 +60,7 @@ def train_on_policy(config: Any, algorithm: ModuleType) -> dict[str, Any]:
         spec = spec_from_env(probe)
         probe.close()
     connect(settings)
-    state_like = eqx.filter_eval_shape(algorithm.init, jax.random.key(0), spec, config)
-    batch_like = rollout_like(spec, algorithm, state_like, settings.num_steps, settings.num_envs)
-    agents = agents_for(config, algorithm, lambda k, c: algorithm.init(k, spec, c), batch_like)
+    agents = agents_for(config)
     if agents.multi and not agents.stacked:
         raise ValueError(
             f"--num-processes {settings.num_processes} with one agent: the on-policy loop "
@@ -85,17 +71,17 @@ def train_on_policy(config: Any, algorithm: ModuleType) -> dict[str, Any]:
 
 
 def _fresh_state(algorithm: ModuleType, spec: Any):
-    def fresh(key, config):
+    def fresh(key, config, hyper):
         k_init, k_loop = jax.random.split(key)
-        return fresh_copy({"state": algorithm.init(k_init, spec, config), "key": k_loop})
+        return fresh_copy({"state": algorithm.init(k_init, spec, config, hyper), "key": k_loop})
 
     return fresh
 
 
 def _start(run: Run, agents: Any, fresh: Any, config: Any) -> Any:
     """The loop's carry (agent axis first, on the devices): restored from the newest
-    checkpoint, or `fresh(key, config)` for every agent in one compiled call."""
-    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config)
+    checkpoint, or `fresh(key, config, hyper)` for every agent in one compiled call."""
+    one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, hyper_of(config))
     agents.check_memory(tree_bytes(one))
     if run.resume:
         return agents.place(agents.from_saved(run.restore(lambda meta: agents.saved_like(one))))
@@ -110,10 +96,10 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
     config = run.config
     base = _fresh_state(algorithm, spec)
 
-    def fresh(key, config):
+    def fresh(key, config, hyper):
         k_state, k_env = jax.random.split(key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, num_envs))
-        return base(k_state, config) | {"obs": obs, "env": env_state}
+        return base(k_state, config, hyper) | {"obs": obs, "env": env_state}
 
     carry = _start(run, agents, fresh, config)
 

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
-from eqxrl.core.types import Hyper, Metrics
+from eqxrl.core.types import HyperValue, Metrics
 
 
 class TrainState(eqx.Module):
@@ -29,7 +29,7 @@ class TrainState(eqx.Module):
     tx: optax.GradientTransformation = eqx.field(static=True)
 
     @classmethod
-    def create(cls, model: PyTree, tx: optax.GradientTransformation, **hyperparams: Hyper):
+    def create(cls, model: PyTree, tx: optax.GradientTransformation, **hyperparams: HyperValue):
         """Initialise the optimiser state for `model`.
 
         `hyperparams` (for example `learning_rate=3e-4`) overwrite the values that
@@ -77,7 +77,7 @@ def value_and_grad(
     return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, *args, **kwargs)
 
 
-def polyak(online: PyTree, target: PyTree, tau: Hyper) -> PyTree:
+def polyak(online: PyTree, target: PyTree, tau: HyperValue) -> PyTree:
     """Polyak-average `target` towards `online`: `tau * online + (1 - tau) * target`.
 
     Only inexact arrays move; integer, boolean and static parts of `target` are kept.

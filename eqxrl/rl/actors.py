@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
-from eqxrl.core.types import Metrics, Obs
+from eqxrl.core.types import HyperValue, Metrics, Obs
 
 
 def policy_actions(
@@ -57,7 +57,7 @@ class LogScalar(eqx.Module):
     log_value: Float[Array, ""]
 
     @classmethod
-    def create(cls, value: float) -> LogScalar:
+    def create(cls, value: HyperValue) -> LogScalar:
         """A `LogScalar` starting at `value` (> 0)."""
         return cls(jnp.log(jnp.asarray(value, jnp.float32)))
 

@@ -17,7 +17,6 @@ moves their rows in and out with `from_host` / `to_host`; logs are gathered to p
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -31,16 +30,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from eqxrl.core.checks import ConfigError
+from eqxrl.core.hyper import Hyper, hyper_of
+from eqxrl.core.tree import tree_stack
 from eqxrl.rl.schedules import AGENTS
-
-
-def with_values(config: Any, values: dict[str, Any]) -> Any:
-    """A copy of `config` with fields set to `values`, unchecked (they may be traced arrays)."""
-    config = copy.copy(config)
-    for name, value in values.items():
-        object.__setattr__(config, name, value)
-    return config
-
 
 Point = tuple[tuple[str, float | int], ...]  # the grid values of one agent: ((field, value), ...)
 
@@ -233,23 +225,17 @@ class Agents:
         """One PRNG key per agent, made from its seed as a single run makes it."""
         return jnp.stack([jax.random.key(s) for s in self.seeds])
 
-    def init(self, fresh: Callable[[jax.Array, Any], Any], config: Any) -> Any:
-        """`fresh(key, config)` for every agent, stacked (call it inside one compiled call).
-
-        Grid fields reach `fresh` as traced per-agent values (`with_values`), so the values
-        become array leaves of the state; `check_grid` has made sure that is all they are.
-        """
+    def init(self, fresh: Callable[[jax.Array, Any, Hyper], Any], config: Any) -> Any:
+        """`fresh(key, config, hyper)` for every agent, stacked (call it inside one compiled
+        call). `hyper` is the agent's swept hyperparameters (`eqxrl.core.hyper`): its grid
+        point's values, traced per agent under the vmap; the config is never traced."""
         keys = self.keys()
         if self.n == 1:
-            return jax.tree.map(lambda x: x[None], fresh(keys[0], config))
-        names = [k for k, _ in self.points[0]]
-        if not names:
-            return jax.vmap(lambda k: fresh(k, config))(keys)
-        values = {
-            k: jnp.asarray([dict(p)[k] for p in self.points], value_dtype(getattr(config, k)))
-            for k in names
-        }
-        return jax.vmap(lambda k, v: fresh(k, with_values(config, v)))(keys, values)
+            return jax.tree.map(lambda x: x[None], fresh(keys[0], config, hyper_of(config)))
+        if not self.points[0]:  # seeds only: one set of values, shared
+            return jax.vmap(lambda k: fresh(k, config, hyper_of(config)))(keys)
+        hypers = tree_stack([hyper_of(config, dict(p)) for p in self.points])
+        return jax.vmap(lambda k, h: fresh(k, config, h))(keys, hypers)
 
     def check_memory(self, per_agent_bytes: int) -> None:
         """Refuse a run whose agents cannot fit: name the settings that set their size."""
@@ -262,10 +248,6 @@ class Agents:
                 f"{self.devices} device(s). Lower --num-seeds (or the grid), --buffer-size, or "
                 "use more devices (--devices)."
             )
-
-
-def value_dtype(value: Any) -> Any:
-    return jnp.int32 if isinstance(value, int) else jnp.float32
 
 
 def _memory_bytes(mesh: Mesh | None) -> int | None:

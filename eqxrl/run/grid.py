@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from eqxrl.core.checks import ConfigError, flag
-from eqxrl.run.agents import Agents, Point, value_dtype, with_values
+from eqxrl.core.hyper import swept_fields
+from eqxrl.run.agents import Agents, Point
 
 
 def agent_list(run: Any) -> tuple[tuple[int, ...], tuple[Point, ...]]:
@@ -82,18 +80,12 @@ def connect(run: Any) -> None:
     jax.distributed.initialize(run.coordinator, run.num_processes, run.process_id)
 
 
-def check_grid(
-    config: Any,
-    init_shape: Callable[[Any], Any],
-    update_jaxpr: Callable[[Any], Any],
-) -> None:
-    """Refuse a grid over a field that is not only an array leaf of the state.
-
-    `init_shape(config)` traces the algorithm's init with the config given; `update_jaxpr`
-    traces one update. A field the init uses as a Python value (a layer size, a flag), or that
-    the update reads from the config instead of the state, cannot vary inside one program.
-    """
-    algorithm_fields = {f.name: f for f in dataclasses.fields(config) if f.name != "run"}
+def check_grid(config: Any) -> None:
+    """Refuse a grid over a field that the algorithm's `Config` does not mark `Swept`, or a
+    value its checks refuse. Nothing is traced: a marked field reaches `init` through `hyper`
+    (`eqxrl.core.hyper`), as an array leaf, so every value shares one program."""
+    algorithm_fields = {f.name for f in dataclasses.fields(config) if f.name != "run"}
+    swept = swept_fields(type(config))
     for name, values in config.run.grid:
         if name not in algorithm_fields:
             run_field = name in {f.name for f in dataclasses.fields(config.run)}
@@ -105,42 +97,19 @@ def check_grid(
         base = getattr(config, name)
         if isinstance(base, bool) or not isinstance(base, int | float):
             raise ConfigError(f"{flag(name)}: only numeric hyperparameters take several values.")
+        if name not in swept:
+            raise ConfigError(
+                f"{flag(name)} cannot take several values in one run: {type(config).__name__} "
+                f"does not mark it Swept (it shapes the program: a size, a count, a switch), so "
+                f"each value needs a program of its own. Run one value per run instead; the "
+                f"fields that sweep are {', '.join(flag(f) for f in swept)}."
+            )
         for value in values:
             dataclasses.replace(config, **{name: type(base)(value)})  # each value validated
-        try:
-            init_shape(with_values(config, {name: jnp.asarray(values[0], value_dtype(base))}))
-        except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
-                jax.errors.TracerIntegerConversionError, TypeError) as err:
-            raise ConfigError(
-                f"{flag(name)} cannot take several values in one run: init uses it as a fixed "
-                f"Python value ({type(err).__name__}). Run one value per run instead."
-            ) from None
-        a, b = (update_jaxpr(dataclasses.replace(config, **{name: type(base)(v)}))
-                for v in values[:2])
-        if a != b:
-            raise ConfigError(
-                f"{flag(name)} cannot take several values in one run: the update reads it from "
-                "the config (it is static, not an array leaf of the state). Run one value per "
-                "run instead."
-            )
 
 
-def agents_for(
-    config: Any, algorithm: Any, init_state: Callable[[jax.Array, Any], Any], batch_like: Any
-) -> Agents:
-    """The agents of `config`, with its grid (if any) checked against the algorithm.
-
-    `init_state(key, config)` builds one agent's state; `batch_like` is the shape of a batch.
-    """
+def agents_for(config: Any) -> Agents:
+    """The agents of `config` (seeds × grid, placed on its devices), its grid checked."""
     agents = make_agents(config.run, config.run.batch_size)
-    if config.run.grid:
-        key = jax.random.key(0)
-
-        def update_signature(c: Any) -> tuple[str, list[bytes]]:
-            state = eqx.filter_eval_shape(init_state, key, c)
-            traced = eqx.filter_make_jaxpr(lambda s, b, k: algorithm.update(s, b, k, c))
-            closed = traced(state, batch_like, key)[0]
-            return str(closed.jaxpr), [np.asarray(x).tobytes() for x in closed.consts]
-
-        check_grid(config, lambda c: eqx.filter_eval_shape(init_state, key, c), update_signature)
+    check_grid(config)
     return agents

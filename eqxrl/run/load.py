@@ -22,6 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from eqxrl.core.hyper import hyper_of
 from eqxrl.core.spec import EnvSpec
 from eqxrl.data.frames import FrameReplayBuffer
 from eqxrl.data.replay import ReplayBuffer
@@ -131,7 +132,7 @@ def load_run(
     if n > 1:  # agent i's config: its seed and grid values
         run = dataclasses.replace(config.run, seed=seeds[agent], num_seeds=1, seeds=None, grid=())
         config = dataclasses.replace(config, run=run, **dict(points[agent]))
-    state = eqx.filter_eval_shape(module.init, jax.random.key(0), spec, config)
+    state = eqx.filter_eval_shape(module.init, jax.random.key(0), spec, config, hyper_of(config))
     agents = Agents(seeds, points)
 
     def like(meta: dict[str, Any]) -> dict[str, Any]:
