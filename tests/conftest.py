@@ -1,6 +1,18 @@
 """Test-wide strictness: silent rank broadcasting is an error (DESIGN.md section 4)."""
 
 import os
+import shutil
+import tempfile
+
+# One persistent XLA compilation cache per test session, shared by the xdist workers and the
+# subprocesses the tests start (they inherit the variables): many tests compile the same small
+# programs (test_sac, test_td3 and test_iql took 85 s instead of 100 s). The folder is new for
+# every session, so a run never starts warm from an earlier one, and it is removed at the end.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="eqxrl-test-xla-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # Headless MuJoCo rendering: PyOpenGL must pick EGL before anything imports it, or an EGL
 # context is read through GLX function pointers and frames come back black.
@@ -13,6 +25,11 @@ import jax  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Strict dtype promotion stays off: optax's Adam under inject_hyperparams computes
 # `b1 ** count` (float32 ** int32), which strict mode rejects inside optax itself.
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:  # the process that made the cache folder (xdist's controller, or the only one)
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def assert_trees_equal(a, b):

@@ -108,10 +108,9 @@ def test_cross_entropy_accuracy_and_entropy_by_hand():
 
 
 # ---------------------------------------------------------------- pixels and dicts
-# The image-only case (30 s) is slow: the default suite is near its 10-minute budget, and the
-# image+state case covers the same code plus a dict.
-@pytest.mark.parametrize("spec", [pytest.param(PIXELS, marks=pytest.mark.slow), PIXELS_AND_STATE],
-                         ids=["image", "image+state"])
+# 30 s and 22 s: slow, so that the default run stays within ~6 minutes on 2 cores.
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", [PIXELS, PIXELS_AND_STATE], ids=["image", "image+state"])
 def test_pixel_observations_train_bc_cql_and_dqn(spec):
     batch = discrete_batch(spec, n=4)
     for algorithm, config in (

@@ -139,7 +139,9 @@ def test_no_dataset_is_a_clear_error(tmp_path):
         iql.main(iql_config(tmp_path, "none", ""))
 
 
-@pytest.mark.parametrize("algorithm", [iql, cql, bc, td3_bc])
+@pytest.mark.parametrize("algorithm", [  # cql and td3_bc (10 s, 9 s) in the slow step
+    iql, pytest.param(cql, marks=pytest.mark.slow), bc,
+    pytest.param(td3_bc, marks=pytest.mark.slow)])
 def test_load_policy_of_an_offline_run(algorithm, tmp_path, dataset_file):
     run_dir = tmp_path / "run"
     config = algorithm.Config(

@@ -164,6 +164,7 @@ def test_update_compiles_once_and_learns_something():
     assert int(state.td3.step) == 30 and int(state.td3.actor.step) == 15
 
 
+@pytest.mark.slow  # 12 s; the default run stays within ~6 minutes on 2 cores
 def test_vmap_over_seeds_equals_separate_runs():
     batch = make_batch(jax.random.key(1))
     with_norm = lambda k, spec, config: dataclasses.replace(

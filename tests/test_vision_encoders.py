@@ -218,6 +218,7 @@ def test_stateless_encoders_jit_vmap_grad(name, kwargs, shape, features, compare
         np.testing.assert_allclose(single, batched[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # 15 s; the default run stays within ~6 minutes on 2 cores
 def test_resnet_v2_jit_vmap_and_abstract_grad():
     # Compiling BiT's gradient takes ~15 s on a small CPU, so the gradient is only traced.
     encoder, _ = make_encoder("resnetv2-26", key=jax.random.key(0))

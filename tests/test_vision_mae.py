@@ -25,6 +25,7 @@ def test_patches_are_row_major_blocks_and_unpatchify_inverts():
     np.testing.assert_array_equal(unpatchify(patches, (8, 12), 4), image)
 
 
+@pytest.mark.slow  # 13 s; the default run stays within ~6 minutes on 2 cores
 def test_the_encoder_sees_only_visible_patches():
     mae = MAE(3, mask_ratio=0.75, key=jax.random.key(0), **TINY)
     image = jax.random.uniform(jax.random.key(1), (16, 16, 3))
@@ -58,6 +59,7 @@ def test_loss_is_the_mse_on_hidden_patches(norm_pix):
     np.testing.assert_allclose(mae.loss(image, jax.random.key(2)), want, rtol=1e-5)
 
 
+@pytest.mark.slow  # 14 s; the default run stays within ~6 minutes on 2 cores
 def test_pretraining_lowers_the_reconstruction_loss():
     # Images that can be inpainted: smooth colour gradients with random slopes.
     rng = np.random.default_rng(0)

@@ -103,7 +103,8 @@ def reference_features(sd, depth, image_hwc):
 IMAGE = np.random.default_rng(1).uniform(-1, 1, (64, 64, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("depth", [18, pytest.param(50, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 17 s (ResNet-18), more for 50; the default run stays within ~6 minutes
+@pytest.mark.parametrize("depth", [18, 50])
 def test_torchvision_weights_give_torchvisions_features(depth, tmp_path):
     sd = torchvision_state_dict(depth)
     path = tmp_path / "resnet.npz"
@@ -209,6 +210,7 @@ PIXELS = eqxrl.EnvSpec(jax.ShapeDtypeStruct((32, 32, 3), np.dtype("uint8")), (),
                        num_actions=3)
 
 
+@pytest.mark.slow  # 14 s; the default run stays within ~6 minutes on 2 cores
 def test_a_frozen_pretrained_encoder_stays_fixed_while_the_head_learns(tmp_path):
     np.savez(tmp_path / "r18.npz", **torchvision_state_dict(18))
     config = bc.Config(hidden_dims=(16,), vision=EncoderConfig(
