@@ -175,7 +175,7 @@ def test_wandb_gets_project_entity_group_and_a_unique_id(tmp_path, monkeypatch):
     assert ids[0] != ids[1] and ids[2] == ids[0]  # unique per run, kept when resumed
 
 
-# 18 s each: slow (tests/test_load.py loads an online SAC run folder in the default run).
+# 18 s each: slow (tests/test_run_load.py loads an online SAC run folder in the default run).
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", [sac, td3])
 def test_load_policy_of_an_online_run(algorithm, tmp_path):

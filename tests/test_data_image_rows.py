@@ -20,7 +20,7 @@ from eqxrl import datasets as ds
 from eqxrl.algorithms import bc
 from eqxrl.run.agents import tree_bytes
 
-from .test_frames import transitions  # registers eqxrl-test/CountingFrames-v0 (6x6 frames)
+from .test_data_frames import transitions  # registers eqxrl-test/CountingFrames-v0 (6x6 frames)
 
 
 @pytest.fixture(scope="module")
