@@ -104,7 +104,6 @@ def critic_loss(
     critic: eqxrl.Ensemble,
     batch: eqxrl.Transition,
     target_q: Float[Array, " batch"],
-    key: None,
     sampled_actions: Float[Array, "batch samples action_dim"],
     log_density: Float[Array, "batch samples"],
     cql_weight: Float[Array, ""],
@@ -169,18 +168,21 @@ def penalty_actions(
 def update(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
-    """SAC's step with CQL's critic loss, then α' if Lagrange-tuned."""
+    """SAC's named steps with CQL's critic loss, then α' if Lagrange-tuned."""
     state.sac.spec.check_batch(batch)
     k_sac, k_penalty = jax.random.split(key)
     sampled, log_density = penalty_actions(
         state.sac.actor.model, batch, k_penalty, config.num_sampled_actions
     )
     multiplier = jnp.clip(state.cql_multiplier.model(), 0.0, MAX_MULTIPLIER)
-    new_sac, metrics = sac.update(
-        state.sac, batch, k_sac, config, critic_loss=critic_loss, sampled_actions=sampled,
-        log_density=log_density, cql_weight=state.cql_alpha * multiplier,
-        target_gap=state.cql_target_gap, cql_temperature=state.cql_temperature,
+    # SAC's step (`sac.update`) with CQL's critic loss in place of SAC's: the same keys.
+    k_next, k_subset, k_target, _, k_actor = jax.random.split(k_sac, 5)
+    target_q = sac.critic_target(state.sac, batch, (k_next, k_subset, k_target), config)
+    critic, critic_info = state.sac.critic.apply_loss_fn(
+        critic_loss, batch, target_q, sampled, log_density,
+        state.cql_alpha * multiplier, state.cql_target_gap, state.cql_temperature,
     )
+    new_sac, metrics = sac.policy_step(state.sac, critic, critic_info, batch.obs, k_actor, config)
     new_state = dataclasses.replace(state, sac=new_sac)
     if config.cql_lagrange:
         cql_multiplier, multiplier_info = state.cql_multiplier.apply_loss_fn(

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import equinox as eqx
 import jax
@@ -147,21 +146,14 @@ def init(
     )
 
 
-def update(
-    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config,
-    critic_loss: Callable[..., tuple[Float[Array, ""], eqxrl.Metrics]] = critic_loss,
-    **critic_args: Any,
-) -> tuple[State, eqxrl.Metrics]:
-    """One SAC step: critics, then the actor on the new critics, then the temperature.
-
-    `critic_loss(critic, batch, target_q, key, **critic_args)` may be replaced by an algorithm
-    built on SAC (CQL adds its conservative penalty).
-    """
-    state.spec.check_batch(batch)
-    k_next, k_subset, k_target, k_critic, k_actor = jax.random.split(key, 5)
+def critic_target(
+    state: State, batch: eqxrl.Transition, keys: tuple[PRNGKeyArray, PRNGKeyArray, PRNGKeyArray],
+    config: Config,
+) -> Float[Array, " batch"]:
+    """The soft TD target r + γ·(1 − terminated)·(min_j Q̄_j(s', a') − α·log π(a'|s')), with
+    `keys` = (next action, REDQ's critic subset, target dropout)."""
+    k_next, k_subset, k_target = keys
     dropout = config.critic_dropout > 0
-    alpha = state.temperature.model()
-
     next_action, next_log_prob = eqxrl.sample_actions(state.actor.model, batch.next_obs, k_next)
     next_q = eqxrl.ensemble_q(
         state.target_critic, batch.next_obs, next_action, k_target if dropout else None
@@ -173,14 +165,19 @@ def update(
         next_q = next_q[subset]
     next_value = jnp.min(next_q, axis=0)
     if config.backup_entropy:
-        next_value = next_value - alpha * next_log_prob
-    target_q = eqxrl.td_target(batch.reward, batch.terminated, next_value, state.discount)
+        next_value = next_value - state.temperature.model() * next_log_prob
+    return eqxrl.td_target(batch.reward, batch.terminated, next_value, state.discount)
 
-    critic, critic_info = state.critic.apply_loss_fn(
-        critic_loss, batch, target_q, k_critic if dropout else None, **critic_args
-    )
+
+def policy_step(
+    state: State, critic: eqxrl.TrainState, critic_info: eqxrl.Metrics, obs: eqxrl.Obs,
+    key: PRNGKeyArray, config: Config,
+) -> tuple[State, eqxrl.Metrics]:
+    """What follows the critics' step: the actor on the new critics, then the temperature on the
+    actor's entropy, then the target critics; returns the new state and the step's metrics."""
+    alpha = state.temperature.model()
     actor, actor_info = state.actor.apply_loss_fn(
-        actor_loss, critic.model, batch.obs, alpha, k_actor, config.actor_q_reduction
+        actor_loss, critic.model, obs, alpha, key, config.actor_q_reduction
     )
     temperature, temperature_info = state.temperature.apply_loss_fn(
         eqxrl.temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]),
@@ -197,6 +194,22 @@ def update(
     return new_state, eqxrl.prefixed(
         critic=critic_info, actor=actor_info, temperature=temperature_info
     )
+
+
+def update(
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
+    """One SAC step: critics, then the actor on the new critics, then the temperature.
+
+    An algorithm built on SAC composes the same named steps with its own critic loss (CQL):
+    `critic_target`, the critics' loss, `policy_step`.
+    """
+    state.spec.check_batch(batch)
+    k_next, k_subset, k_target, k_critic, k_actor = jax.random.split(key, 5)
+    target_q = critic_target(state, batch, (k_next, k_subset, k_target), config)
+    dropout_key = k_critic if config.critic_dropout > 0 else None
+    critic, critic_info = state.critic.apply_loss_fn(critic_loss, batch, target_q, dropout_key)
+    return policy_step(state, critic, critic_info, batch.obs, k_actor, config)
 
 
 def act(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import equinox as eqx
 import jax
@@ -116,29 +116,35 @@ def init(
     )
 
 
-def update(
-    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config,
-    actor_loss: Callable[..., tuple[Float[Array, ""], eqxrl.Metrics]] = actor_loss,
-    **actor_args: Any,
-) -> tuple[State, eqxrl.Metrics]:
-    """One TD3 step: the critics; every `policy_delay` steps the actor and the targets.
-
-    `actor_loss(actor, critic, obs, **actor_args)` may be replaced by an algorithm built on TD3
-    (TD3+BC adds a behaviour-cloning term); the State's `actor_info` must have its metrics.
-    """
-    state.spec.check_batch(batch)
+def critic_target(
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray
+) -> Float[Array, " batch"]:
+    """r + γ·(1 − terminated)·min_j Q̄_j(s', ã'), ã' the smoothed target action."""
     next_action = eqxrl.smoothed_target_action(
         state.target_actor, batch.next_obs, key, state.policy_noise, state.noise_clip
     )
     next_q = eqxrl.ensemble_q(state.target_critic, batch.next_obs, next_action)
-    target_q = eqxrl.td_target(batch.reward, batch.terminated, jnp.min(next_q, axis=0),
-                               state.discount)
-    critic, critic_info = state.critic.apply_loss_fn(
-        eqxrl.critic_td_loss, batch.obs, batch.action, target_q
-    )
+    return eqxrl.td_target(batch.reward, batch.terminated, jnp.min(next_q, axis=0),
+                           state.discount)
 
-    def delayed():  # the actor on the new critics, then both targets
-        actor, info = state.actor.apply_loss_fn(actor_loss, critic.model, batch.obs, **actor_args)
+
+def critic_step(
+    state: State, batch: eqxrl.Transition, target_q: Float[Array, " batch"]
+) -> tuple[eqxrl.TrainState, eqxrl.Metrics]:
+    """Both critics regressed to the target."""
+    return state.critic.apply_loss_fn(eqxrl.critic_td_loss, batch.obs, batch.action, target_q)
+
+
+def delayed_step(
+    state: State, critic: eqxrl.TrainState, critic_info: eqxrl.Metrics, config: Config,
+    actor_step: Callable[[], tuple[eqxrl.TrainState, eqxrl.Metrics]],
+) -> tuple[State, eqxrl.Metrics]:
+    """What follows the critics' step: every `policy_delay` steps, `actor_step()` (the actor on
+    the new critics) and both targets; the step counter. Returns the new state and metrics
+    (on skipped steps the latest actor metrics, so logs show the last actor update)."""
+
+    def delayed():
+        actor, info = actor_step()
         return (actor, eqxrl.polyak(actor.model, state.target_actor, state.tau),
                 eqxrl.polyak(critic.model, state.target_critic, state.tau), info)
 
@@ -150,6 +156,20 @@ def update(
     new_state = dataclasses.replace(state, actor=actor, target_actor=target_actor, critic=critic,
                                     target_critic=target_critic, actor_info=actor_info, step=step)
     return new_state, eqxrl.prefixed(critic=critic_info, actor=actor_info)
+
+
+def update(
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
+    """One TD3 step: the critics; every `policy_delay` steps the actor and the targets.
+
+    An algorithm built on TD3 composes the same named steps with its own actor loss (TD3+BC):
+    `critic_target`, `critic_step`, `delayed_step`; the State's `actor_info` holds its metrics.
+    """
+    state.spec.check_batch(batch)
+    critic, critic_info = critic_step(state, batch, critic_target(state, batch, key))
+    return delayed_step(state, critic, critic_info, config, lambda: state.actor.apply_loss_fn(
+        actor_loss, critic.model, batch.obs))
 
 
 def act(

@@ -104,8 +104,14 @@ def update(
     batch = dataclasses.replace(
         batch, obs=state.obs_norm(batch.obs), next_obs=state.obs_norm(batch.next_obs)
     )
-    new, metrics = td3.update(state.td3, batch, key, config, actor_loss=actor_loss,
-                              action=batch.action, alpha=state.alpha)
+    base = state.td3  # TD3's named steps, with the BC-regularised actor loss
+    critic, critic_info = td3.critic_step(base, batch, td3.critic_target(base, batch, key))
+
+    def actor_step():
+        return base.actor.apply_loss_fn(actor_loss, critic.model, batch.obs, batch.action,
+                                        state.alpha)
+
+    new, metrics = td3.delayed_step(base, critic, critic_info, config, actor_step)
     return dataclasses.replace(state, td3=new), metrics
 
 

@@ -81,7 +81,7 @@ def test_critic_loss_is_td_error_plus_weighted_gap():
     sampled = jax.random.uniform(jax.random.key(2), (4, 6, 2), minval=-1, maxval=1)
     log_density = jnp.full((4, 6), 2 * np.log(0.5), jnp.float32)
     target = jnp.array([0.0, 1.0, 2.0, 3.0])
-    loss, aux = cql.critic_loss(critic, batch, target, None, sampled, log_density, jnp.asarray(5.0),
+    loss, aux = cql.critic_loss(critic, batch, target, sampled, log_density, jnp.asarray(5.0),
                                 2.0, 1.0)
     q = eqxrl.ensemble_q(critic, batch.obs, batch.action)
     gap = cql.cql_gap(critic, batch.obs, q, sampled, log_density, 1.0)
