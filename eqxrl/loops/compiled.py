@@ -29,8 +29,9 @@ from eqxrl.envs.native import is_jax_env_id, make_evaluator, make_jax_env
 from eqxrl.loops.common import batch_sampler, explorer, fresh_copy, random_action
 from eqxrl.loops.contract import OffPolicyAlgorithm, OffPolicyHooks, check_algorithm
 from eqxrl.run.agents import tree_bytes
+from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for, connect
-from eqxrl.run.harness import Run, run_loop
+from eqxrl.run.harness import Run
 from eqxrl.run.record import resolve_resume
 
 
@@ -145,32 +146,22 @@ def train_compiled(config: Any, algorithm: ModuleType,
         host["buffer_rows"] = rows
         run.save(agents.to_saved(saved | {"buffer": filled_rows(carry["buffer"], rows)}))
 
-    def body(stop) -> str:
+    def advance(start: int) -> Advanced:
+        """One compiled chunk of env steps, up to the next log, eval or checkpoint step."""
         nonlocal carry
-        while host["step"] < run.total:
-            if stop.requested:
-                checkpoint()
-                return "interrupted"
-            start = host["step"]
-            end = run.next_stop(start, settings.log_interval, settings.eval_interval,
-                                settings.checkpoint_interval)
-            carry, out = chunk(carry, jnp.arange(start, end, dtype=jnp.int32))
-            host["step"] = end
-            extra = run.finished_episodes(agents.to_host(out["episode_return"]))
-            run.bar.update(end - start)
-            if end > start_steps - 1 and end % settings.log_interval == 0:
-                # the mean over the steps that updated (the log step is one of them)
-                learned = out["learned"].astype(jnp.float32)
-                metrics = {k: jnp.sum(v * learned, axis=1) / jnp.sum(learned, axis=1)
-                           for k, v in out["metrics"].items()}
-                if settings.nan_check:
-                    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]), 0)
-                    run.check_finite(finite, metrics)
-                run.log(metrics, extra)
-            if run.due(end, settings.eval_interval):
-                run.evaluate(carry["state"])
-            if run.due(end, settings.checkpoint_interval):
-                checkpoint()
-        return "done"
+        end = run.next_stop(start, settings.log_interval, settings.eval_interval,
+                            settings.checkpoint_interval)
+        carry, out = chunk(carry, jnp.arange(start, end, dtype=jnp.int32))
+        extra = run.finished_episodes(agents.to_host(out["episode_return"]))
+        if not (end > start_steps - 1 and end % settings.log_interval == 0):
+            return Advanced(end)
+        # the mean over the steps that updated (the log step is one of them)
+        learned = out["learned"].astype(jnp.float32)
+        metrics = {k: jnp.sum(v * learned, axis=1) / jnp.sum(learned, axis=1)
+                   for k, v in out["metrics"].items()}
+        finite = None
+        if settings.nan_check:
+            finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]), 0)
+        return Advanced(end, metrics, finite, log=True, extra=extra)
 
-    return run_loop(run, algorithm.act, body)
+    return drive(run, algorithm.act, advance, checkpoint, lambda: carry["state"])

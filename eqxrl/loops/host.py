@@ -38,8 +38,9 @@ from eqxrl.loops.common import fresh_copy, random_action, stack_rows
 from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
 from eqxrl.run.agents import tree_bytes
+from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for, connect
-from eqxrl.run.harness import Run, run_loop
+from eqxrl.run.harness import Run
 
 
 def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
@@ -125,56 +126,44 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
         run.save(agents.to_saved({"state": state, "key": key, "action": action,
                                   "buffer": kept}))
 
-    def body(stop) -> str:
+    def advance(start: int) -> Advanced:
+        """One env step of every agent, and the learning call it triggers."""
         nonlocal flat, action, obs
-        while host["step"] < run.total:
-            if stop.requested:
-                checkpoint()
-                return "interrupted"
-            actions = agents.to_host(action)
-            rows, next_obs = [], []
-            for i, (env, h) in enumerate(zip(envs, per_agent, strict=True)):
-                a = actions[i]
-                o, reward, terminated, truncated, info = env.step(a)
-                rows.append((obs[i], a, np.float32(reward), o, np.bool_(terminated),
-                             np.bool_(truncated)))
-                h["episode_actions"].append(a.tolist())
-                if terminated or truncated:
-                    h["episode_returns"].append(float(info["episode"]["r"]))
-                    h["episode"] += 1
-                    h["episodes_done"] += 1
-                    h["episode_actions"] = []
-                    o, _ = env.reset(seed=derived_seed(agents.seeds[mine[i]], h["episode"]))
-                next_obs.append(o)
-            transition = agents.from_host(stack_rows(rows))
-            step = host["step"] + 1
-            metrics = None
-            if step < settings.start_steps:
-                flat, action = random_step(flat, transition)
-            else:
-                flat, action, metrics, finite = train_step(
-                    flat, transition, agents.from_host(stack_rows(next_obs)), step,
-                    learns=step % settings.update_every == 0)
-            obs = next_obs
-            host["step"] = step
-            run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
-            if metrics is not None:
-                run.check_finite(finite, metrics)
-            run.bar.update(1)
-            if metrics is not None and step % settings.log_interval == 0:
-                extra = []
-                for h in per_agent:
-                    returns, h["episode_returns"] = h["episode_returns"], []
-                    extra.append({"episode_return": float(np.mean(returns))} if returns else {})
-                run.log(metrics, extra)
-            if run.due(step, settings.eval_interval):
-                run.evaluate(sk.rebuild(flat[0])[0])
-            if run.due(step, settings.checkpoint_interval):
-                checkpoint()
-        return "done"
+        actions = agents.to_host(action)
+        rows, next_obs = [], []
+        for i, (env, h) in enumerate(zip(envs, per_agent, strict=True)):
+            a = actions[i]
+            o, reward, terminated, truncated, info = env.step(a)
+            rows.append((obs[i], a, np.float32(reward), o, np.bool_(terminated),
+                         np.bool_(truncated)))
+            h["episode_actions"].append(a.tolist())
+            if terminated or truncated:
+                h["episode_returns"].append(float(info["episode"]["r"]))
+                h["episode"] += 1
+                h["episodes_done"] += 1
+                h["episode_actions"] = []
+                o, _ = env.reset(seed=derived_seed(agents.seeds[mine[i]], h["episode"]))
+            next_obs.append(o)
+        transition = agents.from_host(stack_rows(rows))
+        step = start + 1
+        obs = next_obs
+        run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
+        if step < settings.start_steps:
+            flat, action = random_step(flat, transition)
+            return Advanced(step)
+        flat, action, metrics, finite = train_step(
+            flat, transition, agents.from_host(stack_rows(next_obs)), step,
+            learns=step % settings.update_every == 0)
+        if metrics is None or step % settings.log_interval:
+            return Advanced(step, metrics, finite)
+        extra = []
+        for h in per_agent:
+            returns, h["episode_returns"] = h["episode_returns"], []
+            extra.append({"episode_return": float(np.mean(returns))} if returns else {})
+        return Advanced(step, metrics, finite, log=True, extra=extra)
 
     try:
-        return run_loop(run, algorithm.act, body)
+        return drive(run, algorithm.act, advance, checkpoint, lambda: sk.rebuild(flat[0])[0])
     finally:
         for env in envs:
             env.close()

@@ -25,8 +25,9 @@ from eqxrl.envs.gym import make_env, spec_from_env
 from eqxrl.loops.common import fresh_copy
 from eqxrl.loops.contract import OfflineAlgorithm, OfflineHooks, check_algorithm
 from eqxrl.run.agents import tree_bytes
+from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for, connect
-from eqxrl.run.harness import Run, run_loop
+from eqxrl.run.harness import Run
 from eqxrl.run.record import resolve_resume
 from eqxrl.vision.obs_encoder import has_images
 
@@ -219,35 +220,23 @@ def train_offline(
         # One compiled call, the dataset an argument (not a constant baked into the program).
         state_key = jit(lambda d: agents.place(
             agents.init(lambda k, c, h: fresh(k, c, h, d), config)))(data)
-    host = run.host
+
     intervals = (settings.log_interval, settings.eval_interval, settings.checkpoint_interval)
 
     def checkpoint():
         run.save(agents.to_saved({"state": state_key[0], "key": state_key[1]}))
 
-    def body(stop) -> str:
+    def advance(step: int) -> Advanced:
+        """Updates up to the next log/eval/checkpoint boundary: a few chunk lengths, compiled
+        once."""
         nonlocal state_key
-        while host["step"] < run.total:
-            if stop.requested:
-                checkpoint()
-                return "interrupted"
-            step = host["step"]
-            # Up to the next log/eval/checkpoint boundary: a few chunk lengths, compiled once.
-            n = min(settings.updates_per_call, run.next_stop(step, *intervals) - step)
-            if lazy is None:
-                state_key, metrics, finite = (train_stepwise(state_key, n) if stepwise
-                                              else train_chunk(state_key, data, n))
-            else:
-                state_key, metrics, finite = train_lazily(state_key, n)
-            host["step"] = step = step + n
-            run.check_finite(finite, metrics)
-            run.bar.update(n)
-            if step % settings.log_interval == 0:
-                run.log(metrics)
-            if run.due(step, settings.eval_interval):
-                run.evaluate(state_key[0])
-            if run.due(step, settings.checkpoint_interval):
-                checkpoint()
-        return "done"
+        n = min(settings.updates_per_call, run.next_stop(step, *intervals) - step)
+        if lazy is None:
+            state_key, metrics, finite = (train_stepwise(state_key, n) if stepwise
+                                          else train_chunk(state_key, data, n))
+        else:
+            state_key, metrics, finite = train_lazily(state_key, n)
+        end = step + n
+        return Advanced(end, metrics, finite, log=end % settings.log_interval == 0)
 
-    return run_loop(run, algorithm.act, body)
+    return drive(run, algorithm.act, advance, checkpoint, lambda: state_key[0])

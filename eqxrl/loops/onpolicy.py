@@ -37,8 +37,9 @@ from eqxrl.envs.native import is_jax_env_id, make_evaluator, make_jax_env
 from eqxrl.loops.common import fresh_copy
 from eqxrl.loops.contract import OnPolicyAlgorithm, check_algorithm
 from eqxrl.run.agents import tree_bytes
+from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for, connect
-from eqxrl.run.harness import Run, run_loop
+from eqxrl.run.harness import Run
 from eqxrl.run.record import resolve_resume
 
 
@@ -123,33 +124,23 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
 
     chunk = jit(lambda carry, count: agents.over(lambda c: rollouts(c, count))(carry),
                 donate=(0,))
-    host, size = run.host, settings.rollout_size
+    size = settings.rollout_size
 
-    def body(stop) -> str:
+    def advance(start: int) -> Advanced:
+        """Whole rollouts up to the first that reaches the next log/eval/checkpoint step."""
         nonlocal carry
-        while host["step"] < run.total:
-            if stop.requested:
-                run.save(agents.to_saved(carry))
-                return "interrupted"
-            start = host["step"]
-            # whole rollouts up to the first that reaches the next log/eval/checkpoint step
-            stop_at = run.next_stop(start, settings.log_interval, settings.eval_interval,
-                                    settings.checkpoint_interval)
-            count = max(1, -(-(stop_at - start) // size))
-            carry, (metrics, returns) = chunk(carry, count)
-            end = host["step"] = start + count * size
-            returns = agents.to_host(returns)  # (agent, rollout, step, env)
-            extra = run.finished_episodes(returns.reshape(returns.shape[0], -1))
-            run.bar.update(end - start)
-            if run.due(end, settings.log_interval, since=start):
-                run.log(jax.tree.map(lambda v: jnp.mean(v, axis=1), metrics), extra)
-            if run.due(end, settings.eval_interval, since=start):
-                run.evaluate(carry["state"])
-            if run.due(end, settings.checkpoint_interval, since=start):
-                run.save(agents.to_saved(carry))
-        return "done"
+        stop_at = run.next_stop(start, settings.log_interval, settings.eval_interval,
+                                settings.checkpoint_interval)
+        count = max(1, -(-(stop_at - start) // size))
+        carry, (metrics, returns) = chunk(carry, count)
+        end = start + count * size
+        returns = agents.to_host(returns)  # (agent, rollout, step, env)
+        extra = run.finished_episodes(returns.reshape(returns.shape[0], -1))
+        return Advanced(end, jax.tree.map(lambda v: jnp.mean(v, axis=1), metrics),
+                        log=run.due(end, settings.log_interval, since=start), extra=extra)
 
-    return run_loop(run, algorithm.act, body)
+    return drive(run, algorithm.act, advance, lambda: run.save(agents.to_saved(carry)),
+                 lambda: carry["state"])
 
 
 def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[str, Any]:
@@ -216,58 +207,50 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
             vec.close()
         raise
 
-    def body(stop) -> str:
+    def advance(start: int) -> Advanced:
+        """One rollout of every agent's envs, then one update."""
         nonlocal carry, obs
-        while host["step"] < run.total:
-            if stop.requested:
-                run.save(agents.to_saved(carry))
-                return "interrupted"
-            rows, key = [], carry["key"]
-            for _ in range(num_steps):
-                key, action, aux = explore(carry["state"], key, agents.from_host(np.stack(obs)))
-                actions = agents.to_host(action)
-                step_rows = []
-                for i, (vec, h) in enumerate(zip(vectors, per_agent, strict=True)):
-                    a = actions[i]
-                    o, r, term, trunc, _ = vec.step(to_env(a))
-                    done = term | trunc
-                    final = o.copy()
-                    running[i] += r
-                    for j in range(num_envs):
-                        h["episode_actions"][j].append(a[j].tolist())
-                        if done[j]:
-                            h["episode_returns"].append(float(running[i][j]))
-                            h["episodes_done"] += 1
-                            h["episode"][j] += 1
-                            h["episode_actions"][j] = []
-                            running[i][j] = 0.0
-                    if done.any():
-                        o, _ = vec.reset(seed=episode_seeds(seeds[i], h),
-                                         options={"reset_mask": done})
-                    step_rows.append((obs[i], a, r.astype(np.float32), final, term, trunc))
-                    obs[i] = o
-                rows.append((step_rows, jax.tree.map(agents.to_host, aux)))
-            carry = carry | {"key": key}
-            rollout = _stack_rollout(rows, len(mine))
-            start = host["step"]
-            carry, metrics = learn(carry, agents.from_host(rollout))
-            end = host["step"] = start + num_steps * num_envs
-            run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
-            run.bar.update(end - start)
-            if run.due(end, settings.log_interval, since=start):
-                extra = []
-                for h in per_agent:
-                    returns, h["episode_returns"] = h["episode_returns"], []
-                    extra.append({"episode_return": float(np.mean(returns))} if returns else {})
-                run.log(metrics, extra)
-            if run.due(end, settings.eval_interval, since=start):
-                run.evaluate(carry["state"])
-            if run.due(end, settings.checkpoint_interval, since=start):
-                run.save(agents.to_saved(carry))
-        return "done"
+        rows, key = [], carry["key"]
+        for _ in range(num_steps):
+            key, action, aux = explore(carry["state"], key, agents.from_host(np.stack(obs)))
+            actions = agents.to_host(action)
+            step_rows = []
+            for i, (vec, h) in enumerate(zip(vectors, per_agent, strict=True)):
+                a = actions[i]
+                o, r, term, trunc, _ = vec.step(to_env(a))
+                done = term | trunc
+                final = o.copy()
+                running[i] += r
+                for j in range(num_envs):
+                    h["episode_actions"][j].append(a[j].tolist())
+                    if done[j]:
+                        h["episode_returns"].append(float(running[i][j]))
+                        h["episodes_done"] += 1
+                        h["episode"][j] += 1
+                        h["episode_actions"][j] = []
+                        running[i][j] = 0.0
+                if done.any():
+                    o, _ = vec.reset(seed=episode_seeds(seeds[i], h),
+                                     options={"reset_mask": done})
+                step_rows.append((obs[i], a, r.astype(np.float32), final, term, trunc))
+                obs[i] = o
+            rows.append((step_rows, jax.tree.map(agents.to_host, aux)))
+        carry = carry | {"key": key}
+        rollout = _stack_rollout(rows, len(mine))
+        carry, metrics = learn(carry, agents.from_host(rollout))
+        end = start + num_steps * num_envs
+        run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
+        if not run.due(end, settings.log_interval, since=start):
+            return Advanced(end, metrics)
+        extra = []
+        for h in per_agent:
+            returns, h["episode_returns"] = h["episode_returns"], []
+            extra.append({"episode_return": float(np.mean(returns))} if returns else {})
+        return Advanced(end, metrics, log=True, extra=extra)
 
     try:
-        return run_loop(run, algorithm.act, body)
+        return drive(run, algorithm.act, advance, lambda: run.save(agents.to_saved(carry)),
+                     lambda: carry["state"])
     finally:
         for vec in vectors:
             vec.close()

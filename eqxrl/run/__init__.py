@@ -12,11 +12,13 @@ from .config_io import flat_fields as flat_fields
 from .config_io import from_dict as from_dict
 from .config_io import identity as identity
 from .config_io import to_dict as to_dict
+from .drive import Advanced as Advanced
+from .drive import drive as drive
+from .drive import run_loop as run_loop
 from .grid import agents_for as agents_for
 from .grid import connect as connect
 from .grid import make_agents as make_agents
 from .harness import Run as Run
-from .harness import run_loop as run_loop
 from .load import LoadedRun as LoadedRun
 from .load import load_policy as load_policy
 from .load import load_run as load_run

@@ -31,7 +31,6 @@ from eqxrl.run.agents import Agents
 from eqxrl.run.config_io import identity, to_dict
 from eqxrl.run.logging import Logger
 from eqxrl.run.record import algorithm_name, module_name
-from eqxrl.run.stop import StopFlag
 from eqxrl.run.summary import default_run_dir, eval_line, summarise
 
 
@@ -275,26 +274,3 @@ class Run:
             with open(os.path.join(self.dir, "summary.json"), "w") as f:
                 json.dump(summary, f, indent=2)
         return summary
-
-
-def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:
-    """Start `run`, call `body(stop)` (returns "done" or "interrupted"), always summarise.
-
-    A failure before the first step removes a new run's folder; a later failure (a failed
-    checkpoint write among them) is summarised as `failed` and raised again.
-    """
-    try:
-        run.start(act)
-    except BaseException:
-        run.abandon()
-        raise
-    try:
-        with StopFlag() as stop:
-            status = body(stop)
-    except BaseException as error:
-        if run.host["step"] == run.start_step and not run.resume:
-            run.abandon()
-        else:
-            run.close("failed", error)
-        raise
-    return run.close(status)

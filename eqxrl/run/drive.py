@@ -1,0 +1,88 @@
+"""The one loop skeleton every training loop runs: start the run, advance until the budget,
+and after each advance check, log, evaluate and checkpoint on the run's schedule; Ctrl-C
+checkpoints and stops at the next boundary; the summary is always written.
+
+A loop supplies only what differs: `advance(start) -> Advanced` (its steps from `start` to its
+next stop), `save()` (checkpoint its carry) and `policy_state()` (the state to evaluate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from eqxrl.run.harness import Run
+from eqxrl.run.stop import StopFlag
+
+
+@dataclasses.dataclass(frozen=True)
+class Advanced:
+    """What one advance of a loop did."""
+
+    end: int
+    """the step (env step or update) it reached"""
+    metrics: dict[str, Any] | None = None
+    """training metrics with the agent axis first, to check and log"""
+    finite: jax.Array | None = None
+    """per agent, whether `metrics` are finite; checked (with --nan-check) when given"""
+    log: bool = False
+    """log `metrics` now (each loop logs on its own schedule of learning steps)"""
+    extra: list[dict[str, float]] | None = None
+    """per agent of this process, values logged beside the metrics (episode returns)"""
+
+
+def drive(run: Run, act: Callable, advance: Callable[[int], Advanced], save: Callable[[], None],
+          policy_state: Callable[[], Any]) -> dict[str, Any]:
+    """Run the loop to the end of `run`'s budget; return the summary.
+
+    Evaluations and checkpoints happen after the advance that reaches or crosses a multiple of
+    their interval, and after the last one.
+    """
+    settings = run.config.run
+
+    def body(stop: StopFlag) -> str:
+        while run.host["step"] < run.total:
+            if stop.requested:
+                save()
+                return "interrupted"
+            start = run.host["step"]
+            out = advance(start)
+            run.host["step"] = out.end
+            if out.finite is not None:
+                run.check_finite(out.finite, out.metrics)
+            run.bar.update(out.end - start)
+            if out.log:
+                run.log(out.metrics, out.extra)
+            if run.due(out.end, settings.eval_interval, since=start):
+                run.evaluate(policy_state())
+            if run.due(out.end, settings.checkpoint_interval, since=start):
+                save()
+        return "done"
+
+    return run_loop(run, act, body)
+
+
+def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:
+    """Start `run`, call `body(stop)` (returns "done" or "interrupted"), always summarise.
+
+    A failure before the first step removes a new run's folder; a later failure (a failed
+    checkpoint write among them) is summarised as `failed` and raised again.
+    """
+    try:
+        run.start(act)
+    except BaseException:
+        run.abandon()
+        raise
+    try:
+        with StopFlag() as stop:
+            status = body(stop)
+    except BaseException as error:
+        if run.host["step"] == run.start_step and not run.resume:
+            run.abandon()
+        else:
+            run.close("failed", error)
+        raise
+    return run.close(status)
