@@ -1,5 +1,6 @@
-"""The run harness both loops share: run folder, config file, logger, progress, evaluation and
-checkpoint schedules, and the summary. Loops own only their step logic.
+"""The run folder every loop writes through (`Run`): config file, logger, progress, evaluation
+and checkpoint schedules, and the summary. `eqxrl.run.drive` runs the loops on it; loops own
+only their step logic.
 
 A run folder holds `config.json` (`{"algorithm", "module", "config"}`), `train.csv`,
 `eval.csv`, TensorBoard events, `checkpoints/step_*.ckpt` and, when the run ends,
