@@ -86,7 +86,7 @@ class Trunk(eqx.Module):
         self.norm = eqx.nn.LayerNorm(out_size)
 
     def __call__(self, x: Float[Array, " in_size"], *, key=None) -> Float[Array, " out_size"]:
-        return jnp.tanh(self.norm(eqxrl.networks.dense(self.linear, x)))
+        return jnp.tanh(self.norm(eqxrl.nn.dense(self.linear, x)))
 
 
 class Critic(eqx.Module):

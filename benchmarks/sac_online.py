@@ -98,8 +98,8 @@ def eqxrl_update_only(a: Args, calls: int) -> float:
     example = spec.example_transition()
     agents = make_agents(config.run, config.run.batch_size)
 
-    def fresh(key, config):
-        return (sac.init(key, spec, config), key), ReplayBuffer.create(example,
+    def fresh(key, config, hyper):
+        return (sac.init(key, spec, config, hyper), key), ReplayBuffer.create(example,
                                                                        config.run.buffer_size)
 
     state_key, buffer = eqxrl.jit(lambda: agents.init(fresh, config))()

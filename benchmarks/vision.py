@@ -318,7 +318,7 @@ def learn_calls(utd: int, iters: int) -> None:
     for name, limit in (("written out", default), ("lax.scan", 0)):
         online.UNROLL_IMAGE_UPDATES = limit
         state_key, buffer = eqxrl.jit(lambda: agents.init(
-            lambda key, c: ((drq.init(key, spec, c), key), make_buffer(spec, 1000)),
+            lambda key, c, h: ((drq.init(key, spec, c, h), key), make_buffer(spec, 1000)),
             config))()
         fns = online.make_step_functions(spec, config, drq, state_key, buffer, agents)
         flat = (fns.sk.flatten(state_key), fns.buf.flatten(buffer))

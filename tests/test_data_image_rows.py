@@ -100,7 +100,7 @@ DEVICES_SCRIPT = textwrap.dedent("""
     import jax
     import eqxrl
     from eqxrl.algorithms import bc
-    from tests import test_frames  # registers the 6x6 counting env
+    from tests import test_data_frames  # noqa: F401 (it registers the 6x6 counting env)
     from tests.conftest import state_gap
     assert len(jax.devices()) == 2, jax.devices()
     out, path = sys.argv[1], sys.argv[2]

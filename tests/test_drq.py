@@ -143,8 +143,8 @@ def test_pixel_updates_written_out_equal_the_scanned_ones(monkeypatch):
                                                                  buffer_size=16))
     agents = make_agents(config.run, config.run.batch_size)
 
-    def fresh(key, config):
-        return (drq.init(key, SPEC, config), key), make_buffer(SPEC, 16)
+    def fresh(key, config, hyper):
+        return (drq.init(key, SPEC, config, hyper), key), make_buffer(SPEC, 16)
 
     batch = pixel_batch(n=8)
     results = []

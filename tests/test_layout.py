@@ -81,9 +81,16 @@ def test_the_wheel_holds_only_eqxrl(tmp_path):
     """`pip install .` installs `eqxrl/` (algorithms as `eqxrl/algorithms/`) and its metadata,
     never a top-level `algorithms` package."""
     pytest.importorskip("setuptools", minversion="77")
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info/ beside it
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(os.path.join(ROOT, name), source / name)
+    for name in ("eqxrl", "algorithms"):
+        shutil.copytree(os.path.join(ROOT, name), source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), ROOT],
+         "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     (wheel,) = glob.glob(str(tmp_path / "*.whl"))

@@ -249,7 +249,7 @@ DEVICES_SCRIPT = textwrap.dedent("""
                                 run_dir=f"{out}/{name}", progress=False, **kw)
         return ppo.main(ppo.Config(run=run, hidden_dims=(16, 16)))
 
-    from eqxrl.agents import make_agents
+    from eqxrl.run import make_agents
     many = make_agents(eqxrl.OnlineRun(num_seeds=4), 32)
     buffer = many.place(eqxrl.ReplayBuffer.create(np.zeros(3, np.float32), 8)
                         .data[None].repeat(4, 0))
