@@ -126,6 +126,7 @@ def test_the_spec_knows_the_stack_and_the_loop_picks_the_frame_buffer():
         dataclasses.replace(spec, frame_stack=4)
 
 
+@pytest.mark.slow  # 11 s; the default run stays within ~6 minutes on 2 cores
 def test_stacks_are_rebuilt_exactly_at_episode_starts_and_across_the_wrap():
     spec, rows = transitions(300)
     ends = [bool(r.terminated | r.truncated) for r in rows]

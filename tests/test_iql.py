@@ -208,6 +208,7 @@ def test_act_checks_observations_and_stays_in_bounds():
         iql.act(state, jnp.ones((5, 4)), jax.random.key(1))
 
 
+@pytest.mark.slow  # 10 s; the default run stays within ~6 minutes on 2 cores
 def test_vmap_over_seeds_equals_separate_runs():
     batch = make_batch(jax.random.key(1))
     assert_vmap_equals_separate_runs(iql, SPEC, SMALL, batch, updates=2, seeds=4)

@@ -118,6 +118,7 @@ def test_short_run_from_the_command_line(tmp_path):
     assert {"critic/loss", "actor/loss", "actor/q_mean"} <= set(metrics)
 
 
+@pytest.mark.slow  # 11 s; the default run stays within ~6 minutes on 2 cores
 def test_vmap_over_seeds_equals_separate_runs():
     batch = make_batch(jax.random.key(1))
     assert_vmap_equals_separate_runs(td3, SPEC, SMALL, batch, updates=3, seeds=3)
