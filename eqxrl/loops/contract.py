@@ -60,16 +60,16 @@ def _members(protocol: type) -> list[str]:
 
 def check_algorithm(algorithm: ModuleType, protocol: type = Algorithm) -> None:
     """Refuse a module that lacks a name of `protocol`, with one error that lists them all."""
-    missing = [name for name in _members(protocol) if not hasattr(algorithm, name)]
-    uncallable = [name for name in _members(protocol) if name not in ("Config", "State")
+    members = _members(protocol)
+    missing = [name for name in members if not hasattr(algorithm, name)]
+    uncallable = [name for name in members if name not in ("Config", "State")
                   and hasattr(algorithm, name) and not callable(getattr(algorithm, name))]
-    if missing or uncallable:
+    problems = ([f"it lacks {missing}"] if missing else []) + (
+        [f"{uncallable} are not functions"] if uncallable else [])
+    if problems:
         raise TypeError(
             f"{getattr(algorithm, '__name__', algorithm)!r} is not an {protocol.__name__}: "
-            + (f"it lacks {missing}" if missing else "")
-            + ("; " if missing and uncallable else "")
-            + (f"{uncallable} are not functions" if uncallable else "")
-            + f". It must define {_members(protocol)} (README: Writing an algorithm).")
+            f"{'; '.join(problems)}. It must define {members} (README: Writing an algorithm).")
 
 
 @dataclasses.dataclass(frozen=True)
