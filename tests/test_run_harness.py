@@ -230,11 +230,12 @@ def test_logged_rate_covers_the_last_log_interval(monkeypatch):
     # (compilation, a long evaluation) does not drag every later row down; the summary's
     # per_second stays the whole session's average.
     run = object.__new__(eqxrl.run.harness.Run)
-    run.host, run.session_start, run.start_step = {"step": 100}, 0.0, 0
+    run.progress = eqxrl.run.progress.Progress([], step=100)
+    run.session_start, run.start_step = 0.0, 0
     run.rate_mark = (0.0, 0)
     clock = iter([10.0, 20.0, 20.0])
     monkeypatch.setattr(eqxrl.run.harness.time, "perf_counter", lambda: next(clock))
     assert run.recent_rate() == pytest.approx(10.0)  # 100 steps in the first 10 s
-    run.host["step"] = 400
+    run.progress.step = 400
     assert run.recent_rate() == pytest.approx(30.0)  # 300 steps in the next 10 s
     assert run.rate() == pytest.approx(20.0)  # 400 steps in 20 s

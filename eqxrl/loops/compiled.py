@@ -57,7 +57,7 @@ def train_compiled(config: Any, algorithm: ModuleType,
     spec = env.spec
     example = spec.example_transition()
     agents = agents_for(config)
-    run = Run(config, algorithm, "step", agents, {"episodes_done": 0},
+    run = Run(config, algorithm, "step", agents,
               evaluator=make_evaluator(env, algorithm.act, settings.eval_episodes))
     config = run.config
     if agents.multi and not agents.stacked:
@@ -80,9 +80,9 @@ def train_compiled(config: Any, algorithm: ModuleType,
         return agents.place(rest) | {"buffer": agents.place(carry["buffer"], rows_axis=1)}
 
     if run.resume:
-        def like(meta):
+        def like(progress):
             return agents.saved_like({k: v for k, v in one.items() if k != "buffer"} | {
-                "buffer": filled_rows_like(example, meta["buffer_rows"])})
+                "buffer": filled_rows_like(example, progress.buffer_sizes["buffer_rows"])})
 
         carry = agents.from_saved(run.restore(like))
         capacity = settings.buffer_size
@@ -138,13 +138,11 @@ def train_compiled(config: Any, algorithm: ModuleType,
     chunk = jit(agents.over(lambda c, steps: jax.lax.scan(env_step, c, steps), (0, None)),
                 donate=(0,))
 
-    host = run.host
-
     def checkpoint():
-        rows = min(host["step"], settings.buffer_size)  # every agent has stored as many
+        rows = min(run.progress.step, settings.buffer_size)  # every agent has stored as many
         saved = {k: v for k, v in carry.items() if k != "buffer"}
-        host["buffer_rows"] = rows
-        run.save(agents.to_saved(saved | {"buffer": filled_rows(carry["buffer"], rows)}))
+        run.save(agents.to_saved(saved | {"buffer": filled_rows(carry["buffer"], rows)}),
+                 {"buffer_rows": rows})
 
     def advance(start: int) -> Advanced:
         """One compiled chunk of env steps, up to the next log, eval or checkpoint step."""

@@ -53,9 +53,7 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
     try:
         spec = spec_from_env(envs[0])
         agents = agents_for(config)
-        run = Run(config, algorithm, "step", agents,
-                  {"episode": 0, "episode_actions": [], "episodes_done": 0,
-                   "episode_returns": []})
+        run = Run(config, algorithm, "step", agents, envs=1)
         config = run.config
         if agents.multi and not agents.stacked:
             raise ValueError(
@@ -76,10 +74,11 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
         if run.resume:
             (state_like, key_like), _, action_like = one
 
-            def like(meta):
+            def like(progress):
                 return agents.saved_like({
                     "state": state_like, "key": key_like, "action": action_like,
-                    "buffer": buffer_saved_like(spec, settings.buffer_size, meta)})
+                    "buffer": buffer_saved_like(spec, settings.buffer_size,
+                                                progress.buffer_sizes)})
 
             tree = agents.from_saved(run.restore(like))
             state_key = (tree["state"], tree["key"])
@@ -90,9 +89,9 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
             action = tree["action"]
             obs, dtype = [], np.dtype(action.dtype)
             for env, i in zip(envs, mine, strict=True):
-                h = run.host["agents"][i]
-                o, _ = env.reset(seed=derived_seed(agents.seeds[i], h["episode"]))
-                for a in h["episode_actions"]:  # the unfinished episode, replayed
+                h = run.progress.agents[i]
+                o, _ = env.reset(seed=derived_seed(agents.seeds[i], h.episode[0]))
+                for a in h.episode_actions[0]:  # the unfinished episode, replayed
                     o, *_ = env.step(np.asarray(a, dtype=dtype))
                 obs.append(o)
         else:
@@ -115,16 +114,14 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
             env.close()
         raise
 
-    host = run.host
-    per_agent = [host["agents"][i] for i in mine]
+    per_agent = [run.progress.agents[i] for i in mine]
 
     def checkpoint():
         state, key = sk.rebuild(flat[0])
-        rows = min(host["step"], settings.buffer_size)  # every agent has stored as many
+        rows = min(run.progress.step, settings.buffer_size)  # every agent has stored as many
         kept, sizes = buffer_saved(buf.rebuild(flat[1]), rows)
-        host.update(sizes)
         run.save(agents.to_saved({"state": state, "key": key, "action": action,
-                                  "buffer": kept}))
+                                  "buffer": kept}), sizes)
 
     def advance(start: int) -> Advanced:
         """One env step of every agent, and the learning call it triggers."""
@@ -136,18 +133,15 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
             o, reward, terminated, truncated, info = env.step(a)
             rows.append((obs[i], a, np.float32(reward), o, np.bool_(terminated),
                          np.bool_(truncated)))
-            h["episode_actions"].append(a.tolist())
+            h.episode_actions[0].append(a.tolist())
             if terminated or truncated:
-                h["episode_returns"].append(float(info["episode"]["r"]))
-                h["episode"] += 1
-                h["episodes_done"] += 1
-                h["episode_actions"] = []
-                o, _ = env.reset(seed=derived_seed(agents.seeds[mine[i]], h["episode"]))
+                h.end_episode(0, info["episode"]["r"])
+                o, _ = env.reset(seed=derived_seed(agents.seeds[mine[i]], h.episode[0]))
             next_obs.append(o)
         transition = agents.from_host(stack_rows(rows))
         step = start + 1
         obs = next_obs
-        run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
+        run.count_episodes()
         if step < settings.start_steps:
             flat, action = random_step(flat, transition)
             return Advanced(step)
@@ -156,10 +150,7 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
             learns=step % settings.update_every == 0)
         if metrics is None or step % settings.log_interval:
             return Advanced(step, metrics, finite)
-        extra = []
-        for h in per_agent:
-            returns, h["episode_returns"] = h["episode_returns"], []
-            extra.append({"episode_return": float(np.mean(returns))} if returns else {})
+        extra = [h.take_returns() for h in per_agent]
         return Advanced(step, metrics, finite, log=True, extra=extra)
 
     try:

@@ -111,7 +111,7 @@ def train_offline(
             "--lazy-images reads batches on this host; it does not combine with several "
             "processes yet. Load the dataset into memory (drop --lazy-images) or run one "
             "process (its devices may be several: --devices).")
-    run = Run(config, algorithm, "update", agents, {})
+    run = Run(config, algorithm, "update", agents)
     run.reference = reference
     config, settings = run.config, run.config.run
     # One copy of the dataset for all agents (its rows split over the devices of one agent).
@@ -214,7 +214,7 @@ def train_offline(
     if run.resume:
         state, key = one
         tree = agents.from_saved(run.restore(
-            lambda meta: agents.saved_like({"state": state, "key": key})))
+            lambda progress: agents.saved_like({"state": state, "key": key})))
         state_key = agents.place((tree["state"], tree["key"]))
     else:
         # One compiled call, the dataset an argument (not a constant baked into the program).

@@ -85,14 +85,14 @@ def _start(run: Run, agents: Any, fresh: Any, config: Any) -> Any:
     one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, hyper_of(config))
     agents.check_memory(tree_bytes(one))
     if run.resume:
-        return agents.place(agents.from_saved(run.restore(lambda meta: agents.saved_like(one))))
+        return agents.place(agents.from_saved(run.restore(lambda progress: agents.saved_like(one))))
     return jit(lambda: agents.place(agents.init(fresh, config)))()
 
 
 def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict[str, Any]:
     settings = config.run
     spec, num_envs, num_steps = env.spec, settings.num_envs, settings.num_steps
-    run = Run(config, algorithm, "step", agents, {"episodes_done": 0},
+    run = Run(config, algorithm, "step", agents,
               evaluator=make_evaluator(env, algorithm.act, settings.eval_episodes))
     config = run.config
     base = _fresh_state(algorithm, spec)
@@ -153,15 +153,13 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
     num_envs, num_steps = settings.num_envs, settings.num_steps
     # Per agent and env: the episode index (its reset seed) and the actions since that reset
     # (replayed on --resume).
-    run = Run(config, algorithm, "step", agents,
-              {"episode": [0] * num_envs, "episode_actions": [[] for _ in range(num_envs)],
-               "episodes_done": 0, "episode_returns": []})
+    run = Run(config, algorithm, "step", agents, envs=num_envs)
     config = run.config
     fresh = _fresh_state(algorithm, spec)
     carry = _start(run, agents, fresh, config)
 
-    host, mine = run.host, agents.mine
-    per_agent = [host["agents"][i] for i in mine]
+    mine = agents.mine
+    per_agent = [run.progress.agents[i] for i in mine]
     seeds = [agents.seeds[i] for i in mine]
     mode = gym.vector.AutoresetMode.DISABLED  # we reset finished envs, each with its own seed
     vectors = [gym.vector.SyncVectorEnv([lambda: make_env(settings.env_id)] * num_envs,
@@ -169,7 +167,7 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
     action_dtype = np.dtype(np.int32 if spec.discrete else np.float32)
 
     def episode_seeds(seed, h):
-        return [derived_seed(seed, 0, j, e) for j, e in enumerate(h["episode"])]
+        return [derived_seed(seed, 0, j, e) for j, e in enumerate(h.episode)]
 
     def to_env(action):
         return action if spec.discrete else np.clip(action, -1.0, 1.0)
@@ -179,7 +177,7 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
         for vec, seed, h in zip(vectors, seeds, per_agent, strict=True):
             o, _ = vec.reset(seed=episode_seeds(seed, h))
             ret = np.zeros(num_envs)
-            for j, actions in enumerate(h["episode_actions"]):  # the unfinished episodes
+            for j, actions in enumerate(h.episode_actions):  # the unfinished episodes
                 for a in actions:
                     oj, r, *_ = vec.envs[j].step(to_env(np.asarray(a, action_dtype)))
                     o[j], ret[j] = oj, ret[j] + r
@@ -222,12 +220,9 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
                 final = o.copy()
                 running[i] += r
                 for j in range(num_envs):
-                    h["episode_actions"][j].append(a[j].tolist())
+                    h.episode_actions[j].append(a[j].tolist())
                     if done[j]:
-                        h["episode_returns"].append(float(running[i][j]))
-                        h["episodes_done"] += 1
-                        h["episode"][j] += 1
-                        h["episode_actions"][j] = []
+                        h.end_episode(j, running[i][j])
                         running[i][j] = 0.0
                 if done.any():
                     o, _ = vec.reset(seed=episode_seeds(seeds[i], h),
@@ -239,14 +234,10 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
         rollout = _stack_rollout(rows, len(mine))
         carry, metrics = learn(carry, agents.from_host(rollout))
         end = start + num_steps * num_envs
-        run.extra["episodes"] = sum(h["episodes_done"] for h in per_agent)
+        run.count_episodes()
         if not run.due(end, settings.log_interval, since=start):
             return Advanced(end, metrics)
-        extra = []
-        for h in per_agent:
-            returns, h["episode_returns"] = h["episode_returns"], []
-            extra.append({"episode_return": float(np.mean(returns))} if returns else {})
-        return Advanced(end, metrics, log=True, extra=extra)
+        return Advanced(end, metrics, log=True, extra=[h.take_returns() for h in per_agent])
 
     try:
         return drive(run, algorithm.act, advance, lambda: run.save(agents.to_saved(carry)),

@@ -24,6 +24,8 @@ from .load import load_policy as load_policy
 from .load import load_run as load_run
 from .logging import Logger as Logger
 from .logging import read_metrics as read_metrics
+from .progress import AgentProgress as AgentProgress
+from .progress import Progress as Progress
 from .record import read_record as read_record
 from .record import resolve_resume as resolve_resume
 from .settings import OfflineRun as OfflineRun

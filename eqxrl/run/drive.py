@@ -44,13 +44,13 @@ def drive(run: Run, act: Callable, advance: Callable[[int], Advanced], save: Cal
     settings = run.config.run
 
     def body(stop: StopFlag) -> str:
-        while run.host["step"] < run.total:
+        while run.progress.step < run.total:
             if stop.requested:
                 save()
                 return "interrupted"
-            start = run.host["step"]
+            start = run.progress.step
             out = advance(start)
-            run.host["step"] = out.end
+            run.progress.step = out.end
             if out.finite is not None:
                 run.check_finite(out.finite, out.metrics)
             run.bar.update(out.end - start)
@@ -80,7 +80,7 @@ def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:
         with StopFlag() as stop:
             status = body(stop)
     except BaseException as error:
-        if run.host["step"] == run.start_step and not run.resume:
+        if run.progress.step == run.start_step and not run.resume:
             run.abandon()
         else:
             run.close("failed", error)

@@ -4,18 +4,17 @@ only their step logic.
 
 A run folder holds `config.json` (`{"algorithm", "module", "config"}`), `train.csv`,
 `eval.csv`, TensorBoard events, `checkpoints/step_*.ckpt` and, when the run ends,
-`summary.json`. Checkpoints carry the JSON-able loop bookkeeping (`host`) as metadata.
+`summary.json`. Checkpoints carry the run's bookkeeping (`eqxrl.run.progress.Progress`) as
+metadata.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -31,6 +30,7 @@ from eqxrl.run import checkpoints, sharded
 from eqxrl.run.agents import Agents
 from eqxrl.run.config_io import identity, to_dict
 from eqxrl.run.logging import Logger
+from eqxrl.run.progress import AgentProgress, Progress
 from eqxrl.run.record import algorithm_name, module_name
 from eqxrl.run.summary import default_run_dir, eval_line, summarise
 
@@ -38,15 +38,16 @@ from eqxrl.run.summary import default_run_dir, eval_line, summarise
 class Run:
     """One run folder and what is written into it, for a loop whose step unit is `unit`.
 
-    `host` is the JSON-able bookkeeping saved as checkpoint metadata; `host["step"]` counts
-    env steps (online) or updates (offline). The folder is made by `start`, not before, so a
-    run that fails while it is set up leaves nothing behind. `evaluator(state, seed) -> stats`
-    evaluates one agent (the compiled loops evaluate on their JAX env); by default its policy
-    runs on gymnasium envs of `env_id`.
+    `progress` is the bookkeeping saved as checkpoint metadata; `progress.step` counts env
+    steps (online) or updates (offline), and each agent has `envs` envs stepped on the host
+    (none in the compiled loops) whose episodes it tracks. The folder is made by `start`, not
+    before, so a run that fails while it is set up leaves nothing behind.
+    `evaluator(state, seed) -> stats` evaluates one agent (the compiled loops evaluate on their
+    JAX env); by default its policy runs on gymnasium envs of `env_id`.
     """
 
     def __init__(self, config: Any, algorithm: ModuleType, unit: str, agents: Agents,
-                 per_agent: dict[str, Any],
+                 envs: int = 0,
                  evaluator: Callable[[Any, int], dict[str, float]] | None = None):
         self.name = algorithm_name(algorithm)
         self.module = module_name(algorithm)
@@ -65,10 +66,7 @@ class Run:
                 f"--run-dir {run_dir!r} exists already. Continue that run with --resume "
                 f"{run_dir}, or choose a new --run-dir."
             )
-        # `host`: the JSON-able bookkeeping; per agent under "agents" (one dict each).
-        each = {"last_eval": None, "best_eval": None, "last_score": None}
-        self.host = {"step": 0, "wall_time": 0.0, "wandb_id": uuid.uuid4().hex[:12],
-                     "agents": [copy.deepcopy(each | per_agent) for _ in range(agents.n)]}
+        self.progress = Progress.fresh(agents.n, envs)
         self.reference: tuple[float, float] | None = None
         self.logger: Logger | None = None
         self.bar: Any = None
@@ -79,25 +77,30 @@ class Run:
         # continues one in a single process; `eqxrl.run.checkpoints` otherwise
         self.sharded = agents.multi or sharded.is_sharded_dir(self.ckpt_dir)
 
-    def restore(self, like: Callable[[dict[str, Any]], Any]) -> Any:
-        """Load the newest checkpoint into the template `like(meta)`; its meta becomes `host`."""
+    def restore(self, like: Callable[[Progress], Any]) -> Any:
+        """Load the newest checkpoint into the template `like(progress)`, where `progress` is
+        the checkpoint's bookkeeping; it becomes this run's `progress`."""
+        def template(meta):
+            return like(Progress.from_meta(meta))
+
         if self.sharded:  # written by a multi-process run
             def placed(meta):
-                return jax.tree.map(self.agents.saved_sharding, like(meta))
+                return jax.tree.map(self.agents.saved_sharding, template(meta))
 
-            tree, self.host = sharded.restore(self.ckpt_dir, None, placed,
-                                              config=identity(self.config))
+            tree, meta = sharded.restore(self.ckpt_dir, None, placed,
+                                         config=identity(self.config))
         else:
             found = checkpoints.list_checkpoints(self.ckpt_dir)
             if not found:
                 raise FileNotFoundError(
                     f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
-            tree, self.host = checkpoints.restore(found[-1][1], like,
-                                                  config=identity(self.config))
-        if self.total < self.host["step"]:
+            tree, meta = checkpoints.restore(found[-1][1], template,
+                                             config=identity(self.config))
+        self.progress = Progress.from_meta(meta)
+        if self.total < self.progress.step:
             raise ValueError(
                 f"--resume {self.dir}: the budget {self.total} is below the checkpoint's step "
-                f"{self.host['step']}; a run can be extended, not shortened."
+                f"{self.progress.step}; a run can be extended, not shortened."
             )
         return tree
 
@@ -108,10 +111,10 @@ class Run:
             self.eval_envs = make_eval_envs(run.env_id, run.eval_episodes)
         self.policy = jit(lambda state, obs: act(state, obs, jax.random.key(0), deterministic=True))
         self.session_start = time.perf_counter()
-        self.start_step, self.wall_before = self.host["step"], self.host["wall_time"]
+        self.start_step, self.wall_before = self.progress.step, self.progress.wall_time
         self.rate_mark = (self.session_start, self.start_step)  # (time, step) of the last log
         main = self.agents.main  # in a multi-process run, process 0 writes the folder
-        self.bar = tqdm(total=self.total, initial=self.host["step"], unit=self.unit,
+        self.bar = tqdm(total=self.total, initial=self.progress.step, unit=self.unit,
                         dynamic_ncols=True, mininterval=1.0, disable=not (run.progress and main),
                         desc=f"{self.name} {run.env_id}")
         if not main:
@@ -130,9 +133,9 @@ class Run:
             wandb_project=run.wandb_project,
             wandb_entity=run.wandb_entity,
             wandb_group=run.wandb_group,
-            wandb_id=self.host["wandb_id"],
+            wandb_id=self.progress.wandb_id,
             config=record,
-            resume_step=self.host["step"] if self.resume else None,
+            resume_step=self.progress.step if self.resume else None,
         )
 
     def abandon(self) -> None:
@@ -158,23 +161,27 @@ class Run:
         extra = []
         for i, r in zip(self.agents.mine, np.asarray(returns), strict=True):
             ended = r[~np.isnan(r)]
-            self.host["agents"][i]["episodes_done"] += int(ended.size)
+            self.progress.agents[i].episodes_done += int(ended.size)
             extra.append({"episode_return": float(ended.mean())} if ended.size else {})
-        self.extra["episodes"] = sum(self.host["agents"][i]["episodes_done"]
-                                     for i in self.agents.mine)
+        self.count_episodes()
         return extra
+
+    def count_episodes(self) -> None:
+        """Put the episodes this process's agents finished into the summary."""
+        self.extra["episodes"] = sum(self.progress.agents[i].episodes_done
+                                     for i in self.agents.mine)
 
     def rate(self) -> float:
         """Steps (or updates) per second over this whole session (compilation included)."""
         elapsed = max(time.perf_counter() - self.session_start, 1e-9)
-        return (self.host["step"] - self.start_step) / elapsed
+        return (self.progress.step - self.start_step) / elapsed
 
     def recent_rate(self) -> float:
         """Steps (or updates) per second since the previous log row (this session's first
         row counts from its start, so it includes compilation); moves the mark to now."""
         now, (then, step) = time.perf_counter(), self.rate_mark
-        self.rate_mark = (now, self.host["step"])
-        return (self.host["step"] - step) / max(now - then, 1e-9)
+        self.rate_mark = (now, self.progress.step)
+        return (self.progress.step - step) / max(now - then, 1e-9)
 
     def check_finite(self, finite: jax.Array, metrics: dict[str, Any]) -> None:
         """With nan_check on, stop with an error that names the metric, step and agent."""
@@ -185,7 +192,7 @@ class Run:
                              for i in np.flatnonzero(~np.isfinite(np.asarray(v)))})
             who = "" if not self.agents.stacked else f" of agent(s) {agents}"
             raise FloatingPointError(
-                f"Non-finite {bad}{who} at {self.unit} {self.host['step']} (nan_check is on). "
+                f"Non-finite {bad}{who} at {self.unit} {self.progress.step} (nan_check is on). "
                 f"The last checkpoint in {self.ckpt_dir!r} holds the state before it."
             )
 
@@ -204,11 +211,11 @@ class Run:
         for i in range(self.agents.n):
             row = {k: float(np.asarray(v)[i]) for k, v in values.items()}
             row |= extras.get(i, {}) | rate
-            self.logger.log(row, self.host["step"], labels=self._labels(i))
+            self.logger.log(row, self.progress.step, labels=self._labels(i))
 
     def evaluate(self, state: Any) -> list[dict[str, float]]:
         """Evaluate each agent's deterministic policy (`state` has the agent axis), log, show."""
-        step, run = self.host["step"], self.config.run
+        step, run = self.progress.step, self.config.run
         mine = {}  # this process's agents (all of them in one process)
         for i in self.agents.mine:
             one, seed = self.agents.pick(state, i), derived_seed(self.agents.seeds[i], 1, step)
@@ -221,34 +228,35 @@ class Run:
         for part in self.agents.gather_json(mine):
             found |= {int(i): stats for i, stats in part.items()}
         results = [found[i] for i in range(self.agents.n)]
-        for i, (h, stats) in enumerate(zip(self.host["agents"], results, strict=True)):
+        for i, (agent, stats) in enumerate(zip(self.progress.agents, results, strict=True)):
             if self.logger is not None:
                 self.logger.log(stats, step, group="eval", labels=self._labels(i))
-            h["last_eval"] = stats["return_mean"]
-            h["last_score"] = stats.get("normalized_score_mean")
-            h["best_eval"] = max(h["best_eval"] or -np.inf, stats["return_mean"])
+            agent.record_eval(stats)
         means = np.array([r["return_mean"] for r in results])
         self.bar.set_postfix(eval_return=f"{means.mean():.1f}")
         if run.progress and self.agents.main:
             tqdm.write(f"{self.unit} {step}: {eval_line(results, run.eval_episodes)}")
         return results
 
-    def save(self, tree: Any) -> None:
-        """Checkpoint `tree` with `host` as metadata, atomically; keep the newest few."""
-        self.host["wall_time"] = self.wall_before + time.perf_counter() - self.session_start
+    def save(self, tree: Any, buffer_sizes: dict[str, int] | None = None) -> None:
+        """Checkpoint `tree` with `progress` as metadata, atomically; keep the newest few.
+        `buffer_sizes` (`eqxrl.data.saved.buffer_saved`'s) say how to read a saved buffer."""
+        progress = self.progress
+        progress.wall_time = self.wall_before + time.perf_counter() - self.session_start
+        progress.buffer_sizes = dict(buffer_sizes or {})
         config, keep = identity(self.config), self.config.run.keep_checkpoints
         if self.sharded:
-            # Each process holds the host state of its own agents: collect them, then save.
+            # Each process holds the bookkeeping of its own agents: collect them, then save.
             for part in self.agents.gather_json(
-                    {i: self.host["agents"][i] for i in self.agents.mine}):
-                for i, h in part.items():
+                    {i: progress.agents[i].to_json() for i in self.agents.mine}):
+                for i, saved in part.items():
                     if int(i) not in self.agents.mine:  # this process's own are up to date
-                        self.host["agents"][int(i)] = h
-            sharded.save(self.ckpt_dir, self.host["step"], tree, config=config, meta=self.host,
-                          keep=keep)
+                        progress.agents[int(i)] = AgentProgress.from_json(saved)
+            sharded.save(self.ckpt_dir, progress.step, tree, config=config,
+                         meta=progress.to_meta(), keep=keep)
             return
-        path = checkpoints.checkpoint_path(self.ckpt_dir, self.host["step"])
-        checkpoints.save(path, tree, config=config, meta=self.host)
+        path = checkpoints.checkpoint_path(self.ckpt_dir, progress.step)
+        checkpoints.save(path, tree, config=config, meta=progress.to_meta())
         checkpoints.prune(self.ckpt_dir, keep)
 
     def close_sinks(self) -> None:
@@ -269,7 +277,7 @@ class Run:
         """
         self.close_sinks()
         wall = round(self.wall_before + time.perf_counter() - self.session_start, 1)
-        summary = summarise(self.name, self.config.run, self.dir, self.unit, self.host,
+        summary = summarise(self.name, self.config.run, self.dir, self.unit, self.progress,
                             self.agents, wall, round(self.rate(), 1), status, error) | self.extra
         if self.agents.main:
             with open(os.path.join(self.dir, "summary.json"), "w") as f:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from eqxrl.run.agents import Agents
+from eqxrl.run.progress import Progress
 
 
 def default_run_dir(name: str, run: Any) -> str:
@@ -43,7 +44,7 @@ def seeds_tag(run: Any) -> str:
     return tag + ("+grid" if run.grid else "")
 
 
-def summarise(name: str, run: Any, run_dir: str, unit: str, host: dict[str, Any],
+def summarise(name: str, run: Any, run_dir: str, unit: str, progress: Progress,
               agents: Agents, wall_time: float, per_second: float, status: str,
               error: BaseException | None) -> dict[str, Any]:
     """What `summary.json` holds (`status`: done, interrupted or failed).
@@ -51,15 +52,15 @@ def summarise(name: str, run: Any, run_dir: str, unit: str, host: dict[str, Any]
     With several agents, the returns are means over the agents, and `agents` lists each
     agent's seed, grid values and returns.
     """
-    per_agent = host["agents"]
+    per_agent = progress.agents
 
     def mean(key: str) -> float | None:
-        values = [h[key] for h in per_agent]
+        values = [getattr(a, key) for a in per_agent]
         return None if None in values else float(np.mean(values))
 
     summary = {
         "algo": name, "env_id": run.env_id, "seed": run.seed, "run_dir": run_dir,
-        "unit": unit, "steps": host["step"],
+        "unit": unit, "steps": progress.step,
         "final_eval_return": mean("last_eval"),
         "final_normalized_score": mean("last_score"),
         "best_eval_return": mean("best_eval"),
@@ -70,10 +71,10 @@ def summarise(name: str, run: Any, run_dir: str, unit: str, host: dict[str, Any]
     if agents.stacked:
         summary["seeds"] = list(dict.fromkeys(agents.seeds))
         summary["agents"] = [
-            agents.labels(i) | {"final_eval_return": h["last_eval"],
-                                "final_normalized_score": h["last_score"],
-                                "best_eval_return": h["best_eval"]}
-            for i, h in enumerate(per_agent)
+            agents.labels(i) | {"final_eval_return": a.last_eval,
+                                "final_normalized_score": a.last_score,
+                                "best_eval_return": a.best_eval}
+            for i, a in enumerate(per_agent)
         ]
     return summary
 
