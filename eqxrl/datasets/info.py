@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import ArrayLike
 
+from eqxrl.core.checks import ConfigError
 from eqxrl.envs.evaluation import normalized_score
 
 
-class DatasetError(ValueError):
+class DatasetError(ConfigError):
     """A dataset file or array that is missing keys, has wrong shapes, or holds bad values."""
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import sys
 import warnings
 from typing import Any
 
@@ -9,6 +12,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 
+from eqxrl.core.checks import ConfigError
 from eqxrl.core.spec import EnvSpec
 from eqxrl.envs.pixels import FRAME_STACK_ATTRIBUTE, make_atari_env, make_pixel_env
 
@@ -63,6 +67,7 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     stacked channels last), and `pixels:<id>,action_repeat=4,frame_stack=3` sets those two
     options in the id itself, so that datasets, evaluations and resumed runs remake the same env.
     """
+    _check_env_id(env_id)
     if env_id.split(":", 1)[0] in ("gymnax", "brax"):
         raise ValueError(
             f"env_id={env_id!r} is a JAX-native env, not a gymnasium one: eqxrl.make_jax_env "
@@ -79,8 +84,10 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as err:
-        raise ValueError(
-            f"env_id={env_id!r} could not be made by gymnasium: {err}. Registered ids include "
+        said = str(err).strip()
+        said += "" if said.endswith((".", "?", "!")) else "."
+        raise ConfigError(
+            f"env_id={env_id!r} could not be made by gymnasium: {said} Registered ids include "
             f"Pendulum-v1, HalfCheetah-v5, Hopper-v5; see gymnasium.pprint_registry()."
         ) from err
     space = env.action_space
@@ -97,6 +104,49 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             warnings.simplefilter("ignore", UserWarning)
             env = gym.wrappers.DtypeObservation(env, np.float32)
     return gym.wrappers.RecordEpisodeStatistics(env)
+
+
+OWN_PREFIXES = ("pixels", "gymnax", "brax")
+"""The `prefix:` forms of env ids that eqxrl itself makes (`ALE/` ids have no colon)."""
+
+
+def _module_prefix(env_id: str) -> str | None:
+    """The module gymnasium would import to make `env_id` (`pkg` of `pkg:Env-v0`), if any."""
+    prefix, colon, _ = env_id.partition(":")
+    return prefix if colon and prefix not in OWN_PREFIXES else None
+
+
+def _check_env_id(env_id: Any) -> None:
+    """Refuse what is not an env id, and a `prefix:` naming no module (a typo of eqxrl's own
+    prefixes, say) before gymnasium tries to import it."""
+    if not isinstance(env_id, str) or not env_id.strip():
+        raise ConfigError(
+            f"env_id must be an env id such as 'Pendulum-v1', 'gymnax:Pendulum-v1' or "
+            f"'pixels:CartPole-v1', got {env_id!r}.")
+    prefix = _module_prefix(env_id)
+    if prefix is not None and importlib.util.find_spec(prefix.split(".")[0]) is None:
+        close = difflib.get_close_matches(prefix, OWN_PREFIXES, n=1)
+        hint = f" Did you mean {close[0]}:{env_id.partition(':')[2]}?" if close else ""
+        raise ConfigError(
+            f"env_id={env_id!r}: {prefix!r} is neither one of eqxrl's prefixes "
+            f"({', '.join(p + ':' for p in OWN_PREFIXES)}) nor an importable module that "
+            f"registers envs.{hint}")
+
+
+def env_id_from_file(env_id: Any, source: str) -> Any:
+    """`env_id` as read from a file (a run's config.json, a dataset's metadata), if making it
+    imports no code the user did not choose: ids of registered envs and of eqxrl's own
+    prefixes pass; `pkg:Env-v0` (which makes gymnasium import `pkg`) is refused."""
+    if not isinstance(env_id, str):
+        return env_id
+    prefix = _module_prefix(env_id)
+    if prefix is not None and prefix.split(".")[0] not in sys.modules:
+        raise ConfigError(
+            f"env id {env_id!r} from {source} would make gymnasium import the module "
+            f"{prefix!r}, which may run any code; eqxrl imports no module named by a file. If "
+            f"you trust it, name the env yourself (--env-id {env_id} on the command line), or "
+            f"`import {prefix}` in Python before loading.")
+    return env_id
 
 
 PIXEL_ID_OPTIONS = ("action_repeat", "frame_stack")

@@ -21,7 +21,7 @@ from eqxrl import datasets
 from eqxrl.core.hyper import hyper_of
 from eqxrl.core.jit import jit
 from eqxrl.data.dataset import Dataset
-from eqxrl.envs.gym import make_env, spec_from_env
+from eqxrl.envs.gym import env_id_from_file, make_env, spec_from_env
 from eqxrl.loops.common import fresh_copy
 from eqxrl.loops.contract import OfflineAlgorithm, OfflineHooks, check_algorithm
 from eqxrl.run.agents import tree_bytes
@@ -54,7 +54,8 @@ def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | No
                 f"--dataset {run.dataset!r} names no env id in its metadata and --env-id was "
                 "not given: pass --env-id (the gymnasium env to evaluate in)."
             )
-        config = dataclasses.replace(config, run=dataclasses.replace(run, env_id=info.env_id))
+        env_id = env_id_from_file(info.env_id, f"the metadata of --dataset {run.dataset!r}")
+        config = dataclasses.replace(config, run=dataclasses.replace(run, env_id=env_id))
     if run.rescale_actions:
         space = gym.make(config.run.env_id).action_space
         dataset = datasets.rescale_actions(dataset, space.low, space.high)

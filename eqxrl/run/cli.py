@@ -73,10 +73,10 @@ def parse_flags(config_class: type, args: list[str]) -> tuple[Any, list[str]]:
     try:
         argv, grid = split_grid_flags(config_class, args)
         config = tyro.cli(config_class, args=argv)
+        if grid:
+            config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
     except ConfigError as err:  # a run setting's check (tyro reports the algorithm's own)
         refuse(err)
-    if grid:
-        config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
     return config, argv
 
 
@@ -95,7 +95,10 @@ def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None 
         names = {a.split("=")[0].removeprefix("--").replace("-", "_") for a in argv}
         names |= {"grid"} if grid else set()
         given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
-        config = resolve_resume(config, given)
+        try:
+            config = resolve_resume(config, given)
+        except (ValueError, OSError) as err:  # the folder, its record or a changed setting
+            refuse(err)
     try:
         summary = main(config)
     except ConfigError as err:  # refused before the run started: seeds, grid, devices

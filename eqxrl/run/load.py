@@ -27,7 +27,7 @@ from eqxrl.core.spec import EnvSpec
 from eqxrl.data.frames import FrameReplayBuffer
 from eqxrl.data.replay import ReplayBuffer
 from eqxrl.data.saved import buffer_from_saved, buffer_saved_like
-from eqxrl.envs.gym import make_env, spec_from_env
+from eqxrl.envs.gym import env_id_from_file, make_env, spec_from_env
 from eqxrl.envs.native import is_jax_env_id, make_jax_env
 from eqxrl.run import checkpoints, sharded
 from eqxrl.run.agents import Agents
@@ -111,6 +111,7 @@ def load_run(
     config = from_dict(module.Config, record["config"], os.path.join(run_dir, "config.json"))
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=run_dir))
     step, path = _checkpoint(run_dir, step)
+    env_id_from_file(config.run.env_id, os.path.join(run_dir, "config.json"))
     if is_jax_env_id(config.run.env_id):  # a compiled run's gymnax or Brax env
         spec = make_jax_env(config.run.env_id).spec
     else:

@@ -16,10 +16,13 @@ import importlib.util
 import json
 import os
 import pkgutil
+import sys
 from types import ModuleType
 from typing import Any
 
-from eqxrl.core.checks import flag
+from eqxrl.core.checks import ConfigError, flag
+from eqxrl.envs.gym import env_id_from_file
+from eqxrl.run import checkpoints, sharded
 from eqxrl.run.config_io import defaults, flat_fields, from_dict
 from eqxrl.run.settings import BUDGET_FIELDS, PLACEMENT_FIELDS
 
@@ -97,8 +100,12 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
     run = config.run
     if run.resume is None or run.run_dir == run.resume:
         return config  # a new run, or resolved already
-    saved = from_dict(type(config), read_record(run.resume)["config"], "config.json")
+    record = read_record(run.resume)
+    _same_algorithm(config, record, run.resume)
+    saved = from_dict(type(config), record["config"], "config.json")
     now, before = flat_fields(config), flat_fields(saved)
+    if not ("run.env_id" in (given or ()) and now.get("run.env_id") == before.get("run.env_id")):
+        env_id_from_file(saved.run.env_id, os.path.join(run.resume, "config.json"))
     if given is None:
         # Set by the user: differs from the algorithm's default, and (for run settings built
         # as `OfflineRun(resume=...)`) from the run class's own default too.
@@ -114,7 +121,10 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
         field = name.removeprefix("run.")
         if field in ("resume", "progress") or now[name] == before.get(name):
             continue
-        if field in BUDGET_FIELDS or field in PLACEMENT_FIELDS:  # the state is resharded
+        if field in BUDGET_FIELDS:
+            _budget_reaches_checkpoint(run.resume, field, now[name])
+            changes[field] = now[name]
+        elif field in PLACEMENT_FIELDS:  # the state is resharded
             changes[field] = now[name]
         elif field == "run_dir" and os.path.abspath(now[name]) == os.path.abspath(run.resume):
             continue
@@ -127,3 +137,31 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
                 "other settings start a new run with another --run-dir."
             )
     return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))
+
+
+def _same_algorithm(config: Any, record: dict[str, Any], run_dir: str) -> None:
+    """Refuse to resume a run of one of eqxrl's algorithms with another one's file."""
+    module = sys.modules.get(type(config).__module__)
+    ours = trusted_module(module_name(module)) if module is not None else None
+    theirs = trusted_module(str(record["module"]))
+    if ours is not None and theirs is not None and ours != theirs:
+        stem = theirs.rpartition(".")[2]
+        raise ConfigError(
+            f"--resume {run_dir}: that run was trained by {record['algorithm']} ({theirs}), "
+            f"not by {ours.rpartition('.')[2]}. Resume it with its own file: python "
+            f"algorithms/{stem}.py --resume {run_dir}."
+        )
+
+
+def _budget_reaches_checkpoint(run_dir: str, field: str, budget: int) -> None:
+    """Refuse a new budget below the step of the run's newest checkpoint."""
+    folder = os.path.join(run_dir, "checkpoints")
+    found = [s for s, _ in checkpoints.list_checkpoints(folder)]
+    if not found and sharded.is_sharded_dir(folder):
+        found = [int(n) for n in os.listdir(folder) if n.isdigit()]
+    if found and budget < max(found):
+        raise ConfigError(
+            f"--resume {run_dir}: {flag(field)} {budget} is below the step of its newest "
+            f"checkpoint ({max(found)}); a run can be extended, not shortened. Give "
+            f"{flag(field)} {max(found)} or more."
+        )

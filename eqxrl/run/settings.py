@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from eqxrl.core.checks import ConfigError, at_least, fail, within
+from eqxrl.core.checks import ConfigError, at_least, fail, flag, within
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,8 @@ class RunConfig:
     """this process's index in a multi-process run (None: detected on a cluster)"""
     coordinator: str | None = None
     """HOST:PORT of process 0 in a multi-process run (None: detected on a cluster)"""
+    process_timeout: int = 300
+    """seconds a multi-process run waits at start for all of its processes to join"""
     eval_interval: int = 10_000
     """steps (online: env steps; offline: updates) between evaluations"""
     eval_episodes: int = 10
@@ -88,9 +90,8 @@ class RunConfig:
         at_least(self, 1, "eval_interval", "eval_episodes", "log_interval")
         at_least(self, 1, "checkpoint_interval", "keep_checkpoints", "num_seeds")
         at_least(self, 0, "devices")
-        at_least(self, 1, "num_processes")
-        if self.process_id is not None:
-            within(self, "process_id", 0, self.num_processes - 1)
+        at_least(self, 1, "num_processes", "process_timeout")
+        self._check_processes()
         if self.seeds is not None:
             if not self.seeds:
                 fail("seeds", "one or more seeds", self.seeds)
@@ -104,6 +105,34 @@ class RunConfig:
         for name, values in self.grid:
             if len(values) < 2:
                 fail(name, "two or more values in a grid", values)
+            if len(set(values)) != len(values):
+                fail(name, "distinct values in a grid", values,
+                     "Equal values would train identical agents; for more seeds per value "
+                     "use --num-seeds.")
+
+    def _check_processes(self) -> None:
+        """--coordinator and --process-id belong to multi-process runs, and are well formed."""
+        if self.num_processes == 1:
+            for name in ("coordinator", "process_id"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"{flag(name)} {getattr(self, name)} has no effect in a one-process "
+                        f"run: drop it, or start a multi-process run with --num-processes N.")
+            return
+        if self.process_id is not None:
+            within(self, "process_id", 0, self.num_processes - 1)
+        if self.coordinator is not None:
+            host, _, port = self.coordinator.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                fail("coordinator", "HOST:PORT (a port in 1..65535)", self.coordinator,
+                     "For example --coordinator localhost:12345 (process 0's address).")
+        if (self.coordinator is None) != (self.process_id is None):
+            given, missing = (("coordinator", "process_id") if self.process_id is None
+                              else ("process_id", "coordinator"))
+            raise ConfigError(
+                f"{flag(given)} without {flag(missing)}: a multi-process run outside a cluster "
+                "that JAX detects needs both, on every process (--coordinator HOST:PORT of "
+                "process 0, --process-id 0 .. N-1).")
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -261,7 +290,7 @@ class OnPolicyRun(RunConfig):
 BUDGET_FIELDS = ("total_steps", "total_updates")
 
 
-PLACEMENT_FIELDS = ("devices", "num_processes", "process_id", "coordinator")
+PLACEMENT_FIELDS = ("devices", "num_processes", "process_id", "coordinator", "process_timeout")
 
 
 VOLATILE_FIELDS = ("run_dir", "resume", "progress", *PLACEMENT_FIELDS, *BUDGET_FIELDS)

@@ -1,0 +1,173 @@
+"""Bad input, by surface: each case checks the message (it names the flag or file, the value and
+the fix), and on the command line that it is one `error:` line with exit code 2.
+
+A new flag or file format adds its cases beside the others of its surface. Older surfaces keep
+their cases in their own modules' tests (seeds, grids over unmarked fields, replay buffers,
+shapes, encoders by name).
+"""
+
+import json
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+
+import eqxrl
+from eqxrl.algorithms import iql, sac, td3
+from eqxrl.core.checks import ConfigError
+from eqxrl.core.types import Transition
+
+FIXTURE = Path(__file__).parent / "data" / "sac_run_v0_1"  # SAC on Pendulum, checkpoints 200, 300
+
+
+def refused(capsys, args, config_class=sac.Config, main=sac.main) -> str:
+    """Run the command line on `args`; it must exit 2 with one `error:` line; return it."""
+    with pytest.raises(SystemExit) as exit_info:
+        eqxrl.cli(main, config_class, args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
+    return errors[0]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A copy of a finished SAC run folder (300 steps)."""
+    return str(shutil.copytree(FIXTURE, tmp_path / "run"))
+
+
+# --- several processes -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, says", [
+    (["--coordinator", "localhost:1234"], "--coordinator localhost:1234 has no effect in a "
+                                          "one-process run"),
+    (["--process-id", "0"], "--process-id 0 has no effect in a one-process run"),
+    (["--num-processes", "2", "--coordinator", "localhost", "--process-id", "0"],
+     "--coordinator must be HOST:PORT"),
+    (["--num-processes", "2", "--coordinator", "localhost:99999", "--process-id", "0"],
+     "a port in 1..65535"),
+    (["--num-processes", "2", "--coordinator", "localhost:1234"],
+     "--coordinator without --process-id"),
+    (["--num-processes", "2", "--process-id", "3", "--coordinator", "h:1"],
+     "--process-id must be in [0, 1], got 3"),
+    (["--process-timeout", "0"], "--process-timeout must be >= 1, got 0"),
+])
+def test_process_settings_are_checked_before_anything_starts(capsys, args, says):
+    assert says in refused(capsys, args)
+
+
+def test_a_peer_whose_coordinator_never_answers_ends_by_its_deadline():
+    with socket.socket() as s:  # a free port that nobody listens on
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    run = eqxrl.OnlineRun(num_processes=2, process_id=1, coordinator=f"localhost:{port}",
+                          process_timeout=1)
+    with pytest.raises(ConfigError, match=rf"--coordinator localhost:{port}: process 0 did not "
+                                          r"answer within --process-timeout 1 s"):
+        eqxrl.run.grid.connect(run)
+
+
+def test_no_cluster_and_no_coordinator_says_which_flags_to_pass(monkeypatch):
+    for name in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    run = eqxrl.OnlineRun(num_processes=2)
+    with pytest.raises(ConfigError, match=r"--num-processes 2: .*start every process with "
+                                          r"--coordinator HOST:PORT"):
+        eqxrl.run.grid.connect(run)
+
+
+# --- grids ---------------------------------------------------------------------------------------
+
+def test_a_grid_with_a_repeated_value_is_refused(capsys):
+    line = refused(capsys, ["--tau", "0.005", "0.005"])
+    assert "--tau must be distinct values in a grid, got (0.005, 0.005)" in line
+    assert "--num-seeds" in line
+
+
+# --- env ids -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env_id, says", [
+    ("gymax:Pendulum-v1", "Did you mean gymnax:Pendulum-v1?"),
+    ("nosuchpkg:Foo-v0", "'nosuchpkg' is neither one of eqxrl's prefixes"),
+    ("Pendulm-v1", "could not be made by gymnasium"),
+])
+def test_an_env_id_typo_is_one_error_line(capsys, env_id, says):
+    line = refused(capsys, ["--env-id", env_id, "--total-steps", "300", "--start-steps", "100"])
+    assert says in line and "Did you mean: `Pendulum`?." not in line
+
+
+@pytest.mark.parametrize("env_id", ["", "  "])
+def test_make_env_refuses_what_is_not_an_env_id(env_id):
+    with pytest.raises(ConfigError, match=r"env_id must be an env id such as 'Pendulum-v1'"):
+        eqxrl.make_env(env_id)
+
+
+def test_make_env_of_none_names_the_argument():
+    # the annotation's runtime check (jaxtyping + beartype) speaks before the body does
+    with pytest.raises((ConfigError, TypeError), match=r"env_id[\s\S]*None"):
+        eqxrl.make_env(None)
+
+
+def _plant_env_id(run_dir: str, env_id: str) -> None:
+    path = Path(run_dir) / "config.json"
+    record = json.loads(path.read_text())
+    record["config"]["run"]["env_id"] = env_id
+    path.write_text(json.dumps(record))
+
+
+def test_an_env_id_from_a_run_folder_imports_no_module(capsys, run_dir, tmp_path, monkeypatch):
+    # `plantedenv:Env-v0` would make gymnasium import plantedenv; the module writes a file.
+    (tmp_path / "plantedenv.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _plant_env_id(run_dir, "plantedenv:Env-v0")
+    line = refused(capsys, ["--resume", run_dir, "--total-steps", "400"])
+    assert "would make gymnasium import the module 'plantedenv'" in line
+    assert "--env-id plantedenv:Env-v0" in line
+    with pytest.raises(ConfigError, match="import plantedenv` in Python before loading"):
+        eqxrl.load_policy(run_dir)
+    assert not (tmp_path / "imported").exists() and "plantedenv" not in sys.modules
+
+
+def test_an_env_id_from_a_dataset_imports_no_module(tmp_path):
+    obs = jnp.zeros((4, 3))
+    dataset = eqxrl.Dataset(Transition(obs, jnp.zeros((4, 1)), jnp.zeros(4), obs,
+                                       jnp.zeros(4, bool), jnp.array([False] * 3 + [True])))
+    path = str(tmp_path / "planted.hdf5")
+    eqxrl.datasets.save_hdf5(path, dataset, eqxrl.datasets.DatasetInfo(env_id="plantedenv:E-v0"))
+    config = iql.Config(run=eqxrl.OfflineRun(dataset=path))
+    with pytest.raises(ConfigError, match=r"the metadata of --dataset .*planted\.hdf5"):
+        eqxrl.loops.offline.prepare_dataset(config)
+
+
+# --- run folders ---------------------------------------------------------------------------------
+
+def test_resuming_another_algorithms_run_names_its_algorithm(capsys, run_dir):
+    line = refused(capsys, ["--resume", run_dir], td3.Config, td3.main)
+    assert "that run was trained by sac (eqxrl.algorithms.sac), not by td3" in line
+    assert f"python algorithms/sac.py --resume {run_dir}" in line
+
+
+def test_a_budget_below_the_newest_checkpoint_is_blamed_on_the_budget(capsys, run_dir):
+    line = refused(capsys, ["--resume", run_dir, "--total-steps", "250"])
+    assert "--total-steps 250 is below the step of its newest checkpoint (300)" in line
+    assert "--start-steps" not in line
+
+
+@pytest.mark.parametrize("text, says", [
+    ("{bad", "is not valid JSON"),
+    ('{"algorithm": "sac", "config": {}}', "lacks ['module']"),
+])
+def test_a_damaged_config_json_is_one_error_line(capsys, run_dir, text, says):
+    (Path(run_dir) / "config.json").write_text(text)
+    line = refused(capsys, ["--resume", run_dir])
+    assert says in line and "config.json" in line
+
+
+def test_a_missing_run_folder_is_one_error_line(capsys, tmp_path):
+    line = refused(capsys, ["--resume", str(tmp_path / "nowhere")])
+    assert "is not a run folder: it has no config.json" in line
