@@ -7,11 +7,13 @@ shapes, encoders by name).
 """
 
 import json
+import re
 import shutil
 import socket
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -72,8 +74,12 @@ def test_a_peer_whose_coordinator_never_answers_ends_by_its_deadline():
 
 
 def test_no_cluster_and_no_coordinator_says_which_flags_to_pass(monkeypatch):
-    for name in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
-        monkeypatch.delenv(name, raising=False)
+    # What jax.distributed says when no cluster is detected (here JAX runs already, so the real
+    # call would refuse for that reason; tests/test_run_multihost.py starts real processes).
+    def undetected(*args, **kwargs):
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", undetected)
     run = eqxrl.OnlineRun(num_processes=2)
     with pytest.raises(ConfigError, match=r"--num-processes 2: .*start every process with "
                                           r"--coordinator HOST:PORT"):
@@ -171,3 +177,36 @@ def test_a_damaged_config_json_is_one_error_line(capsys, run_dir, text, says):
 def test_a_missing_run_folder_is_one_error_line(capsys, tmp_path):
     line = refused(capsys, ["--resume", str(tmp_path / "nowhere")])
     assert "is not a run folder: it has no config.json" in line
+
+
+# --- JAX-native envs ----------------------------------------------------------------------------
+
+def test_a_jax_env_step_with_a_wrong_action_shape_names_both_shapes():
+    pytest.importorskip("gymnax")
+    env = eqxrl.make_jax_env("gymnax:Pendulum-v1")
+    obs, state = env.reset(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"action has shape \(3,\), expected \(1,\).*jax\.vmap"):
+        env.step(jax.random.key(1), state, jnp.zeros(3))
+
+
+# --- encoder weights ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, content, says", [
+    ("missing.safetensors", None, "no file at"),
+    ("weights.txt", b"hello", "has suffix '.txt'; expected .eqx"),
+    ("garbage.safetensors", b"\x00garbage", "is not a readable .safetensors file"),
+    ("garbage.npz", b"\x00garbage", "is not a readable .npz file"),
+])
+def test_bad_encoder_weight_files_say_what_is_wrong_with_them(tmp_path, name, content, says):
+    if name.endswith(".safetensors"):
+        pytest.importorskip("safetensors")
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        eqxrl.vision.load_encoder("resnetv1-18", path)
+
+
+def test_freezing_an_encoder_without_weights_is_warned_about():
+    with pytest.warns(UserWarning, match="--freeze-encoder without --encoder-weights"):
+        eqxrl.vision.EncoderConfig(freeze_encoder=True)

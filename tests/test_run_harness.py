@@ -59,9 +59,9 @@ def test_a_fresh_run_into_an_existing_folder_is_refused(finished):
         sac_cli(*TINY, "--run-dir", finished)
 
 
-def test_a_failed_start_leaves_no_folder(tmp_path):
-    with pytest.raises(ValueError, match="Nope-v0"):
-        sac_cli(*TINY, "--run-dir", str(tmp_path / "bad"), "--env-id", "Nope-v0")
+def test_a_failed_start_leaves_no_folder(tmp_path, capsys):
+    assert sac_cli(*TINY, "--run-dir", str(tmp_path / "bad"), "--env-id", "Nope-v0") == 2
+    assert "error: env_id='Nope-v0' could not be made" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "bad")
 
 
@@ -80,21 +80,27 @@ def test_resume_extends_a_moved_run_from_another_cwd(finished, tmp_path, monkeyp
     assert not os.path.exists(elsewhere / "runs")
 
 
-def test_resume_refuses_flags_that_would_change_the_run(finished, tmp_path):
+def test_resume_refuses_flags_that_would_change_the_run(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
-    with pytest.raises(ValueError, match=r"--seed 3 would change the run \(it was trained with 0"):
-        sac_cli("--resume", run, "--seed", "3")
-    with pytest.raises(ValueError, match=r"--actor-lr 0.001 would change the run"):
-        sac_cli("--resume", run, "--actor-lr", "0.001")
-    with pytest.raises(ValueError, match=r"budget 200 is below the checkpoint's step 300"):
-        sac_cli("--resume", run, "--total-steps", "200")
+    for args, says in [
+        (["--seed", "3"], r"--seed 3 would change the run \(it was trained with 0"),
+        (["--actor-lr", "0.001"], r"--actor-lr 0.001 would change the run"),
+        (["--total-steps", "200"], r"--total-steps 200 is below the step of its newest "
+                                   r"checkpoint \(300\)"),
+    ]:
+        assert sac_cli("--resume", run, *args) == 2
+        assert re.search("error: --resume .*" + says, capsys.readouterr().err)
+    with pytest.raises(ValueError, match=r"--total-steps 200 is below the step of its newest"):
+        sac.main(sac.Config(run=eqxrl.OnlineRun(resume=run, total_steps=200)))
     # Flags equal to the saved run's values change nothing and are accepted.
     assert sac_cli("--resume", run, "--seed", "0", "--hidden-dims", "32", "32") == 0
 
 
-def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert sac_cli("--resume", str(tmp_path)) == 2
+    assert "not a run folder: it has no config.json" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match=r"not a run folder: it has no config.json"):
-        sac_cli("--resume", str(tmp_path))
+        eqxrl.run.resolve_resume(sac.Config(run=eqxrl.OnlineRun(resume=str(tmp_path))))
 
 
 def test_checkpoints_store_only_the_filled_buffer_rows(finished):

@@ -101,6 +101,12 @@ class JaxEnv(eqx.Module):
         )
 
     def _env_action(self, action: Array) -> Array:
+        expected = () if self.spec.discrete else tuple(self.spec.action_shape)
+        if tuple(jnp.shape(action)) != expected:
+            raise ValueError(
+                f"JaxEnv.step of {self.env_id}: action has shape {tuple(jnp.shape(action))}, "
+                f"expected {expected} (one env's action). For a batch of envs, "
+                "jax.vmap(env.step) over the keys, states and actions.")
         if self.spec.discrete:
             return jnp.asarray(action, jnp.int32)
         action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)

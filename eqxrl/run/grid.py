@@ -95,6 +95,14 @@ def connect(run: Any) -> None:
             "pod, ...) was detected to say where process 0 is; outside one, start every "
             "process with --coordinator HOST:PORT (process 0's) and its own --process-id."
         ) from None
+    except RuntimeError as err:
+        if "before any JAX" not in str(err):
+            raise
+        raise ConfigError(
+            f"--num-processes {run.num_processes}: this process used JAX before the processes "
+            "joined, and jax.distributed cannot start after that. Start the run before any other "
+            "JAX work in the process (a fresh `python algorithms/<name>.py ...`)."
+        ) from None
     except Exception as err:  # the service's errors (a peer that never came) are runtime ones
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(

@@ -13,6 +13,7 @@ three command-line flags every pixel algorithm shares (`--encoder`, `--encoder-w
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ class EncoderConfig:
             raise ValueError(
                 f"--encoder {self.encoder} is not an encoder; valid names: "
                 f"{', '.join(sorted(ENCODERS))}.")
+        if self.freeze_encoder and self.encoder_weights is None:
+            warnings.warn(
+                f"--freeze-encoder without --encoder-weights keeps a randomly initialised "
+                f"{self.encoder} encoder fixed (random features); give --encoder-weights FILE "
+                "to freeze pretrained weights.", stacklevel=2)
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of `encoded` / `ObsEncoder`."""

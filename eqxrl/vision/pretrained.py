@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eqxrl.core.checks import ConfigError
 from eqxrl.vision.encoders import ENCODERS, make_encoder
 from eqxrl.vision.normalization import BatchNorm, FrozenBatchNorm
 from eqxrl.vision.resnet_v1 import V1_STAGES, ResNetV1
@@ -46,9 +47,13 @@ TORCH_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".bin")
 """File suffixes read as torchvision/timm state dicts (`.eqx` is eqxrl's own format)."""
 
 
+class WeightsNotFound(ConfigError, FileNotFoundError):
+    """--encoder-weights names no file (a command-line error, and a FileNotFoundError)."""
+
+
 def _require_file(path: Path) -> None:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise WeightsNotFound(
             f"Pretrained weights (--encoder-weights): no file at {path}. Give a local file; "
             "eqxrl downloads nothing.")
 
@@ -65,10 +70,18 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise ImportError(
                 f"Reading {path} needs the safetensors package: pip install -e '.[pretrained]'."
             ) from e
-        return dict(load_file(str(path)))
+        try:
+            return dict(load_file(str(path)))
+        except Exception as e:  # safetensors' own errors are not ValueErrors
+            raise ConfigError(f"Pretrained weights: {path} is not a readable .safetensors file "
+                              f"({type(e).__name__}: {e}).") from None
     if suffix == ".npz":
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"Pretrained weights: {path} is not a readable .npz file "
+                              f"({e}).") from None
     if suffix in (".pth", ".pt", ".bin"):
         try:
             import torch
@@ -233,6 +246,12 @@ def load_encoder(
                 f"{path} does not fit encoder {name!r} built with {kwargs or 'its defaults'}: "
                 f"{e} Build it as the file was saved (same name, in_channels and options)."
             ) from e
+    _require_file(path)
+    if path.suffix.lower() not in TORCH_SUFFIXES:
+        raise ConfigError(
+            f"Pretrained weights (--encoder-weights): {path} has suffix {path.suffix!r}; "
+            f"expected .eqx (eqxrl.vision.save_encoder) or a torchvision/timm state dict "
+            f"({', '.join(TORCH_SUFFIXES)}).")
     if not name.startswith("resnetv1-"):
         raise ValueError(
             f"{path} is a PyTorch state dict, which eqxrl converts for torchvision/timm "
