@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import pytest
 
 import eqxrl
+import eqxrl.tools.plot
 from eqxrl.algorithms import iql, sac, td3
 from eqxrl.core.checks import ConfigError
 from eqxrl.core.types import Transition
@@ -210,3 +211,108 @@ def test_bad_encoder_weight_files_say_what_is_wrong_with_them(tmp_path, name, co
 def test_freezing_an_encoder_without_weights_is_warned_about():
     with pytest.warns(UserWarning, match="--freeze-encoder without --encoder-weights"):
         eqxrl.vision.EncoderConfig(freeze_encoder=True)
+
+
+# --- dataset files ------------------------------------------------------------------------------
+
+def _tiny_dataset(rows: int = 6):
+    obs = jnp.zeros((rows, 3))
+    return eqxrl.Dataset(Transition(obs, jnp.zeros((rows, 1)), jnp.zeros(rows), obs,
+                                    jnp.zeros(rows, bool), jnp.arange(rows) % 3 == 2))
+
+
+@pytest.fixture(scope="module")
+def minari_folder(tmp_path_factory):
+    pytest.importorskip("minari")
+    folder = tmp_path_factory.mktemp("minari") / "tiny"
+    eqxrl.datasets.save_minari(folder, _tiny_dataset(),
+                               eqxrl.datasets.DatasetInfo(env_id="Pendulum-v1"))
+    return folder
+
+
+def _data_file(folder: Path) -> Path:
+    return next(folder.rglob("*.hdf5"))
+
+
+@pytest.mark.parametrize("damage", ["no data file", "bad metadata.json", "truncated data"])
+def test_a_damaged_minari_folder_names_the_folder_and_the_fix(minari_folder, tmp_path, damage):
+    folder = shutil.copytree(minari_folder, tmp_path / "copy")
+    data = _data_file(folder)
+    if damage == "no data file":
+        data.unlink()
+    elif damage == "bad metadata.json":
+        next(folder.rglob("metadata.json")).write_text("{not json")
+    else:
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    with pytest.raises(eqxrl.datasets.DatasetError,
+                       match=r"the Minari dataset cannot be read .*main_data\.hdf5"):
+        eqxrl.datasets.load_dataset(str(folder))
+
+
+# --- plots ----------------------------------------------------------------------------------------
+
+def _eval_run(path: Path, seed: int, steps: tuple[int, ...]) -> str:
+    shutil.copytree(FIXTURE, path, ignore=shutil.ignore_patterns("eval.csv", "checkpoints"))
+    record = json.loads((path / "config.json").read_text())
+    record["config"]["run"]["seed"] = seed
+    (path / "config.json").write_text(json.dumps(record))
+    logger = eqxrl.run.Logger(str(path), tensorboard=False)
+    for step in steps:
+        logger.log({"return_mean": -float(step)}, step, group="eval")
+    logger.close()
+    return str(path)
+
+
+def test_a_curve_of_one_evaluation_is_drawn_as_a_point(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda ax, *a, **k: drawn.append(k) or original(ax, *a, **k))
+    run = _eval_run(tmp_path / "one", 0, (300,))
+    eqxrl.tools.plot.plot(eqxrl.tools.plot.PlotArgs(runs=(run,), out=str(tmp_path / "a.png")))
+    assert [k["marker"] for k in drawn] == ["o"]
+
+
+def test_seeds_without_a_common_evaluation_are_refused(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = (_eval_run(tmp_path / "a", 0, (100, 200)), _eval_run(tmp_path / "b", 1, (150, 250)))
+    with pytest.raises(ValueError, match="its runs share no evaluated step"):
+        eqxrl.tools.plot.plot(eqxrl.tools.plot.PlotArgs(runs=runs, out=str(tmp_path / "b.png")))
+
+
+def test_the_plot_command_line_gives_one_error_line(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    run = _eval_run(tmp_path / "a", 0, (100, 200))
+    monkeypatch.setattr(sys, "argv", ["eqxrl-plot", run, "--metric", "nope"])
+    with pytest.raises(SystemExit) as exit_info:
+        eqxrl.tools.plot.cli()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "has no column 'nope'" in err and "\n" not in err
+
+
+# --- the Python API -----------------------------------------------------------------------------
+
+def test_dataset_sample_of_no_rows_is_refused():
+    with pytest.raises(ValueError, match=r"Dataset.sample: batch_size must be >= 1, got 0"):
+        _tiny_dataset().sample(jax.random.key(0), 0)
+
+
+def test_a_normalizer_names_both_shapes():
+    normalizer = eqxrl.Normalizer.identity(jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"shape \(5, 4\) do not end in the shape \(3,\)"):
+        normalizer(jnp.zeros((5, 4)))
+    assert normalizer(jnp.ones((5, 3))).shape == (5, 3)
+
+
+@pytest.mark.parametrize("name, options, says", [
+    ("impala", {"in_channels": 0}, "in_channels must be a positive size, got 0"),
+    ("vit-ti16", {"in_channels": 3, "image_size": 0}, "image_size must be a positive size"),
+    ("vit-ti16", {"in_channels": 3, "image_size": (0, 0)}, "got (0, 0)"),
+])
+def test_make_encoder_refuses_empty_images(name, options, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        eqxrl.vision.make_encoder(name, key=jax.random.key(0), **options)

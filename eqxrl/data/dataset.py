@@ -51,6 +51,8 @@ class Dataset(eqx.Module):
 
     def sample(self, key: PRNGKeyArray, batch_size: int) -> PyTree:
         """Sample `batch_size` rows uniformly, with replacement; an empty dataset is an error."""
+        if not batch_size >= 1:
+            raise ValueError(f"Dataset.sample: batch_size must be >= 1, got {batch_size}.")
         if self.size == 0:
             raise ValueError(
                 "Dataset.sample: the dataset is empty (0 rows), so it cannot give "
@@ -92,6 +94,13 @@ class Normalizer(eqx.Module):
 
     def __call__(self, obs: PyTree) -> PyTree:
         def norm(x, mean, std):
+            if jnp.ndim(x) < jnp.ndim(mean) or jnp.shape(x)[jnp.ndim(x) - jnp.ndim(mean):] != (
+                    jnp.shape(mean)):
+                raise ValueError(
+                    f"Normalizer: observations of shape {jnp.shape(x)} do not end in the shape "
+                    f"{jnp.shape(mean)} of its statistics (one observation, or a batch with "
+                    "leading axes); build it from observations of this env "
+                    "(Normalizer.from_data / identity).")
             lead = (1,) * (jnp.ndim(x) - jnp.ndim(mean))  # explicit: no implicit rank promotion
             return (x - mean.reshape(lead + mean.shape)) / std.reshape(lead + std.shape)
 

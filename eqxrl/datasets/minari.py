@@ -42,6 +42,15 @@ def _minari_data_dir(path: pathlib.Path) -> pathlib.Path | None:
     return None
 
 
+def _damaged(folder: pathlib.Path, err: BaseException) -> DatasetError:
+    """The error for a Minari folder that minari or h5py cannot read."""
+    said = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return DatasetError(
+        f"{str(folder)!r}: the Minari dataset cannot be read ({type(err).__name__}: {said}). "
+        "The folder needs metadata.json (valid JSON) and its data file (main_data.hdf5), "
+        "complete; write it again (eqxrl.datasets.save_minari, eqxrl-collect) or copy it anew.")
+
+
 def load_minari(path_or_id: str | os.PathLike, lazy_images: bool = False
                 ) -> tuple[Dataset, DatasetInfo]:
     """Read a local Minari dataset, given its folder or its id (never downloads).
@@ -58,7 +67,10 @@ def load_minari(path_or_id: str | os.PathLike, lazy_images: bool = False
                 f"{str(path)!r} is not a Minari dataset folder: no metadata.json in it or in "
                 "its data/ folder."
             )
-        source = minari.MinariDataset(data_dir.absolute())
+        try:
+            source = minari.MinariDataset(data_dir.absolute())
+        except Exception as err:  # minari's own: ValueError, JSONDecodeError, OSError, KeyError
+            raise _damaged(data_dir, err) from None
     else:
         try:
             source = minari.load_dataset(where, download=False)
@@ -66,10 +78,15 @@ def load_minari(path_or_id: str | os.PathLike, lazy_images: bool = False
             raise FileNotFoundError(
                 f"{where!r} is neither a folder nor a local Minari dataset id ({err})."
             ) from None
-    if lazy_images:
-        episodes, images = _episodes_from_file(source, where)
-    else:
-        episodes, images = _episodes(source, where), None
+    try:
+        if lazy_images:
+            episodes, images = _episodes_from_file(source, where)
+        else:
+            episodes, images = _episodes(source, where), None
+    except DatasetError:
+        raise
+    except Exception as err:  # a truncated or foreign data file, read through h5py
+        raise _damaged(path if path.is_dir() else pathlib.Path(where), err) from None
     if not episodes:
         raise DatasetError(f"{where!r}: the Minari dataset has no steps.")
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections import defaultdict
 from typing import Literal
 
@@ -177,6 +178,11 @@ def plot(args: PlotArgs) -> str:
         steps = curves[0][0]
         for other, _ in curves[1:]:
             steps = np.intersect1d(steps, other)
+        if steps.size == 0:
+            raise ValueError(
+                f"{labels[key]}: its runs share no evaluated step ({[r for r, _ in runs]}), so "
+                "there is no mean curve to draw; plot them separately, or evaluate them on the "
+                "same --eval-interval.")
         values = np.stack([v[np.isin(s, steps)] for s, v in curves])
         mean = values.mean(0)
         low, high = (
@@ -184,7 +190,8 @@ def plot(args: PlotArgs) -> str:
             if args.spread == "std"
             else (values.min(0), values.max(0))
         )
-        ax.plot(steps, mean, label=labels[key])
+        # one evaluation is a point, not a line: mark the evaluations of short curves
+        ax.plot(steps, mean, label=labels[key], marker="o" if steps.size < 3 else None)
         ax.fill_between(steps, low, high, alpha=0.25)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"evaluation {args.metric.replace('_', ' ')}")
@@ -199,7 +206,12 @@ def plot(args: PlotArgs) -> str:
 
 def cli() -> None:
     """Entry point of `eqxrl-plot` and `python -m eqxrl.tools.plot`."""
-    print(f"wrote {plot(tyro.cli(PlotArgs))}")
+    args = tyro.cli(PlotArgs)
+    try:
+        print(f"wrote {plot(args)}")
+    except (ValueError, KeyError, OSError, ImportError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -210,4 +210,11 @@ def make_encoder(name: str, *, key: PRNGKeyArray, **kwargs) -> tuple[eqx.Module,
     """
     if name not in ENCODERS:
         raise ValueError(f"Unknown encoder {name!r}. Valid names: {', '.join(sorted(ENCODERS))}.")
+    for size in ("in_channels", "image_size"):
+        value = kwargs.get(size)
+        if value is not None and not (isinstance(value, int) and value >= 1
+                                      or isinstance(value, tuple) and min(value, default=0) >= 1):
+            raise ValueError(
+                f"make_encoder({name!r}): {size} must be a positive size, got {value!r} (the "
+                "images' channels, frames × channels when frames are stacked; or height, width).")
     return eqx.nn.make_with_state(ENCODERS[name])(key=key, **kwargs)
