@@ -58,9 +58,17 @@ def run_dir(tmp_path):
     (["--num-processes", "2", "--process-id", "3", "--coordinator", "h:1"],
      "--process-id must be in [0, 1], got 3"),
     (["--process-timeout", "0"], "--process-timeout must be >= 1, got 0"),
+    (["--num-processes", "2", "--coordinator", "h:1", "--process-id", "0"],
+     "--num-processes 2 with one agent: the online loops split agents over processes"),
 ])
 def test_process_settings_are_checked_before_anything_starts(capsys, args, says):
     assert says in refused(capsys, args)
+
+
+def test_lazy_images_over_several_processes_are_refused_before_they_start():
+    with pytest.raises(ConfigError, match=r"--lazy-images reads batches on this host; it does "
+                                          r"not combine with --num-processes 2"):
+        eqxrl.OfflineRun(lazy_images=True, num_processes=2, coordinator="h:1", process_id=0)
 
 
 def test_a_peer_whose_coordinator_never_answers_ends_by_its_deadline():
@@ -68,10 +76,10 @@ def test_a_peer_whose_coordinator_never_answers_ends_by_its_deadline():
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     run = eqxrl.OnlineRun(num_processes=2, process_id=1, coordinator=f"localhost:{port}",
-                          process_timeout=1)
+                          process_timeout=1, num_seeds=2)
     with pytest.raises(ConfigError, match=rf"--coordinator localhost:{port}: process 0 did not "
                                           r"answer within --process-timeout 1 s"):
-        eqxrl.run.grid.connect(run)
+        eqxrl.run.processes.connect(run)
 
 
 def test_no_cluster_and_no_coordinator_says_which_flags_to_pass(monkeypatch):
@@ -81,10 +89,10 @@ def test_no_cluster_and_no_coordinator_says_which_flags_to_pass(monkeypatch):
         raise ValueError("coordinator_address should be defined.")
 
     monkeypatch.setattr(jax.distributed, "initialize", undetected)
-    run = eqxrl.OnlineRun(num_processes=2)
+    run = eqxrl.OnlineRun(num_processes=2, num_seeds=2)
     with pytest.raises(ConfigError, match=r"--num-processes 2: .*start every process with "
                                           r"--coordinator HOST:PORT"):
-        eqxrl.run.grid.connect(run)
+        eqxrl.run.processes.connect(run)
 
 
 # --- grids ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .hdf5 import save_hdf5 as save_hdf5
 from .info import DatasetError as DatasetError
 from .info import DatasetInfo as DatasetInfo
 from .minari import load_minari as load_minari
-from .minari import save_minari as save_minari
+from .minari_save import save_minari as save_minari
 from .rollouts import add_noise as add_noise
 from .rollouts import collect_episodes as collect_episodes
 from .rollouts import env_spec as env_spec

@@ -22,7 +22,8 @@ import tempfile
 from eqxrl.data.dataset import Dataset
 from eqxrl.datasets.hdf5 import load_hdf5, save_hdf5
 from eqxrl.datasets.info import DatasetError, DatasetInfo
-from eqxrl.datasets.minari import load_minari, save_minari
+from eqxrl.datasets.minari import load_minari
+from eqxrl.datasets.minari_save import save_minari
 
 
 def _is_hdf5(path: str) -> bool:

@@ -30,8 +30,9 @@ from eqxrl.loops.common import batch_sampler, explorer, fresh_copy, random_actio
 from eqxrl.loops.contract import OffPolicyAlgorithm, OffPolicyHooks, check_algorithm
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.drive import Advanced, drive
-from eqxrl.run.grid import agents_for, connect
+from eqxrl.run.grid import agents_for
 from eqxrl.run.harness import Run
+from eqxrl.run.processes import connect
 from eqxrl.run.record import resolve_resume
 
 

@@ -39,8 +39,9 @@ from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.drive import Advanced, drive
-from eqxrl.run.grid import agents_for, connect
+from eqxrl.run.grid import agents_for
 from eqxrl.run.harness import Run
+from eqxrl.run.processes import connect
 
 
 def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,

@@ -16,7 +16,6 @@ from .drive import Advanced as Advanced
 from .drive import drive as drive
 from .drive import run_loop as run_loop
 from .grid import agents_for as agents_for
-from .grid import connect as connect
 from .grid import make_agents as make_agents
 from .harness import Run as Run
 from .load import LoadedRun as LoadedRun
@@ -24,6 +23,7 @@ from .load import load_policy as load_policy
 from .load import load_run as load_run
 from .logging import Logger as Logger
 from .logging import read_metrics as read_metrics
+from .processes import connect as connect
 from .progress import AgentProgress as AgentProgress
 from .progress import Progress as Progress
 from .record import read_record as read_record

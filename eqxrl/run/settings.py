@@ -21,11 +21,13 @@ The loops read only `config.run`; the algorithm reads only its own fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Annotated, Literal
 
 import tyro
 
-from eqxrl.core.checks import ConfigError, at_least, fail, flag, within
+from eqxrl.core.checks import ConfigError, at_least, fail
+from eqxrl.run.processes import check_processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +93,7 @@ class RunConfig:
         at_least(self, 1, "checkpoint_interval", "keep_checkpoints", "num_seeds")
         at_least(self, 0, "devices")
         at_least(self, 1, "num_processes", "process_timeout")
-        self._check_processes()
+        check_processes(self)
         if self.seeds is not None:
             if not self.seeds:
                 fail("seeds", "one or more seeds", self.seeds)
@@ -109,30 +111,6 @@ class RunConfig:
                 fail(name, "distinct values in a grid", values,
                      "Equal values would train identical agents; for more seeds per value "
                      "use --num-seeds.")
-
-    def _check_processes(self) -> None:
-        """--coordinator and --process-id belong to multi-process runs, and are well formed."""
-        if self.num_processes == 1:
-            for name in ("coordinator", "process_id"):
-                if getattr(self, name) is not None:
-                    raise ConfigError(
-                        f"{flag(name)} {getattr(self, name)} has no effect in a one-process "
-                        f"run: drop it, or start a multi-process run with --num-processes N.")
-            return
-        if self.process_id is not None:
-            within(self, "process_id", 0, self.num_processes - 1)
-        if self.coordinator is not None:
-            host, _, port = self.coordinator.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                fail("coordinator", "HOST:PORT (a port in 1..65535)", self.coordinator,
-                     "For example --coordinator localhost:12345 (process 0's address).")
-        if (self.coordinator is None) != (self.process_id is None):
-            given, missing = (("coordinator", "process_id") if self.process_id is None
-                              else ("process_id", "coordinator"))
-            raise ConfigError(
-                f"{flag(given)} without {flag(missing)}: a multi-process run outside a cluster "
-                "that JAX detects needs both, on every process (--coordinator HOST:PORT of "
-                "process 0, --process-id 0 .. N-1).")
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -170,6 +148,12 @@ class OnlineRun(RunConfig):
             fail("env_id", "a gymnasium environment id", self.env_id)
         at_least(self, 1, "total_steps", "start_steps", "batch_size", "buffer_size", "utd",
                  "update_every")
+        agents = len(self.seed_list) * math.prod(len(v) for _, v in self.grid)
+        if self.num_processes > 1 and agents == 1:
+            raise ConfigError(
+                f"--num-processes {self.num_processes} with one agent: the online loops split "
+                "agents over processes, each stepping its own agents' envs; train several "
+                "(--num-seeds N, N a multiple of the processes) or use one process.")
         if self.resume is not None and self.run_dir != self.resume:
             return  # flags beside --resume: checked once merged with the saved run's config
         if self.start_steps >= self.total_steps:
@@ -227,6 +211,11 @@ class OfflineRun(RunConfig):
         # --dataset is checked when the run starts (`prepare_dataset`), so that an algorithm's
         # Config can have an `OfflineRun(...)` default, which has no dataset yet.
         at_least(self, 1, "total_updates", "batch_size", "updates_per_call")
+        if self.lazy_images and self.num_processes > 1:
+            raise ConfigError(
+                f"--lazy-images reads batches on this host; it does not combine with "
+                f"--num-processes {self.num_processes}. Load the dataset into memory (drop "
+                "--lazy-images) or run one process (its devices may be several: --devices).")
 
     @property
     def budget(self) -> int:
