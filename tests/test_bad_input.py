@@ -324,3 +324,17 @@ def test_a_normalizer_names_both_shapes():
 def test_make_encoder_refuses_empty_images(name, options, says):
     with pytest.raises(ValueError, match=re.escape(says)):
         eqxrl.vision.make_encoder(name, key=jax.random.key(0), **options)
+
+
+@pytest.mark.parametrize("preset", ["none", "locomotion", "antmaze"])
+def test_actions_outside_the_unit_box_are_refused_whatever_the_preset(tmp_path, preset):
+    dataset = _tiny_dataset()
+    data = dataset.data
+    dataset = eqxrl.Dataset(Transition(data.obs, jnp.full((6, 1), 2.0), jnp.arange(6.0),
+                                       data.next_obs, data.terminated, data.truncated))
+    path = str(tmp_path / "env_units.hdf5")
+    eqxrl.datasets.save_hdf5(path, dataset, eqxrl.datasets.DatasetInfo(env_id="Pendulum-v1"))
+    config = iql.Config(run=eqxrl.OfflineRun(dataset=path, preset=preset))
+    with pytest.raises(eqxrl.datasets.DatasetError,
+                       match=r"actions range from 2.0 to 2.0 .*--rescale-actions"):
+        eqxrl.loops.offline.prepare_dataset(config)

@@ -60,6 +60,8 @@ def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | No
     if run.rescale_actions:
         space = gym.make(config.run.env_id).action_space
         dataset = datasets.rescale_actions(dataset, space.low, space.high)
+    # before the preset, whose clip to ±(1 − 1e-5) would hide actions in the env's own units
+    datasets.check_unit_actions(dataset, f"--dataset {run.dataset}")
     dataset = datasets.preprocess(dataset, run.preset)
     return config, dataset, info.reference
 
