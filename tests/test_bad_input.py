@@ -13,8 +13,10 @@ import socket
 import sys
 from pathlib import Path
 
+import gymnasium
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import eqxrl
@@ -338,3 +340,40 @@ def test_actions_outside_the_unit_box_are_refused_whatever_the_preset(tmp_path, 
     with pytest.raises(eqxrl.datasets.DatasetError,
                        match=r"actions range from 2.0 to 2.0 .*--rescale-actions"):
         eqxrl.loops.offline.prepare_dataset(config)
+
+
+def test_a_dataset_with_nan_rewards_names_the_field_and_the_row(tmp_path):
+    dataset = _tiny_dataset()
+    data = dataset.data
+    reward = jnp.arange(6.0).at[4].set(jnp.nan)
+    dataset = eqxrl.Dataset(Transition(data.obs, data.action, reward, data.next_obs,
+                                       data.terminated, data.truncated))
+    path = str(tmp_path / "nan.hdf5")
+    eqxrl.datasets.save_hdf5(path, dataset, eqxrl.datasets.DatasetInfo(env_id="Pendulum-v1"))
+    config = iql.Config(run=eqxrl.OfflineRun(dataset=path))
+    with pytest.raises(eqxrl.datasets.DatasetError,
+                       match=r"nan\.hdf5': Key 'rewards' holds NaN or infinite values in 1 "
+                             r"rows, first at row 4"):
+        eqxrl.loops.offline.prepare_dataset(config)
+
+
+class NanAt(gymnasium.Wrapper):
+    """An env whose observation becomes NaN at its `at`-th step."""
+
+    def __init__(self, env, at):
+        super().__init__(env)
+        self.at, self.steps = at, 0
+
+    def step(self, action):
+        obs, *rest = self.env.step(action)
+        self.steps += 1
+        return (obs * np.nan if self.steps == self.at else obs), *rest
+
+
+def test_nan_check_names_an_env_that_returns_nan(tmp_path):
+    config = sac.Config(hidden_dims=(8,), run=eqxrl.OnlineRun(
+        env_id="Pendulum-v1", total_steps=40, start_steps=10, batch_size=8, eval_episodes=1,
+        nan_check=True, progress=False, run_dir=str(tmp_path / "run"), tensorboard=False))
+    with pytest.raises(FloatingPointError, match=r"--env-id Pendulum-v1 returned a NaN or inf "
+                                                 r"observation or reward to agent 0 at env step 7"):
+        eqxrl.train_online(config, sac, make_env=lambda env_id: NanAt(eqxrl.make_env(env_id), 7))

@@ -34,7 +34,7 @@ from eqxrl.core.jit import jit
 from eqxrl.core.seeds import derived_seed
 from eqxrl.data.saved import buffer_from_saved, buffer_saved, buffer_saved_like, make_buffer
 from eqxrl.envs.gym import spec_from_env
-from eqxrl.loops.common import fresh_copy, random_action, stack_rows
+from eqxrl.loops.common import check_env_output, fresh_copy, random_action, stack_rows
 from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
 from eqxrl.run.agents import tree_bytes
@@ -132,6 +132,8 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
         for i, (env, h) in enumerate(zip(envs, per_agent, strict=True)):
             a = actions[i]
             o, reward, terminated, truncated, info = env.step(a)
+            if settings.nan_check:
+                check_env_output(o, reward, settings.env_id, mine[i], start + 1)
             rows.append((obs[i], a, np.float32(reward), o, np.bool_(terminated),
                          np.bool_(truncated)))
             h.episode_actions[0].append(a.tolist())
