@@ -109,7 +109,9 @@ def load_run(
     record = read_record(run_dir)
     module = _algorithm(record, algorithm)
     config = from_dict(module.Config, record["config"], os.path.join(run_dir, "config.json"))
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=run_dir))
+    # loaded here, in this one process: where the run was trained is not where it is read
+    config = dataclasses.replace(config, run=dataclasses.replace(
+        config.run, run_dir=run_dir, num_processes=1, process_id=None, coordinator=None))
     step, path = _checkpoint(run_dir, step)
     env_id_from_file(config.run.env_id, os.path.join(run_dir, "config.json"))
     if is_jax_env_id(config.run.env_id):  # a compiled run's gymnax or Brax env

@@ -148,14 +148,14 @@ class OnlineRun(RunConfig):
             fail("env_id", "a gymnasium environment id", self.env_id)
         at_least(self, 1, "total_steps", "start_steps", "batch_size", "buffer_size", "utd",
                  "update_every")
+        if self.resume is not None and self.run_dir != self.resume:
+            return  # flags beside --resume: checked once merged with the saved run's config
         agents = len(self.seed_list) * math.prod(len(v) for _, v in self.grid)
         if self.num_processes > 1 and agents == 1:
             raise ConfigError(
                 f"--num-processes {self.num_processes} with one agent: the online loops split "
                 "agents over processes, each stepping its own agents' envs; train several "
-                "(--num-seeds N, N a multiple of the processes) or use one process.")
-        if self.resume is not None and self.run_dir != self.resume:
-            return  # flags beside --resume: checked once merged with the saved run's config
+                "(--num-seeds N, at least one per process) or use one process.")
         if self.start_steps >= self.total_steps:
             raise ConfigError(
                 f"--start-steps ({self.start_steps}) must be < --total-steps "
