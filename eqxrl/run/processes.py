@@ -52,7 +52,7 @@ def connect(run: Any) -> None:
              else "through the cluster's environment")
     print(f"waiting up to {run.process_timeout} s for {run.num_processes} processes to join "
           f"{where} (--process-timeout) ...", file=sys.stderr, flush=True)
-    if run.coordinator and run.process_id:
+    if run.coordinator and run.process_id != 0:  # process 0 serves the coordinator itself
         _reach_coordinator(run)  # JAX's client ends the process, uncatchable, when it cannot
     try:
         jax.distributed.initialize(run.coordinator, run.num_processes, run.process_id,

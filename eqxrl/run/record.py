@@ -156,9 +156,7 @@ def _same_algorithm(config: Any, record: dict[str, Any], run_dir: str) -> None:
 def _budget_reaches_checkpoint(run_dir: str, field: str, budget: int) -> None:
     """Refuse a new budget below the step of the run's newest checkpoint."""
     folder = os.path.join(run_dir, "checkpoints")
-    found = [s for s, _ in checkpoints.list_checkpoints(folder)]
-    if not found and sharded.is_sharded_dir(folder):
-        found = [int(n) for n in os.listdir(folder) if n.isdigit()]
+    found = [s for s, _ in checkpoints.list_checkpoints(folder)] or sharded.steps(folder)
     if found and budget < max(found):
         raise ConfigError(
             f"--resume {run_dir}: {flag(field)} {budget} is below the step of its newest "
