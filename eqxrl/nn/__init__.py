@@ -1,16 +1,22 @@
-"""Networks and their training state: MLPs, ensembles, heads, policies, `TrainState`, the shared
-optimiser.
+"""Networks and their training state: MLPs, ensembles, batch renormalisation with running
+statistics, heads, policies, `TrainState`, the shared optimisers.
 """
 
 
 from .heads import DiscreteQFunction as DiscreteQFunction
 from .heads import QFunction as QFunction
+from .heads import QuantileQFunction as QuantileQFunction
 from .heads import ValueFunction as ValueFunction
 from .heads import WithEncoder as WithEncoder
 from .mlp import MLP as MLP
 from .mlp import Ensemble as Ensemble
 from .mlp import dense as dense
 from .mlp import flatten_obs as flatten_obs
+from .normalization import BatchRenorm as BatchRenorm
+from .normalization import BatchRenormMLP as BatchRenormMLP
+from .normalization import RunningStats as RunningStats
+from .normalization import split_stats as split_stats
+from .normalization import with_stats_of as with_stats_of
 from .optim import ADAM as ADAM
 from .policies import Categorical as Categorical
 from .policies import CategoricalPolicy as CategoricalPolicy
@@ -20,4 +26,5 @@ from .policies import MultivariateNormalDiag as MultivariateNormalDiag
 from .policies import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
 from .train_state import TrainState as TrainState
 from .train_state import polyak as polyak
+from .train_state import trainable as trainable
 from .train_state import value_and_grad as value_and_grad

@@ -33,16 +33,19 @@ def scaled_linear(in_size: int, out_size: int, scale: float, *, key: PRNGKeyArra
     return eqx.tree_at(lambda m: (m.weight, m.bias), layer, (weight, jnp.zeros(out_size)))
 
 
-def dense(layer: eqx.nn.Linear, x: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
+def dense(
+    layer: eqx.nn.Linear, x: Float[Array, "*batch in_size"]
+) -> Float[Array, "*batch out_size"]:
     """`layer(x)` computed as `x @ weight.T + bias`.
 
     The same numbers as `eqx.nn.Linear.__call__` (`weight @ x + bias`), but under `vmap` the
     batch axis stays the leading axis of the product. With `weight @ x`, XLA:CPU computed a
     batch's activations as (features, batch) and transposed them back: CQL's update, whose
     critics see 7680 sampled actions, spent ~14% of its time on those transposes.
+    Works on a batch too (`(batch, in_size)` rows).
     """
     y = x @ layer.weight.T
-    return y if layer.bias is None else y + layer.bias
+    return y if layer.bias is None else y + jnp.broadcast_to(layer.bias, y.shape)
 
 
 class MLP(eqx.Module):
@@ -142,6 +145,17 @@ class Ensemble(eqx.Module):
             return eqx.filter_vmap(lambda m, k: m(*args, key=k))(self.members, keys)
         outs = [m(*args, key=k) for m, k in zip(self.members, keys, strict=True)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+    def train_batch(self, *args: Any) -> tuple[PyTree, Ensemble]:
+        """Every member's `train_batch(*args)` on one batch (training mode of members with
+        running statistics): outputs with a leading `(num, ...)` axis, and the new ensemble."""
+        if self.vectorise:
+            outs, members = eqx.filter_vmap(lambda m: m.train_batch(*args))(self.members)
+        else:
+            pairs = [m.train_batch(*args) for m in self.members]
+            outs = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[0] for p in pairs])
+            members = tuple(p[1] for p in pairs)
+        return outs, eqx.tree_at(lambda e: e.members, self, members)
 
     def member(self, i: int) -> eqx.Module:
         """The i-th member as a plain module."""

@@ -66,10 +66,11 @@ class GaussianPolicy(eqx.Module):
 
     The std is state-dependent (a second head) or a learned free parameter; its log is clipped
     to [log_std_min, log_std_max]. `temperature` multiplies the std: `temperature=0` gives a
-    distribution whose samples are its mode.
+    distribution whose samples are its mode. `mlp` is the trunk's class (`MLP`, or
+    `BatchRenormMLP`, whose training mode `train_batch` then offers); `mlp_kwargs` go to it.
     """
 
-    trunk: MLP
+    trunk: eqx.Module
     mean_head: eqx.nn.Linear
     log_std_head: eqx.nn.Linear | None
     log_std: Float[Array, " action_dim"] | None
@@ -89,13 +90,14 @@ class GaussianPolicy(eqx.Module):
         log_std_max: float = 2.0,
         final_init_scale: float = 1e-2,
         key: PRNGKeyArray,
+        mlp: type = MLP,
         **mlp_kwargs: Any,
     ):
         if not log_std_min < log_std_max:
             raise ValueError(f"Need log_std_min < log_std_max, got {log_std_min}, {log_std_max}.")
         k1, k2, k3 = jax.random.split(key, 3)
         width = hidden[-1] if hidden else obs_dim
-        self.trunk = MLP(obs_dim, width, hidden[:-1], activate_final=True, key=k1, **mlp_kwargs)
+        self.trunk = mlp(obs_dim, width, hidden[:-1], activate_final=True, key=k1, **mlp_kwargs)
         self.mean_head = scaled_linear(width, action_dim, final_init_scale, key=k2)
         if state_dependent_std:
             self.log_std_head = scaled_linear(width, action_dim, final_init_scale, key=k3)
@@ -116,9 +118,12 @@ class GaussianPolicy(eqx.Module):
         self, obs: Obs, *, key: PRNGKeyArray | None = None
     ) -> tuple[Float[Array, " action_dim"], Float[Array, " action_dim"]]:
         """The Gaussian's mean and (clipped) std for one observation."""
-        h = self.trunk(flatten_obs(obs), key=key)
+        return self._heads(self.trunk(flatten_obs(obs), key=key))
+
+    def _heads(self, h: Float[Array, "*batch width"]):
         mean = dense(self.mean_head, h)
         log_std = dense(self.log_std_head, h) if self.log_std_head is not None else self.log_std
+        log_std = jnp.broadcast_to(log_std, mean.shape)
         return mean, jnp.exp(jnp.clip(log_std, self.log_std_min, self.log_std_max))
 
     def distribution(
@@ -139,6 +144,15 @@ class GaussianPolicy(eqx.Module):
         a vmap over `__call__` needs (distrax distributions do not batch under `vmap`).
         """
         return self.distribution(*jax.vmap(self.params)(obs), temperature=temperature)
+
+    def train_batch(
+        self, obs: Obs, *, temperature: Float[Array, ""] | float = 1.0
+    ) -> tuple[distrax.Distribution, GaussianPolicy]:
+        """The batch's distribution in training mode (a trunk with running statistics, such as
+        `BatchRenormMLP`), and the policy with the trunk's new statistics."""
+        h, trunk = self.trunk.train_batch(jax.vmap(flatten_obs)(obs))
+        dist = self.distribution(*self._heads(h), temperature=temperature)
+        return dist, eqx.tree_at(lambda p: p.trunk, self, trunk)
 
 
 class DeterministicPolicy(eqx.Module):

@@ -13,6 +13,15 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from eqxrl.core.types import HyperValue, Metrics
+from eqxrl.nn.normalization import is_running_stats, with_stats_of
+
+
+def trainable(tree: PyTree) -> PyTree:
+    """The inexact arrays of `tree` (a model or its gradients) that the optimiser steps: all of
+    them but the running statistics of normalisation layers (`RunningStats`)."""
+    tree = jax.tree.map(lambda x: None if is_running_stats(x) else x, tree,
+                        is_leaf=is_running_stats)
+    return eqx.filter(tree, eqx.is_inexact_array)
 
 
 class TrainState(eqx.Module):
@@ -21,6 +30,8 @@ class TrainState(eqx.Module):
     The optimiser is a static field, built once. Its numeric hyperparameters (learning rate,
     weight decay, ...) live in `opt_state` as array leaves when the optimiser is wrapped in
     `optax.inject_hyperparams`, so a vmapped sweep over them shares one compiled program.
+    Running statistics (`RunningStats`, of `BatchRenorm`) are part of `model` but not of the
+    optimiser: they move only through `apply_loss_fn_with_stats`.
     """
 
     model: PyTree
@@ -35,7 +46,7 @@ class TrainState(eqx.Module):
         `hyperparams` (for example `learning_rate=3e-4`) overwrite the values that
         `optax.inject_hyperparams` stored, and may be traced arrays inside `jax.vmap`.
         """
-        opt_state = tx.init(eqx.filter(model, eqx.is_inexact_array))
+        opt_state = tx.init(trainable(model))
         if hyperparams:
             found = optax.tree_utils.tree_get_all_with_path(opt_state, "hyperparams")
             if not found:
@@ -49,8 +60,8 @@ class TrainState(eqx.Module):
 
     def apply_gradients(self, grads: PyTree) -> TrainState:
         """Take one optimiser step. Params go to `tx.update`, so weight decay works."""
-        params = eqx.filter(self.model, eqx.is_inexact_array)
-        updates, opt_state = self.tx.update(grads, self.opt_state, params)
+        updates, opt_state = self.tx.update(trainable(grads), self.opt_state,
+                                            trainable(self.model))
         return TrainState(
             model=eqx.apply_updates(self.model, updates),
             opt_state=opt_state,
@@ -66,13 +77,29 @@ class TrainState(eqx.Module):
         Returns the new state and `{"loss": loss, "grad_norm": ..., **aux}`.
         """
         (loss, aux), grads = value_and_grad(loss_fn, self.model, *args, **kwargs)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(trainable(grads)), **aux}
         return self.apply_gradients(grads), metrics
+
+    def apply_loss_fn_with_stats(
+        self, loss_fn: Callable[..., tuple[Any, tuple[Metrics, PyTree]]], *args: Any,
+        **kwargs: Any,
+    ) -> tuple[TrainState, Metrics]:
+        """Like `apply_loss_fn` for a model with running statistics (`BatchRenorm`).
+
+        `loss_fn(model, *args, **kwargs)` returns `(loss, (aux, model_after))`, where
+        `model_after` is the model its training-mode pass returned (`model.train_batch(...)`).
+        The step applies the gradients to the parameters and keeps `model_after`'s statistics.
+        """
+        (loss, (aux, model_after)), grads = value_and_grad(loss_fn, self.model, *args, **kwargs)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(trainable(grads)), **aux}
+        stepped = self.apply_gradients(grads)
+        model = with_stats_of(stepped.model, jax.lax.stop_gradient(model_after))
+        return eqx.tree_at(lambda s: s.model, stepped, model), metrics
 
 
 def value_and_grad(
-    loss_fn: Callable[..., tuple[Any, Metrics]], model: PyTree, *args: Any, **kwargs: Any
-) -> tuple[tuple[Float[Array, ""], Metrics], PyTree]:
+    loss_fn: Callable[..., tuple[Any, Any]], model: PyTree, *args: Any, **kwargs: Any
+) -> tuple[tuple[Float[Array, ""], Any], PyTree]:
     """`((loss, aux), grads)` of a loss with aux outputs, w.r.t. the inexact arrays of `model`."""
     return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, *args, **kwargs)
 

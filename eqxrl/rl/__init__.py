@@ -1,5 +1,6 @@
 """RL mathematics that several algorithms share: critic targets and losses, actions and log-
-probabilities, the entropy temperature, on-policy advantages and losses, schedules.
+probabilities, the entropy temperature, quantile critics, on-policy advantages and losses,
+schedules.
 """
 
 
@@ -18,5 +19,10 @@ from .critics import td_target as td_target
 from .onpolicy import clipped_policy_loss as clipped_policy_loss
 from .onpolicy import gae as gae
 from .onpolicy import value_loss as value_loss
+from .quantiles import ensemble_quantiles as ensemble_quantiles
+from .quantiles import quantile_huber_loss as quantile_huber_loss
+from .quantiles import quantile_midpoints as quantile_midpoints
+from .quantiles import quantile_td_target as quantile_td_target
+from .quantiles import truncated_quantiles as truncated_quantiles
 from .schedules import AGENTS as AGENTS
 from .schedules import every as every

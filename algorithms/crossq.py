@@ -1,0 +1,230 @@
+"""CrossQ (Bhatt et al., ICLR 2024: "CrossQ: Batch Normalization in Deep Reinforcement Learning
+for Greater Sample Efficiency and Simplicity"), with sbx's defaults.
+
+Run:   python algorithms/crossq.py --env-id HalfCheetah-v5
+Help:  python algorithms/crossq.py --help
+Resume an interrupted run:  python algorithms/crossq.py --resume runs/<name>
+
+SAC without target networks. The critics are wide (2 × 2048) and normalised by Batch
+Renormalization, and they see (s, a) and (s', a') as ONE batch, so the batch statistics of a
+training pass mix both and the bootstrap values come from the same normalisation as the
+predictions. The target is r + γ·(1 − terminated)·(min_j sg(Q_j(s', a')) − α·log π(a'|s')), with
+a' ~ π(·|s') from the actor in evaluation mode. The actor (BatchRenorm too) and the temperature
+update every `--policy-delay` critic steps, against the critics in evaluation mode. Adam with
+β1 = 0.5 for actor and critics, learning rate 1e-3, as in the paper and sbx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Annotated
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import tyro
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+import eqxrl
+from eqxrl.core import ConfigError, at_least, layer_sizes, ordered, positive, within
+
+
+# ---------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """CrossQ on a gymnasium env with continuous actions."""
+
+    run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun(start_steps=5_000)
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """hidden layer sizes of the actor"""
+    critic_hidden_dims: tuple[int, ...] = (2048, 2048)
+    """hidden layer sizes of each critic (CrossQ's critics are wide)"""
+    actor_lr: eqxrl.Swept[float] = 1e-3
+    """actor learning rate"""
+    critic_lr: eqxrl.Swept[float] = 1e-3
+    """critic learning rate"""
+    temperature_lr: eqxrl.Swept[float] = 1e-3
+    """temperature learning rate (its Adam keeps β1 = 0.9)"""
+    adam_b1: eqxrl.Swept[float] = 0.5
+    """Adam's β1 for actor and critics (the paper's 0.5; 0.9 is Adam's usual)"""
+    discount: eqxrl.Swept[float] = 0.99
+    """discount factor γ"""
+    num_critics: int = 2
+    """critics in the ensemble"""
+    policy_delay: int = 3
+    """critic updates per actor and temperature update"""
+    bn_momentum: float = 0.99
+    """weight of the old running statistics per training batch in Batch Renormalization"""
+    renorm_warmup_steps: int = 100_000
+    """training batches of plain BatchNorm before renormalisation (r, d) turns on"""
+    init_temperature: eqxrl.Swept[float] = 1.0
+    """initial entropy temperature α"""
+    target_entropy_per_dim: eqxrl.Swept[float] = -1.0
+    """target entropy per action dimension: −1 gives the usual −action_dim"""
+    log_std_min: float = -20.0
+    """lower clip of the actor's log-std (SB3's and sbx's −20)"""
+    log_std_max: float = 2.0
+    """upper clip of the actor's log-std"""
+
+    def __post_init__(self):
+        layer_sizes(self)
+        layer_sizes(self, "critic_hidden_dims")
+        positive(self, "actor_lr", "critic_lr", "temperature_lr", "init_temperature")
+        within(self, "adam_b1", 0, 1, open_high=True)
+        within(self, "discount", 0, 1)
+        within(self, "bn_momentum", 0, 1, open_high=True)
+        at_least(self, 1, "num_critics", "policy_delay")
+        at_least(self, 0, "renorm_warmup_steps")
+        ordered(self, "log_std_min", "log_std_max")
+        if self.run.batch_size < 2:
+            raise ConfigError(
+                f"--batch-size must be >= 2 for CrossQ, got {self.run.batch_size}: Batch "
+                "Renormalization takes its statistics over the batch."
+            )
+
+
+# ---------------------------------------------------------------------------- state
+class State(eqx.Module):
+    """Everything CrossQ's update changes; the critics' running statistics are in their model."""
+
+    actor: eqxrl.TrainState  # model: GaussianPolicy on a BatchRenormMLP trunk
+    critic: eqxrl.TrainState  # model: Ensemble of QFunction on BatchRenormMLP; no target copy
+    temperature: eqxrl.TrainState  # model: LogScalar
+    actor_info: eqxrl.Metrics  # of the latest actor and temperature update (every policy_delay)
+    step: Int[Array, ""]  # critic updates so far
+    discount: Float[Array, ""]
+    target_entropy: Float[Array, ""]
+    spec: eqxrl.EnvSpec = eqx.field(static=True)
+
+
+# ---------------------------------------------------------------------------- losses
+def critic_loss(
+    critic: eqxrl.Ensemble, batch: eqxrl.Transition, next_action: Float[Array, "batch action_dim"],
+    next_log_prob: Float[Array, " batch"], alpha: Float[Array, ""], discount: Float[Array, ""],
+) -> tuple[Float[Array, ""], tuple[eqxrl.Metrics, eqxrl.Ensemble]]:
+    """Σ_j mean_batch (Q_j(s, a) − y)², with Q(s, a) and Q(s', a') from ONE training-mode pass
+    over the joint batch and y = sg(r + γ·(1 − terminated)·(min_j Q_j(s', a') − α·log π)).
+    Returns the critics with the joint batch's running statistics as aux."""
+    n = batch.action.shape[0]
+    joint_obs = jax.tree.map(lambda o, o2: jnp.concatenate([o, o2]), batch.obs, batch.next_obs)
+    joint_action = jnp.concatenate([batch.action, next_action])
+    q, critic_after = critic.train_batch(joint_obs, joint_action)  # (critics, 2·batch)
+    q_now, q_next = q[:, :n], jax.lax.stop_gradient(q[:, n:])
+    next_value = jnp.min(q_next, axis=0) - alpha * next_log_prob
+    target = jax.lax.stop_gradient(
+        eqxrl.td_target(batch.reward, batch.terminated, next_value, discount)
+    )
+    loss = jnp.sum(jnp.mean((q_now - target[None]) ** 2, axis=1))
+    return loss, ({"q_mean": jnp.mean(q_now), "target_q_mean": jnp.mean(target)}, critic_after)
+
+
+def actor_loss(
+    actor: eqxrl.GaussianPolicy, critic: eqxrl.Ensemble, obs: eqxrl.Obs, alpha: Float[Array, ""],
+    key: PRNGKeyArray,
+) -> tuple[Float[Array, ""], tuple[eqxrl.Metrics, eqxrl.GaussianPolicy]]:
+    """E[α·log π(ã|s) − min_j Q_j(s, ã)], the actor in training mode and the critics in
+    evaluation mode (their running statistics). Returns the actor's new statistics as aux."""
+    dist, actor_after = actor.train_batch(obs)
+    action, log_prob = dist.sample_and_log_prob(seed=key)
+    q = jnp.min(eqxrl.ensemble_q(critic, obs, action), axis=0)
+    return jnp.mean(alpha * log_prob - q), ({"entropy": -jnp.mean(log_prob)}, actor_after)
+
+
+# ---------------------------------------------------------------------------- init / update / act
+def init(
+    key: PRNGKeyArray, spec: eqxrl.EnvSpec, config: Config, hyper: eqxrl.Hyper | None = None
+) -> State:
+    """Build the BatchRenorm actor and critics and the temperature for `spec`."""
+    hyper = eqxrl.hyper_of(config) if hyper is None else hyper
+    spec.require_unit_box_actions("CrossQ")
+    k_actor, k_critic = jax.random.split(key)
+    renorm = {"momentum": config.bn_momentum, "warmup_steps": config.renorm_warmup_steps}
+    actor = eqxrl.GaussianPolicy(
+        spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max, key=k_actor, mlp=eqxrl.BatchRenormMLP, **renorm,
+    )
+    critic = eqxrl.q_ensemble(
+        spec, config.critic_hidden_dims, config.num_critics, key=k_critic,
+        mlp=eqxrl.BatchRenormMLP, **renorm,
+    )
+    adam = {"b1": hyper.adam_b1}
+    return State(
+        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr, **adam),
+        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr, **adam),
+        temperature=eqxrl.TrainState.create(
+            eqxrl.LogScalar.create(hyper.init_temperature), eqxrl.ADAM,
+            learning_rate=hyper.temperature_lr,
+        ),
+        actor_info={k: jnp.float32(0) for k in ACTOR_METRICS},
+        step=jnp.int32(0),
+        discount=hyper.discount,
+        target_entropy=jnp.float32(hyper.target_entropy_per_dim * spec.action_dim),
+        spec=spec,
+    )
+
+
+ACTOR_METRICS = ("actor/loss", "actor/grad_norm", "actor/entropy", "temperature/loss",
+                 "temperature/value")
+
+
+def critic_step(
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray
+) -> tuple[eqxrl.TrainState, eqxrl.Metrics]:
+    """The critics on the joint (s, a), (s', a') batch, a' from the actor in evaluation mode."""
+    next_action, next_log_prob = eqxrl.sample_actions(state.actor.model, batch.next_obs, key)
+    return state.critic.apply_loss_fn_with_stats(
+        critic_loss, batch, next_action, next_log_prob, state.temperature.model(), state.discount
+    )
+
+
+def policy_step(
+    state: State, critic: eqxrl.TrainState, obs: eqxrl.Obs, key: PRNGKeyArray
+) -> tuple[eqxrl.TrainState, eqxrl.TrainState, eqxrl.Metrics]:
+    """The actor on the new critics, then the temperature on the actor's entropy."""
+    actor, actor_info = state.actor.apply_loss_fn_with_stats(
+        actor_loss, critic.model, obs, state.temperature.model(), key
+    )
+    temperature, temperature_info = state.temperature.apply_loss_fn(
+        eqxrl.temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]),
+        state.target_entropy,
+    )
+    temperature_info.pop("grad_norm")
+    info = eqxrl.prefixed(actor=actor_info, temperature=temperature_info)
+    return actor, temperature, info
+
+
+def update(
+    state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
+) -> tuple[State, eqxrl.Metrics]:
+    """One CrossQ step: the critics; every `policy_delay` steps (the first included) the actor
+    and the temperature. No target networks to move."""
+    state.spec.check_batch(batch)
+    k_critic, k_actor = jax.random.split(key)
+    critic, critic_info = critic_step(state, batch, k_critic)
+    keep = (state.actor, state.temperature, state.actor_info)
+    actor, temperature, actor_info = eqxrl.every(
+        config.policy_delay, state.step, lambda: policy_step(state, critic, batch.obs, k_actor),
+        keep,
+    )
+    new_state = dataclasses.replace(state, actor=actor, critic=critic, temperature=temperature,
+                                    actor_info=actor_info, step=state.step + 1)
+    return new_state, {**eqxrl.prefixed(critic=critic_info), **actor_info}
+
+
+def act(
+    state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
+) -> Float[Array, "batch action_dim"]:
+    """Actions in [-1, 1] for a batch of observations (the actor in evaluation mode)."""
+    state.spec.batch_size(obs, "obs")
+    return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
+
+
+# ---------------------------------------------------------------------------- main
+def main(config: Config) -> dict:
+    """Train CrossQ online and return the run's summary."""
+    return eqxrl.train_online(config, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    eqxrl.cli(main, Config)
