@@ -73,14 +73,14 @@ def test_invalid_config_names_the_flag(field, value, message):
 def constant_quantile_critic(rows):
     """An ensemble of quantile critics whose member j outputs rows[j] for every input."""
     ens = eqxrl.Ensemble(lambda k: eqxrl.QuantileQFunction(3, 2, len(rows[0]), (4,), key=k),
-                         len(rows), key=jax.random.key(0))
+                         len(rows), key=jax.random.key(0))  # members as a tuple
     ens = jax.tree.map(lambda x: jnp.zeros_like(x) if eqx.is_inexact_array(x) else x, ens)
     return eqx.tree_at(lambda e: tuple(m.net.layers[-1].bias for m in e.members), ens,
                        tuple(jnp.asarray(r, jnp.float32) for r in rows))
 
 
 def test_critic_target_by_hand():
-    config = dataclasses.replace(SMALL, num_quantiles=3)
+    config = dataclasses.replace(SMALL, num_quantiles=3, vectorise_critics=False)
     state = tqc.init(jax.random.key(0), SPEC, config)
     rows = [[0.0, 4.0, 8.0], [1.0, 2.0, 9.0], [3.0, 5.0, 6.0]]
     state = dataclasses.replace(state, target_critic=constant_quantile_critic(rows))

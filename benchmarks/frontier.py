@@ -1,0 +1,327 @@
+"""CrossQ and TQC side by side with sbx's own implementations: the update alone, env steps/s of
+whole training runs, and the final deterministic evaluation with its curve.
+
+Run:  pip install -e ".[bench]"   (sbx-rl; optional)
+      python benchmarks/frontier.py --mode update              # the update alone, ~2 min
+      python benchmarks/frontier.py --mode train --steps 3000  # whole runs, env steps/s
+      python benchmarks/frontier.py --mode train --steps 50000 --num-seeds 3   # learning
+
+Both sides use sbx's defaults for each algorithm, which eqxrl's flags reproduce:
+- CrossQ: critics 2 × 1024 (sbx's; the paper's 2048 is eqxrl's default), actor 2 × 256,
+  BatchRenorm (momentum 0.99, warmup 100k), Adam lr 1e-3 with β1 0.5, policy delay 3, batch 256;
+- TQC: 2 critics × 25 quantiles of 2 × 256, 2 dropped per critic, actor 2 × 256, lr 3e-4,
+  τ 0.005, batch 256.
+Both sample `--learning-starts` uniform random actions first (sbx's `learning_starts`).
+
+`update` times one update on the same fixed batch of random transitions: eqxrl's compiled
+`update` against sbx's jitted `_train` with `gradient_steps=1` (what its `train` calls after
+sampling, with its policy-delay offset cycling as `train` does), each called from Python and
+blocked on, the two frameworks in alternating blocks of 6 calls (median over blocks), so the
+delayed actor updates are in every block and drift falls on both alike. The ratio is sbx's time over
+eqxrl's. It also reports the update's matmul FLOPs from XLA's cost analysis over the machine's
+measured float32 matmul peak.
+
+`train` runs each framework from scratch for `--steps` env steps at UTD 1 in this invocation,
+one after the other, timed end to end (compilation and evaluations included), then evaluates
+10 deterministic episodes. eqxrl runs `--num-seeds` agents as one vmapped job (its rate is
+agent env steps per second, and its return the mean over seeds); sbx runs seed `--seed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Literal
+
+import numpy as np
+import tyro
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    mode: Literal["update", "train"] = "update"
+    """`update`: the update alone on one batch; `train`: whole training runs"""
+    algorithms: tuple[Literal["crossq", "tqc"], ...] = ("crossq", "tqc")
+    env_id: str = "HalfCheetah-v5"
+    steps: int = 3000
+    """env steps per training run (`train`)"""
+    learning_starts: int = 1000
+    """random steps before updates begin (`train`)"""
+    eval_interval: int = 0
+    """env steps between evaluations of the curve (0: only at the end)"""
+    eval_episodes: int = 10
+    num_seeds: int = 1
+    """eqxrl agents in one vmapped run (`train`); sbx runs one"""
+    seed: int = 0
+    calls: int = 200
+    """timed update calls per framework (`update`)"""
+    only: tuple[Literal["eqxrl", "sbx"], ...] = ("eqxrl", "sbx")
+    out: str | None = None
+    """write the results as JSON here"""
+
+
+def eqxrl_config(name: str, run: dict):
+    import eqxrl
+    from eqxrl.algorithms import crossq, tqc
+
+    settings = eqxrl.OnlineRun(batch_size=256, **run)
+    if name == "crossq":
+        return crossq, crossq.Config(run=settings, critic_hidden_dims=(1024, 1024))
+    return tqc, tqc.Config(run=settings, num_critics=2, num_quantiles=25, drop_per_critic=2,
+                           critic_hidden_dims=(256, 256))
+
+
+def sbx_model(name: str, env, seed: int, learning_starts: int):
+    from sbx import TQC, CrossQ
+
+    cls = CrossQ if name == "crossq" else TQC
+    return cls("MlpPolicy", env, learning_starts=learning_starts, seed=seed, verbose=0)
+
+
+def random_batch(spec, n: int = 256, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    obs_dim, act_dim = spec.obs_dim, spec.action_dim
+    return {
+        "obs": rng.standard_normal((n, obs_dim)).astype(np.float32),
+        "action": rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+        "next_obs": rng.standard_normal((n, obs_dim)).astype(np.float32),
+        "reward": rng.standard_normal(n).astype(np.float32),
+        "terminated": np.zeros(n, bool),
+    }
+
+
+def time_calls(fn, calls: int) -> float:
+    """Seconds per call of `fn()` (which blocks), after 10 warm-up calls."""
+    for _ in range(10):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def time_interleaved(fns: dict, calls: int, block: int = 6) -> dict:
+    """Seconds per call of each blocking `fn()`, timed in alternating blocks of `block` calls
+    (a multiple of CrossQ's policy delay), median over blocks: the machine's drift (other
+    load, clock changes) falls on every framework alike."""
+    for fn in fns.values():
+        for _ in range(2 * block):
+            fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(max(1, calls // block)):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                fn()
+            times[name].append((time.perf_counter() - start) / block)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def update_eqxrl(name: str, env, batch: dict):
+    import jax
+    import jax.numpy as jnp
+
+    import eqxrl
+
+    module, config = eqxrl_config(name, {})
+    spec = eqxrl.spec_from_env(env)
+    state = module.init(jax.random.key(0), spec, config)
+    transition = eqxrl.Transition(
+        obs=jnp.asarray(batch["obs"]), action=jnp.asarray(batch["action"]),
+        reward=jnp.asarray(batch["reward"]), next_obs=jnp.asarray(batch["next_obs"]),
+        terminated=jnp.asarray(batch["terminated"]), truncated=jnp.zeros(256, bool),
+    )
+    compiled = jax.jit(lambda s, b, k: module.update(s, b, k, config)).lower(
+        state, transition, jax.random.key(1)).compile()
+    flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+    box = {"state": state, "key": jax.random.key(1)}
+
+    def call():
+        box["key"], k = jax.random.split(box["key"])
+        box["state"], metrics = compiled(box["state"], transition, k)
+        jax.block_until_ready(metrics)
+
+    return call, flops
+
+
+def update_sbx(name: str, env, batch: dict):
+    import jax
+    from sbx.common.type_aliases import ReplayBufferSamplesNp
+
+    model = sbx_model(name, env, 0, 100)
+    model._setup_learn(1000)  # noqa: SLF001 (sbx's own setup, as learn() runs it)
+    data = ReplayBufferSamplesNp(batch["obs"], batch["action"], batch["next_obs"],
+                                 batch["terminated"].astype(np.float32), batch["reward"],
+                                 np.full(256, model.gamma, np.float32))
+    p = model.policy
+    count = [0]
+
+    def call():
+        # sbx's train() passes (updates + 1) % policy_delay as a static offset, so its actor
+        # update runs in one of every policy_delay calls, each offset its own program.
+        offset = (count[0] + 1) % model.policy_delay
+        count[0] += 1
+        if name == "crossq":
+            out = model._train(model.target_entropy, 1, data, model.policy_delay, offset,  # noqa: SLF001
+                               p.qf_state, p.actor_state, model.ent_coef_state, model.key)
+            p.qf_state, p.actor_state, model.ent_coef_state, model.key, info = out
+        else:
+            out = model._train(model.tau, model.target_entropy, 1, p.n_target_quantiles,  # noqa: SLF001
+                               data, model.policy_delay, offset, p.qf1_state, p.qf2_state,
+                               p.actor_state, model.ent_coef_state, model.key)
+            p.qf1_state, p.qf2_state, p.actor_state, model.ent_coef_state, model.key, info = out
+        jax.block_until_ready(info)
+
+    return call
+
+
+def matmul_peak() -> float:
+    """The machine's float32 matmul FLOP/s, measured on a 2048² product."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((2048, 2048), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    seconds = time_calls(lambda: f(a).block_until_ready(), 20)
+    return 2 * 2048**3 / seconds
+
+
+def run_update(a: Args) -> dict:
+    import eqxrl
+
+    env = eqxrl.make_env(a.env_id)
+    batch = random_batch(eqxrl.spec_from_env(env))
+    results = {"peak_flops": matmul_peak()}
+    for name in a.algorithms:
+        fns, flops = {}, 0.0
+        if "eqxrl" in a.only:
+            fns["eqxrl"], flops = update_eqxrl(name, env, batch)
+        if "sbx" in a.only:
+            fns["sbx"] = update_sbx(name, env, batch)
+        seconds = time_interleaved(fns, a.calls)
+        row = {k: {"seconds": v} for k, v in seconds.items()}
+        if "eqxrl" in row:
+            row["eqxrl"]["flops"] = flops
+        results[name] = row
+        print_update(name, row, results["peak_flops"])
+    return results
+
+
+def print_update(name: str, row: dict, peak: float) -> None:
+    parts = [f"{k} {v['seconds'] * 1e3:.2f} ms/update" for k, v in row.items()]
+    if {"eqxrl", "sbx"} <= set(row):
+        parts.append(f"eqxrl ÷ sbx speed {row['sbx']['seconds'] / row['eqxrl']['seconds']:.2f}×")
+    if "eqxrl" in row and row["eqxrl"]["flops"]:
+        fraction = row["eqxrl"]["flops"] / row["eqxrl"]["seconds"] / peak
+        gflop = row["eqxrl"]["flops"] / 1e9
+        parts.append(f"{gflop:.2f} GFLOP, {100 * fraction:.0f}% of matmul peak")
+    print(f"{name:7s} " + "; ".join(parts), flush=True)
+
+
+def train_eqxrl(name: str, a: Args) -> dict:
+    import csv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = os.path.join(tmp, "run")
+        module, config = eqxrl_config(name, dict(
+            env_id=a.env_id, seed=a.seed, num_seeds=a.num_seeds, total_steps=a.steps,
+            start_steps=a.learning_starts, eval_interval=a.eval_interval or a.steps,
+            eval_episodes=a.eval_episodes, checkpoint_interval=a.steps, run_dir=run_dir,
+            progress=False, tensorboard=False,
+        ))
+        start = time.perf_counter()
+        summary = module.main(config)
+        seconds = time.perf_counter() - start
+        with open(os.path.join(run_dir, "eval.csv")) as f:
+            rows = list(csv.DictReader(f))
+    curve: dict[int, list[float]] = {}
+    for r in rows:
+        curve.setdefault(int(r["step"]), []).append(float(r["return_mean"]))
+    returns = [agent["final_eval_return"] for agent in summary["agents"]] \
+        if "agents" in summary else [summary["final_eval_return"]]
+    return {"seconds": seconds, "steps_per_second": a.num_seeds * a.steps / seconds,
+            "final_return": float(np.mean(returns)), "per_seed": returns,
+            "curve": {k: float(np.mean(v)) for k, v in sorted(curve.items())}}
+
+
+def evaluate_sbx(model, env_id: str, episodes: int, seed: int) -> float:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=10_000 + seed * 1000 + i)
+        done, total = False, 0.0
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def train_sbx(name: str, a: Args) -> dict:
+    import gymnasium as gym
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    curve: dict[int, float] = {}
+    interval = a.eval_interval or a.steps
+
+    class Curve(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % interval == 0 and self.num_timesteps < a.steps:
+                curve[self.num_timesteps] = evaluate_sbx(self.model, a.env_id, a.eval_episodes,
+                                                         a.seed)
+            return True
+
+    model = sbx_model(name, gym.make(a.env_id), a.seed, a.learning_starts)
+    start = time.perf_counter()
+    model.learn(a.steps, callback=Curve())
+    final = evaluate_sbx(model, a.env_id, a.eval_episodes, a.seed)
+    seconds = time.perf_counter() - start
+    curve[a.steps] = final
+    return {"seconds": seconds, "steps_per_second": a.steps / seconds, "final_return": final,
+            "curve": curve}
+
+
+def run_train(a: Args) -> dict:
+    results = {}
+    for name in a.algorithms:
+        row = {}
+        if "eqxrl" in a.only:
+            row["eqxrl"] = train_eqxrl(name, a)
+        if "sbx" in a.only:
+            row["sbx"] = train_sbx(name, a)
+        results[name] = row
+        parts = [f"{k} {v['steps_per_second']:.1f} env steps/s, final eval "
+                 f"{v['final_return']:.1f}" for k, v in row.items()]
+        if {"eqxrl", "sbx"} <= set(row):
+            ratio = row["eqxrl"]["steps_per_second"] / row["sbx"]["steps_per_second"]
+            parts.append(f"eqxrl ÷ sbx rate {ratio:.2f}×")
+        print(f"{name:7s} " + "; ".join(parts), flush=True)
+        for k, v in row.items():
+            print(f"        {k} curve: " + ", ".join(f"{s}: {r:.1f}" for s, r in
+                                                 v["curve"].items()), flush=True)
+    return results
+
+
+def main(a: Args) -> None:
+    import jax
+
+    print(f"{a.mode} on {a.env_id}, jax {jax.__version__} on {jax.devices()[0].platform}, "
+          f"{os.cpu_count()} CPU cores", flush=True)
+    results = run_update(a) if a.mode == "update" else run_train(a)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"args": dataclasses.asdict(a), "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
