@@ -41,6 +41,8 @@ class Config(sac.Config):
     CQL's defaults) plus the regulariser's."""
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
+    net: tyro.conf.Suppress[eqxrl.Networks] = eqxrl.Networks()  # SAC's/TD3's network
+    # options do not apply here (require_default refuses them)
     actor_lr: eqxrl.Swept[float] = 1e-4
     """actor learning rate"""
     backup_entropy: bool = False
@@ -60,6 +62,7 @@ class Config(sac.Config):
 
     def __post_init__(self):
         sac.Config.__post_init__(self)
+        self.net.require_default("CQL")
         positive(self, "cql_temperature", "cql_lagrange_lr")
         non_negative(self, "cql_alpha")
         at_least(self, 1, "num_sampled_actions")

@@ -11,7 +11,9 @@ training pass mix both and the bootstrap values come from the same normalisation
 predictions. The target is r + γ·(1 − terminated)·(min_j sg(Q_j(s', a')) − α·log π(a'|s')), with
 a' ~ π(·|s') from the actor in evaluation mode. The actor (BatchRenorm too) and the temperature
 update every `--policy-delay` critic steps, against the critics in evaluation mode. Adam with
-β1 = 0.5 for actor and critics, learning rate 1e-3, as in the paper and sbx.
+β1 = 0.5 for actor and critics, learning rate 1e-3, as in the paper and sbx. SimBa networks with
+Batch Renormalization in place of LayerNorm (sbx's SimBa-CrossQ): `--network simba`; resets
+every N updates: `--reset-interval N`.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ class Config:
     """CrossQ on a gymnasium env with continuous actions."""
 
     run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun(start_steps=5_000)
+    net: Annotated[eqxrl.Networks, tyro.conf.arg(name="")] = eqxrl.Networks()
     hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of the actor"""
+    """hidden layer sizes of the actor (--network mlp)"""
     critic_hidden_dims: tuple[int, ...] = (2048, 2048)
-    """hidden layer sizes of each critic (CrossQ's critics are wide)"""
+    """hidden layer sizes of each critic (CrossQ's critics are wide; --network mlp)"""
     actor_lr: eqxrl.Swept[float] = 1e-3
     """actor learning rate"""
     critic_lr: eqxrl.Swept[float] = 1e-3
@@ -99,6 +102,7 @@ class State(eqx.Module):
     discount: Float[Array, ""]
     target_entropy: Float[Array, ""]
     spec: eqxrl.EnvSpec = eqx.field(static=True)
+    obs_norm: eqxrl.RunningNormalizer | None = None  # with --network simba (or --obs-norm)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -143,18 +147,20 @@ def init(
     spec.require_unit_box_actions("CrossQ")
     k_actor, k_critic = jax.random.split(key)
     renorm = {"momentum": config.bn_momentum, "warmup_steps": config.renorm_warmup_steps}
+    net, simba = config.net, {"simba_kwargs": {"norm": "batch_renorm", **renorm}}
+    actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=True,
+                                           mlp=eqxrl.BatchRenormMLP, **renorm, **simba)
     actor = eqxrl.GaussianPolicy(
-        spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
-        log_std_max=config.log_std_max, key=k_actor, mlp=eqxrl.BatchRenormMLP, **renorm,
+        spec.obs_dim, spec.action_dim, actor_hidden, log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max, key=k_actor, **actor_kwargs,
     )
-    critic = eqxrl.q_ensemble(
-        spec, config.critic_hidden_dims, config.num_critics, key=k_critic,
-        vectorise=config.vectorise_critics, mlp=eqxrl.BatchRenormMLP, **renorm,
-    )
-    adam = {"b1": hyper.adam_b1}
+    critic_hidden, critic_kwargs = net.critic(config.critic_hidden_dims,
+                                              mlp=eqxrl.BatchRenormMLP, **renorm, **simba)
+    critic = eqxrl.q_ensemble(spec, critic_hidden, config.num_critics, key=k_critic,
+                              vectorise=config.vectorise_critics, **critic_kwargs)
     return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr, **adam),
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr, **adam),
+        actor=net.train_state(actor, hyper.actor_lr, b1=hyper.adam_b1),
+        critic=net.train_state(critic, hyper.critic_lr, b1=hyper.adam_b1),
         temperature=eqxrl.TrainState.create(
             eqxrl.LogScalar.create(hyper.init_temperature), eqxrl.ADAM,
             learning_rate=hyper.temperature_lr,
@@ -164,6 +170,7 @@ def init(
         discount=hyper.discount,
         target_entropy=jnp.float32(hyper.target_entropy_per_dim * spec.action_dim),
         spec=spec,
+        obs_norm=net.obs_normalizer(spec.example_obs()),
     )
 
 
@@ -201,8 +208,13 @@ def update(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
     """One CrossQ step: the critics; every `policy_delay`-th step (as sbx: the 3rd, 6th, ...)
-    the actor and the temperature. No target networks to move."""
+    the actor and the temperature. No target networks to move. With `--network simba` the
+    batch first moves the running observation statistics and is normalised by them; with
+    `--reset-interval` the networks are re-initialised on schedule."""
     state.spec.check_batch(batch)
+    obs_norm, batch = eqxrl.observe_batch(state.obs_norm, batch)
+    state = eqxrl.scheduled_reset(dataclasses.replace(state, obs_norm=obs_norm), state.step,
+                                  key, config.net, lambda k: init(k, state.spec, config))
     k_critic, k_actor = jax.random.split(key)
     critic, critic_info = critic_step(state, batch, k_critic)
     step = state.step + 1
@@ -220,6 +232,7 @@ def act(
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations (the actor in evaluation mode)."""
     state.spec.batch_size(obs, "obs")
+    obs = eqxrl.normalised(state.obs_norm, obs)
     return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
 
 

@@ -43,6 +43,8 @@ class Config(sac.Config):
     run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun(
         env_id="pixels:Pendulum-v1", total_steps=100_000, start_steps=1_000, batch_size=128,
         buffer_size=100_000, eval_interval=5_000)
+    net: tyro.conf.Suppress[eqxrl.Networks] = eqxrl.Networks()  # SAC's/TD3's network
+    # options do not apply here (require_default refuses them)
     hidden_dims: tuple[int, ...] = (1024, 1024)
     """hidden layer sizes of the actor and critic heads (after the trunk)"""
     actor_lr: eqxrl.Swept[float] = 1e-3
@@ -66,6 +68,7 @@ class Config(sac.Config):
 
     def __post_init__(self):
         sac.Config.__post_init__(self)
+        self.net.require_default("DrQ")
         at_least(self, 1, "feature_dim")
         at_least(self, 0, "shift_padding")
         within(self, "encoder_tau", 0, 1, open_low=True)

@@ -7,7 +7,9 @@ Resume an interrupted run:  python algorithms/sac.py --resume runs/<name>
 Twin (or N) critics with polyak-averaged targets, a tanh-Gaussian actor and a learned
 temperature. The critic target is r + γ·(1 − terminated)·(min_j Q̄_j(s', a') − α·log π(a'|s')):
 time-limit truncation keeps bootstrapping. REDQ: `--num-critics 10 --num-min-critics 2 --utd 20`.
-DroQ: `--critic-dropout 0.01 --critic-layer-norm --utd 20`.
+DroQ: `--critic-dropout 0.01 --critic-layer-norm --utd 20`. SimBa (Lee et al., 2025):
+`--network simba` (residual actor and critics, running observation normalisation, AdamW);
+resets every N updates: `--reset-interval N`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class Config:
     """Soft Actor-Critic on a gymnasium env with continuous actions."""
 
     run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun()
+    net: Annotated[eqxrl.Networks, tyro.conf.arg(name="")] = eqxrl.Networks()
     hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of actor and critics"""
+    """hidden layer sizes of actor and critics (--network mlp)"""
     actor_lr: eqxrl.Swept[float] = 3e-4
     """actor learning rate"""
     critic_lr: eqxrl.Swept[float] = 3e-4
@@ -75,6 +78,8 @@ class Config:
             within(self, "num_min_critics", 1, self.num_critics)
         within(self, "critic_dropout", 0, 1, open_high=True)
         ordered(self, "log_std_min", "log_std_max")
+        self.net.refuse_mlp_options(critic_layer_norm=self.critic_layer_norm,
+                                    critic_dropout=self.critic_dropout)
 
 
 # ---------------------------------------------------------------------------- state
@@ -89,6 +94,7 @@ class State(eqx.Module):
     tau: Float[Array, ""]
     target_entropy: Float[Array, ""]
     spec: eqxrl.EnvSpec = eqx.field(static=True)
+    obs_norm: eqxrl.RunningNormalizer | None = None  # with --network simba (or --obs-norm)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -123,18 +129,22 @@ def init(
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("SAC")
     k_actor, k_critic = jax.random.split(key)
+    net = config.net
+    actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=True)
     actor = eqxrl.GaussianPolicy(
-        spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
-        log_std_max=config.log_std_max, key=k_actor,
+        spec.obs_dim, spec.action_dim, actor_hidden, log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max, key=k_actor, **actor_kwargs,
     )
-    critic = eqxrl.q_ensemble(
-        spec, config.hidden_dims, config.num_critics, layer_norm=config.critic_layer_norm,
-        dropout_rate=config.critic_dropout, key=k_critic,
+    critic_hidden, critic_kwargs = net.critic(
+        config.hidden_dims, layer_norm=config.critic_layer_norm,
+        dropout_rate=config.critic_dropout,
     )
+    critic = eqxrl.q_ensemble(spec, critic_hidden, config.num_critics, key=k_critic,
+                              **critic_kwargs)
     temperature = eqxrl.LogScalar.create(hyper.init_temperature)
     return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr),
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
+        actor=net.train_state(actor, hyper.actor_lr),
+        critic=net.train_state(critic, hyper.critic_lr),
         target_critic=critic,
         temperature=eqxrl.TrainState.create(
             temperature, eqxrl.ADAM, learning_rate=hyper.temperature_lr
@@ -143,6 +153,7 @@ def init(
         tau=hyper.tau,
         target_entropy=jnp.float32(hyper.target_entropy_per_dim * spec.action_dim),
         spec=spec,
+        obs_norm=net.obs_normalizer(spec.example_obs()),
     )
 
 
@@ -202,9 +213,15 @@ def update(
     """One SAC step: critics, then the actor on the new critics, then the temperature.
 
     An algorithm built on SAC composes the same named steps with its own critic loss (CQL):
-    `critic_target`, the critics' loss, `policy_step`.
+    `critic_target`, the critics' loss, `policy_step`. With `--network simba` the batch's
+    observations first update the running normaliser and are normalised by it; with
+    `--reset-interval` the networks are re-initialised on schedule before the step.
     """
     state.spec.check_batch(batch)
+    obs_norm, batch = eqxrl.observe_batch(state.obs_norm, batch)
+    state = eqxrl.scheduled_reset(dataclasses.replace(state, obs_norm=obs_norm),
+                                  state.critic.step, key, config.net,
+                                  lambda k: init(k, state.spec, config))
     k_next, k_subset, k_target, k_critic, k_actor = jax.random.split(key, 5)
     target_q = critic_target(state, batch, (k_next, k_subset, k_target), config)
     dropout_key = k_critic if config.critic_dropout > 0 else None
@@ -217,6 +234,7 @@ def act(
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
     state.spec.batch_size(obs, "obs")
+    obs = eqxrl.normalised(state.obs_norm, obs)
     return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
 
 

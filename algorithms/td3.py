@@ -8,7 +8,8 @@ Twin critics regress to r + γ·(1 − terminated)·min_j Q̄_j(s', clip(μ̄(s'
 target-policy smoothing noise ε = clip(N(0, σ²), −c, c). Every `--policy-delay` critic updates
 the deterministic tanh actor maximises Q_1(s, μ(s)) and the targets move. Exploration adds
 N(0, 0.1²) to μ(s) in `act`. Defaults are the paper's (σ 0.2, c 0.5, delay 2) with the
-authors' updated settings (lr 3e-4, 256×256, batch 256, 25k random steps).
+authors' updated settings (lr 3e-4, 256×256, batch 256, 25k random steps). SimBa networks:
+`--network simba`; resets every N updates: `--reset-interval N`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class Config:
     """TD3 on a gymnasium env with continuous actions."""
 
     run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun(start_steps=25_000)
+    net: Annotated[eqxrl.Networks, tyro.conf.arg(name="")] = eqxrl.Networks()
     hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of actor and critics"""
+    """hidden layer sizes of actor and critics (--network mlp)"""
     actor_lr: eqxrl.Swept[float] = 3e-4
     """actor learning rate"""
     critic_lr: eqxrl.Swept[float] = 3e-4
@@ -78,6 +80,7 @@ class State(eqx.Module):
     noise_clip: Float[Array, ""]
     exploration_noise: Float[Array, ""]
     spec: eqxrl.EnvSpec = eqx.field(static=True)
+    obs_norm: eqxrl.RunningNormalizer | None = None  # with --network simba (or --obs-norm)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -97,13 +100,16 @@ def init(
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("TD3")
     k_actor, k_critic = jax.random.split(key)
-    actor = eqxrl.DeterministicPolicy(spec.obs_dim, spec.action_dim, config.hidden_dims,
-                                      key=k_actor)
-    critic = eqxrl.q_ensemble(spec, config.hidden_dims, key=k_critic)
+    net = config.net
+    actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=False)
+    actor = eqxrl.DeterministicPolicy(spec.obs_dim, spec.action_dim, actor_hidden, key=k_actor,
+                                      **actor_kwargs)
+    critic_hidden, critic_kwargs = net.critic(config.hidden_dims)
+    critic = eqxrl.q_ensemble(spec, critic_hidden, key=k_critic, **critic_kwargs)
     return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr),
+        actor=net.train_state(actor, hyper.actor_lr),
         target_actor=actor,
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
+        critic=net.train_state(critic, hyper.critic_lr),
         target_critic=critic,
         actor_info={k: jnp.float32(0) for k in ("loss", "grad_norm", "q_mean")},
         step=jnp.int32(0),
@@ -113,6 +119,7 @@ def init(
         noise_clip=hyper.noise_clip,
         exploration_noise=hyper.exploration_noise,
         spec=spec,
+        obs_norm=net.obs_normalizer(spec.example_obs()),
     )
 
 
@@ -165,8 +172,13 @@ def update(
 
     An algorithm built on TD3 composes the same named steps with its own actor loss (TD3+BC):
     `critic_target`, `critic_step`, `delayed_step`; the State's `actor_info` holds its metrics.
+    With `--network simba` the batch first moves the running observation statistics and is
+    normalised by them; with `--reset-interval` the networks are re-initialised on schedule.
     """
     state.spec.check_batch(batch)
+    obs_norm, batch = eqxrl.observe_batch(state.obs_norm, batch)
+    state = eqxrl.scheduled_reset(dataclasses.replace(state, obs_norm=obs_norm), state.step,
+                                  key, config.net, lambda k: init(k, state.spec, config))
     critic, critic_info = critic_step(state, batch, critic_target(state, batch, key))
     return delayed_step(state, critic, critic_info, config, lambda: state.actor.apply_loss_fn(
         actor_loss, critic.model, batch.obs))
@@ -177,7 +189,7 @@ def act(
 ) -> Float[Array, "batch action_dim"]:
     """μ(s) for a batch of observations, plus exploration noise unless `deterministic`."""
     state.spec.batch_size(obs, "obs")
-    action = jax.vmap(state.actor.model)(obs)
+    action = jax.vmap(state.actor.model)(eqxrl.normalised(state.obs_norm, obs))
     if deterministic:
         return action
     noise = state.exploration_noise * jax.random.normal(key, action.shape)

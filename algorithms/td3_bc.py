@@ -40,6 +40,8 @@ class Config(td3.Config):
     """
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun()
+    net: tyro.conf.Suppress[eqxrl.Networks] = eqxrl.Networks()  # SAC's/TD3's network
+    # options do not apply here (require_default refuses them)
     alpha: eqxrl.Swept[float] = 2.5
     """α of λ = α / E|Q|: the weight of the Q term against the BC term"""
     normalize_obs: bool = True
@@ -47,6 +49,7 @@ class Config(td3.Config):
 
     def __post_init__(self):
         td3.Config.__post_init__(self)
+        self.net.require_default("TD3+BC")
         non_negative(self, "alpha")
 
 

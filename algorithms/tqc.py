@@ -12,6 +12,7 @@ pools the target critics' quantiles at (s', a'), a' ~ π(·|s'), sorts them, dro
 maximises the mean of every quantile of every critic plus entropy; the temperature is SAC's.
 Paper defaults: 5 critics × 25 quantiles, 2 dropped per critic, critics 3 × 512, actor 2 × 256.
 sbx's defaults (for a side-by-side run): `--num-critics 2 --critic-hidden-dims 256 256`.
+SimBa networks: `--network simba`; resets every N updates: `--reset-interval N`.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ class Config:
     """TQC on a gymnasium env with continuous actions."""
 
     run: Annotated[eqxrl.OnlineRun, tyro.conf.arg(name="")] = eqxrl.OnlineRun()
+    net: Annotated[eqxrl.Networks, tyro.conf.arg(name="")] = eqxrl.Networks()
     hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of the actor"""
+    """hidden layer sizes of the actor (--network mlp)"""
     critic_hidden_dims: tuple[int, ...] = (512, 512, 512)
-    """hidden layer sizes of each quantile critic"""
+    """hidden layer sizes of each quantile critic (--network mlp)"""
     actor_lr: eqxrl.Swept[float] = 3e-4
     """actor learning rate"""
     critic_lr: eqxrl.Swept[float] = 3e-4
@@ -98,6 +100,7 @@ class State(eqx.Module):
     tau: Float[Array, ""]
     target_entropy: Float[Array, ""]
     spec: eqxrl.EnvSpec = eqx.field(static=True)
+    obs_norm: eqxrl.RunningNormalizer | None = None  # with --network simba (or --obs-norm)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -128,18 +131,21 @@ def init(
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("TQC")
     k_actor, k_critic = jax.random.split(key)
+    net = config.net
+    actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=True)
     actor = eqxrl.GaussianPolicy(
-        spec.obs_dim, spec.action_dim, config.hidden_dims, log_std_min=config.log_std_min,
-        log_std_max=config.log_std_max, key=k_actor,
+        spec.obs_dim, spec.action_dim, actor_hidden, log_std_min=config.log_std_min,
+        log_std_max=config.log_std_max, key=k_actor, **actor_kwargs,
     )
+    critic_hidden, critic_kwargs = net.critic(config.critic_hidden_dims)
     critic = eqxrl.Ensemble(
         lambda k: eqxrl.QuantileQFunction(spec.obs_dim, spec.action_dim, config.num_quantiles,
-                                          config.critic_hidden_dims, key=k),
+                                          critic_hidden, key=k, **critic_kwargs),
         config.num_critics, key=k_critic, vectorise=config.vectorise_critics,
     )
     return State(
-        actor=eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.actor_lr),
-        critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
+        actor=net.train_state(actor, hyper.actor_lr),
+        critic=net.train_state(critic, hyper.critic_lr),
         target_critic=critic,
         temperature=eqxrl.TrainState.create(
             eqxrl.LogScalar.create(hyper.init_temperature), eqxrl.ADAM,
@@ -149,6 +155,7 @@ def init(
         tau=hyper.tau,
         target_entropy=jnp.float32(hyper.target_entropy_per_dim * spec.action_dim),
         spec=spec,
+        obs_norm=net.obs_normalizer(spec.example_obs()),
     )
 
 
@@ -167,8 +174,14 @@ def update(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
     """One TQC step: the quantile critics, the actor on the new critics, the temperature, the
-    target critics."""
+    target critics. With `--network simba` the batch first moves the running observation
+    statistics and is normalised by them; with `--reset-interval` the networks are
+    re-initialised on schedule."""
     state.spec.check_batch(batch)
+    obs_norm, batch = eqxrl.observe_batch(state.obs_norm, batch)
+    state = eqxrl.scheduled_reset(dataclasses.replace(state, obs_norm=obs_norm),
+                                  state.critic.step, key, config.net,
+                                  lambda k: init(k, state.spec, config))
     k_next, k_actor = jax.random.split(key)
     target = critic_target(state, batch, k_next, config)
     critic, critic_info = state.critic.apply_loss_fn(critic_loss, batch, target)
@@ -194,6 +207,7 @@ def act(
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
     state.spec.batch_size(obs, "obs")
+    obs = eqxrl.normalised(state.obs_norm, obs)
     return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
 
 

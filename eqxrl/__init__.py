@@ -27,6 +27,7 @@ from .core import tree_unstack as tree_unstack
 from .data import Dataset as Dataset
 from .data import Normalizer as Normalizer
 from .data import ReplayBuffer as ReplayBuffer
+from .data import RunningNormalizer as RunningNormalizer
 from .datasets import DatasetError as DatasetError
 from .datasets import DatasetInfo as DatasetInfo
 from .datasets import episode_ends as episode_ends
@@ -49,6 +50,7 @@ from .loops import train_offline as train_offline
 from .loops import train_on_policy as train_on_policy
 from .loops import train_online as train_online
 from .nn import ADAM as ADAM
+from .nn import ADAMW as ADAMW
 from .nn import MLP as MLP
 from .nn import BatchRenorm as BatchRenorm
 from .nn import BatchRenormMLP as BatchRenormMLP
@@ -60,6 +62,7 @@ from .nn import GaussianPolicy as GaussianPolicy
 from .nn import QFunction as QFunction
 from .nn import QuantileQFunction as QuantileQFunction
 from .nn import RunningStats as RunningStats
+from .nn import SimbaMLP as SimbaMLP
 from .nn import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
 from .nn import TrainState as TrainState
 from .nn import ValueFunction as ValueFunction
@@ -68,6 +71,7 @@ from .nn import flatten_obs as flatten_obs
 from .nn import polyak as polyak
 from .nn import value_and_grad as value_and_grad
 from .rl import LogScalar as LogScalar
+from .rl import Networks as Networks
 from .rl import clipped_policy_loss as clipped_policy_loss
 from .rl import critic_td_loss as critic_td_loss
 from .rl import discrete_q as discrete_q
@@ -76,12 +80,16 @@ from .rl import ensemble_quantiles as ensemble_quantiles
 from .rl import every as every
 from .rl import gae as gae
 from .rl import greedy_actions as greedy_actions
+from .rl import normalised as normalised
+from .rl import observe_batch as observe_batch
 from .rl import policy_actions as policy_actions
 from .rl import q_ensemble as q_ensemble
 from .rl import quantile_huber_loss as quantile_huber_loss
 from .rl import quantile_midpoints as quantile_midpoints
 from .rl import quantile_td_target as quantile_td_target
+from .rl import reset_networks as reset_networks
 from .rl import sample_actions as sample_actions
+from .rl import scheduled_reset as scheduled_reset
 from .rl import smoothed_target_action as smoothed_target_action
 from .rl import td_target as td_target
 from .rl import temperature_loss as temperature_loss

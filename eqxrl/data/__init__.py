@@ -1,5 +1,6 @@
-"""Data on the device: the offline `Dataset`, replay buffers (plain and frame-stacked), images left
-on disk, and what a checkpoint keeps of a buffer.
+"""Data on the device: the offline `Dataset`, observation normalisers (fixed and running),
+replay buffers (plain and frame-stacked), images left on disk, and what a checkpoint keeps of a
+buffer.
 """
 
 
@@ -13,6 +14,7 @@ from .image_rows import decode_jpeg as decode_jpeg
 from .image_rows import is_image_node as is_image_node
 from .replay import ReplayBuffer as ReplayBuffer
 from .replay import n_step_windows as n_step_windows
+from .running_norm import RunningNormalizer as RunningNormalizer
 from .saved import buffer_from_saved as buffer_from_saved
 from .saved import buffer_saved as buffer_saved
 from .saved import buffer_saved_like as buffer_saved_like

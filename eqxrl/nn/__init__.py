@@ -1,5 +1,5 @@
 """Networks and their training state: MLPs, ensembles, batch renormalisation with running
-statistics, heads, policies, `TrainState`, the shared optimisers.
+statistics, SimBa residual networks, heads, policies, `TrainState`, the shared optimisers.
 """
 
 
@@ -18,12 +18,15 @@ from .normalization import RunningStats as RunningStats
 from .normalization import split_stats as split_stats
 from .normalization import with_stats_of as with_stats_of
 from .optim import ADAM as ADAM
+from .optim import ADAMW as ADAMW
 from .policies import Categorical as Categorical
 from .policies import CategoricalPolicy as CategoricalPolicy
 from .policies import DeterministicPolicy as DeterministicPolicy
 from .policies import GaussianPolicy as GaussianPolicy
 from .policies import MultivariateNormalDiag as MultivariateNormalDiag
 from .policies import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
+from .simba import ResidualBlock as ResidualBlock
+from .simba import SimbaMLP as SimbaMLP
 from .train_state import TrainState as TrainState
 from .train_state import polyak as polyak
 from .train_state import trainable as trainable

@@ -1,4 +1,4 @@
-"""The one optimiser object every algorithm shares (see `ADAM`)."""
+"""The optimiser objects every algorithm shares (see `ADAM`)."""
 
 from __future__ import annotations
 
@@ -8,3 +8,8 @@ import optax
 # same static field (one compiled program for all seeds and grid points); each TrainState sets
 # its own learning rate, which lives in the optimiser state as an array.
 ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+
+# Adam with decoupled weight decay (Loshchilov and Hutter, 2019), as SimBa trains its networks;
+# `TrainState.create(model, ADAMW, learning_rate=..., weight_decay=...)`. Weight decay moves every
+# trainable array (LayerNorm scales and biases too, as optax's and sbx's AdamW do by default).
+ADAMW = optax.inject_hyperparams(optax.adamw)(learning_rate=3e-4, weight_decay=0.0)

@@ -156,12 +156,14 @@ class GaussianPolicy(eqx.Module):
 
 
 class DeterministicPolicy(eqx.Module):
-    """μ(s) = tanh(MLP(s)): a deterministic policy with actions in [-1, 1] (TD3, TD3+BC)."""
+    """μ(s) = tanh(MLP(s)): a deterministic policy with actions in [-1, 1] (TD3, TD3+BC).
+    `mlp` is the network class (`MLP`, or `SimbaMLP`); `mlp_kwargs` go to it."""
 
-    net: MLP
+    net: eqx.Module
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden=(256, 256), *, key, **mlp_kwargs):
-        self.net = MLP(obs_dim, action_dim, hidden, key=key, **mlp_kwargs)
+    def __init__(self, obs_dim: int, action_dim: int, hidden=(256, 256), *, key,
+                 mlp: type = MLP, **mlp_kwargs):
+        self.net = mlp(obs_dim, action_dim, hidden, key=key, **mlp_kwargs)
 
     def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, " action_dim"]:
         return jnp.tanh(self.net(flatten_obs(obs), key=key))

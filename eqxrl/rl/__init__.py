@@ -1,6 +1,7 @@
 """RL mathematics that several algorithms share: critic targets and losses, actions and log-
 probabilities, the entropy temperature, quantile critics, on-policy advantages and losses,
-schedules.
+schedules, and the network family (MLP or SimBa), weight decay and resets of the off-policy
+algorithms.
 """
 
 
@@ -16,6 +17,11 @@ from .critics import greedy_actions as greedy_actions
 from .critics import q_ensemble as q_ensemble
 from .critics import smoothed_target_action as smoothed_target_action
 from .critics import td_target as td_target
+from .networks import Networks as Networks
+from .networks import normalised as normalised
+from .networks import observe_batch as observe_batch
+from .networks import reset_networks as reset_networks
+from .networks import scheduled_reset as scheduled_reset
 from .onpolicy import clipped_policy_loss as clipped_policy_loss
 from .onpolicy import gae as gae
 from .onpolicy import value_loss as value_loss

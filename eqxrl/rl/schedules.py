@@ -17,8 +17,9 @@ AGENTS = "agents"  # the axis name of the loops' vmap over agents (`eqxrl.run.ag
 
 
 def every(period: int | Int[Array, ""], step: Int[Array, ""], fn: Callable[..., T], keep: T,
-          *args: Any) -> T:
-    """`fn(*args)` when `step % period == 0`, else `keep` (a tree laid out like fn's result).
+          *args: Any, skip_first: bool = False) -> T:
+    """`fn(*args)` when `step % period == 0` (and `step > 0` with `skip_first`), else `keep` (a
+    tree laid out like fn's result).
 
     Only the branch taken runs (`lax.cond`), so skipped updates cost nothing. Under a plain
     `vmap` with a batched `step`, JAX turns the cond into a select and evaluates both branches;
@@ -26,6 +27,8 @@ def every(period: int | Int[Array, ""], step: Int[Array, ""], fn: Callable[..., 
     number of updates, the condition is taken over the agents so the cond stays a cond.
     """
     due = step % period == 0
+    if skip_first:
+        due = due & (step > 0)
     with contextlib.suppress(NameError):  # NameError: not inside the loops' vmap over agents
         due = jax.lax.pmax(due.astype(jnp.int32), AGENTS) > 0  # the same for every agent
     return jax.lax.cond(due, lambda: fn(*args), lambda: keep)

@@ -40,6 +40,19 @@ def config_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(raw, default=str))
 
 
+def config_differences(
+    config: Any, saved: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, tuple[Any, Any]]:
+    """`{field: (saved value, config's value)}` where a checkpoint's config differs from
+    `config`. With `defaults` (`config_io.field_defaults`), a field the saved config lacks
+    counts as equal while `config` holds its default: the field was added after the checkpoint
+    was written (run folders of earlier versions)."""
+    want, defaults = config_dict(config), defaults or {}
+    added = {k for k in want if k not in saved and k in defaults and want[k] == defaults[k]}
+    return {k: (saved.get(k), want.get(k)) for k in sorted(set(want) | set(saved))
+            if k not in added and saved.get(k) != want.get(k)}
+
+
 def is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
@@ -117,7 +130,8 @@ def read_header(path: str) -> tuple[dict[str, Any], bytes]:
 
 
 def restore(
-    path: str, like: PyTree, *, config: Any = None, strict: bool = True
+    path: str, like: PyTree, *, config: Any = None, strict: bool = True,
+    defaults: dict[str, Any] | None = None,
 ) -> tuple[PyTree, dict[str, Any]]:
     """Load the checkpoint at `path` into the structure of `like`; return `(tree, meta)`.
 
@@ -125,19 +139,15 @@ def restore(
     `eqx.filter_eval_shape(init, ...)`), or a plain function of the file's metadata that
     returns one (when shapes depend on what was saved; the file is still read once). With
     `config`, the file must have been saved with an equal config; any difference is named in
-    the error. With `strict=False`, saved leaves that `like` does not have are skipped (to load
+    the error; fields it lacks compare equal to their `defaults`, as in `config_differences`.
+    With `strict=False`, saved leaves that `like` does not have are skipped (to load
     only part of a checkpoint, such as the state).
     """
     header, payload = read_header(path)
     if inspect.isfunction(like):  # not any callable: Equinox modules are callable templates
         like = like(header["meta"])
     if config is not None:
-        want, have = config_dict(config), header["config"]
-        diff = {
-            k: (have.get(k), want.get(k))
-            for k in sorted(set(want) | set(have))
-            if have.get(k) != want.get(k)
-        }
+        diff = config_differences(config, header["config"], defaults)
         if diff:
             shown = ", ".join(
                 f"{k}: {a!r} in the checkpoint vs {b!r} given" for k, (a, b) in diff.items()

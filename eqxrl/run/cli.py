@@ -15,6 +15,7 @@ from typing import Any
 import jax
 
 from eqxrl.core.checks import ConfigError, flag
+from eqxrl.rl.networks import NETWORK_FLAGS
 from eqxrl.run.config_io import flat_fields
 from eqxrl.run.record import resolve_resume
 from eqxrl.run.summary import print_summary
@@ -60,6 +61,22 @@ def split_grid_flags(
     return out, tuple(grid)
 
 
+def refuse_network_flags(config_class: type, args: list[str]) -> None:
+    """A clear error for `--network simba` (or another `eqxrl.Networks` flag) given to an
+    algorithm whose Config does not offer them, before tyro's "unrecognized" error."""
+    import tyro
+
+    hint = typing.get_type_hints(config_class, include_extras=True).get("net")
+    if hint is not None and tyro.conf.Suppress not in getattr(hint, "__metadata__", ()):
+        return
+    given = [a.split("=")[0] for a in args if a.split("=")[0] in NETWORK_FLAGS]
+    if given:
+        raise ConfigError(
+            f"{given[0]} is not an option of this algorithm: the network family (--network "
+            "mlp/simba), weight decay and resets are options of the off-policy algorithms with "
+            "continuous actions that build their own actor and critics (sac, td3, crossq, tqc).")
+
+
 def refuse(error: Exception) -> None:
     """Print a setting's error as a command-line error and exit with code 2 (as tyro does)."""
     print(f"error: {error}", file=sys.stderr)
@@ -71,6 +88,7 @@ def parse_flags(config_class: type, args: list[str]) -> tuple[Any, list[str]]:
     import tyro
 
     try:
+        refuse_network_flags(config_class, args)
         argv, grid = split_grid_flags(config_class, args)
         config = tyro.cli(config_class, args=argv)
         if grid:

@@ -12,16 +12,19 @@ from eqxrl.core.checks import ConfigError
 from eqxrl.run.settings import VOLATILE_FIELDS
 
 
+def json_normal(value: Any) -> Any:
+    """A value of a (nested) dataclass config as JSON would hold it: dataclasses become dicts,
+    tuples lists."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: json_normal(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [json_normal(v) for v in value]
+    return value
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-normal dict of a (nested) dataclass config; tuples become lists."""
-    def normal(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: normal(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, tuple | list):
-            return [normal(v) for v in value]
-        return value
-
-    return normal(config)
+    return json_normal(config)
 
 
 def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
@@ -86,3 +89,14 @@ def identity(config: Any) -> dict[str, Any]:
     values = to_dict(config)
     run = values.get("run", {})
     return values | {"run": {k: v for k, v in run.items() if k not in VOLATILE_FIELDS}}
+
+
+def field_defaults(config: Any) -> dict[str, Any]:
+    """The JSON-normal default of each top-level field of a config that has one (what a
+    checkpoint written before the field existed is taken to have used)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if default is not dataclasses.MISSING:
+            out[f.name] = json_normal(default)
+    return out

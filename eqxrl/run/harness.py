@@ -28,7 +28,7 @@ from eqxrl.core.seeds import derived_seed
 from eqxrl.envs.evaluation import evaluate, make_eval_envs
 from eqxrl.run import checkpoints, sharded
 from eqxrl.run.agents import Agents
-from eqxrl.run.config_io import identity, to_dict
+from eqxrl.run.config_io import field_defaults, identity, to_dict
 from eqxrl.run.logging import Logger
 from eqxrl.run.progress import AgentProgress, Progress
 from eqxrl.run.record import algorithm_name, module_name
@@ -88,14 +88,16 @@ class Run:
                 return jax.tree.map(self.agents.saved_sharding, template(meta))
 
             tree, meta = sharded.restore(self.ckpt_dir, None, placed,
-                                         config=identity(self.config))
+                                         config=identity(self.config),
+                                         defaults=field_defaults(self.config))
         else:
             found = checkpoints.list_checkpoints(self.ckpt_dir)
             if not found:
                 raise FileNotFoundError(
                     f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
             tree, meta = checkpoints.restore(found[-1][1], template,
-                                             config=identity(self.config))
+                                             config=identity(self.config),
+                                             defaults=field_defaults(self.config))
         self.progress = Progress.from_meta(meta)
         if self.total < self.progress.step:
             raise ValueError(

@@ -31,7 +31,7 @@ from eqxrl.envs.gym import env_id_from_file, make_env, spec_from_env
 from eqxrl.envs.native import is_jax_env_id, make_jax_env
 from eqxrl.run import checkpoints, sharded
 from eqxrl.run.agents import Agents
-from eqxrl.run.config_io import from_dict, identity
+from eqxrl.run.config_io import field_defaults, from_dict, identity
 from eqxrl.run.grid import agent_list
 from eqxrl.run.record import algorithm_name, read_record, trusted_module
 
@@ -150,9 +150,11 @@ def load_run(
         def placed(meta):  # onto this process's first device
             return jax.tree.map(agents.saved_sharding, like(meta))
 
-        tree, _ = sharded.restore(path, step, placed, config=saved, strict=False)
+        tree, _ = sharded.restore(path, step, placed, config=saved, strict=False,
+                                   defaults=field_defaults(config))
     else:
-        tree, _ = checkpoints.restore(path, like, config=saved, strict=False)
+        tree, _ = checkpoints.restore(path, like, config=saved, strict=False,
+                                       defaults=field_defaults(config))
     if n > 1:
         tree = agents.pick(tree, agent)
     replay = None

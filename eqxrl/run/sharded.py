@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from eqxrl.run.checkpoints import CheckpointError, config_dict, is_key, key_impl
+from eqxrl.run.checkpoints import CheckpointError, config_dict, config_differences, is_key, key_impl
 
 
 def _orbax() -> Any:
@@ -69,7 +69,8 @@ def save(directory: str, step: int, tree: Any, *, config: Any, meta: dict[str, A
 
 
 def restore(directory: str, step: int | None, like: Any, *, config: Any = None,
-            strict: bool = True) -> tuple[Any, dict[str, Any]]:
+            strict: bool = True, defaults: dict[str, Any] | None = None,
+            ) -> tuple[Any, dict[str, Any]]:
     """Load `step` (the newest by default) into `like`; return `(tree, meta)`.
 
     `like` holds `jax.ShapeDtypeStruct`s (with `sharding=` to place the arrays) or is a
@@ -82,9 +83,8 @@ def restore(directory: str, step: int | None, like: Any, *, config: Any = None,
     if step is None:
         raise CheckpointError(f"{directory!r} holds no complete checkpoint.")
     saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if config is not None and saved["config"] != config_dict(config):
-        want, have = config_dict(config), saved["config"]
-        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    diff = sorted(config_differences(config, saved["config"], defaults)) if config else []
+    if diff:
         raise CheckpointError(f"{directory}/{step} belongs to a different config ({diff}).")
     if callable(like) and not hasattr(like, "shape"):
         like = like(saved["meta"])
