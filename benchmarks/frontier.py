@@ -1,5 +1,6 @@
-"""CrossQ and TQC side by side with sbx's own implementations: the update alone, env steps/s of
-whole training runs, and the final deterministic evaluation with its curve.
+"""CrossQ, TQC and SAC with SimBa networks side by side with sbx's own implementations: the
+update alone, env steps/s of whole training runs, and the final deterministic evaluation with
+its curve.
 
 Run:  pip install -e ".[bench]"   (sbx-rl; optional)
       python benchmarks/frontier.py --mode update              # the update alone, ~2 min
@@ -10,7 +11,10 @@ Both sides use sbx's defaults for each algorithm, which eqxrl's flags reproduce:
 - CrossQ: critics 2 × 1024 (sbx's; the paper's 2048 is eqxrl's default), actor 2 × 256,
   BatchRenorm (momentum 0.99, warmup 100k), Adam lr 1e-3 with β1 0.5, policy delay 3, batch 256;
 - TQC: 2 critics × 25 quantiles of 2 × 256, 2 dropped per critic, actor 2 × 256, lr 3e-4,
-  τ 0.005, batch 256.
+  τ 0.005, batch 256;
+- SAC with SimBa networks (`sac_simba`, sbx's `SAC("SimbaPolicy")`): actor and critics of 2
+  residual blocks of 256 (sbx's net_arch), AdamW with optax's default weight decay 1e-4, no
+  observation normalisation (sbx has none), log-std clipped at −20, lr 3e-4, batch 256.
 Both sample `--learning-starts` uniform random actions first (sbx's `learning_starts`).
 
 `update` times one update on the same fixed batch of random transitions: eqxrl's compiled
@@ -47,7 +51,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 class Args:
     mode: Literal["update", "train"] = "update"
     """`update`: the update alone on one batch; `train`: whole training runs"""
-    algorithms: tuple[Literal["crossq", "tqc"], ...] = ("crossq", "tqc")
+    algorithms: tuple[Literal["crossq", "tqc", "sac_simba"], ...] = ("crossq", "tqc")
     env_id: str = "HalfCheetah-v5"
     steps: int = 3000
     """env steps per training run (`train`)"""
@@ -68,18 +72,25 @@ class Args:
 
 def eqxrl_config(name: str, run: dict):
     import eqxrl
-    from eqxrl.algorithms import crossq, tqc
+    from eqxrl.algorithms import crossq, sac, tqc
 
     settings = eqxrl.OnlineRun(batch_size=256, **run)
     if name == "crossq":
         return crossq, crossq.Config(run=settings, critic_hidden_dims=(1024, 1024))
+    if name == "sac_simba":
+        net = eqxrl.Networks(network="simba", simba_critic_width=256, simba_critic_blocks=2,
+                             simba_actor_width=256, simba_actor_blocks=2, obs_norm=False,
+                             weight_decay=1e-4)
+        return sac, sac.Config(run=settings, net=net, log_std_min=-20.0)
     return tqc, tqc.Config(run=settings, num_critics=2, num_quantiles=25, drop_per_critic=2,
                            critic_hidden_dims=(256, 256))
 
 
 def sbx_model(name: str, env, seed: int, learning_starts: int):
-    from sbx import TQC, CrossQ
+    from sbx import SAC, TQC, CrossQ
 
+    if name == "sac_simba":
+        return SAC("SimbaPolicy", env, learning_starts=learning_starts, seed=seed, verbose=0)
     cls = CrossQ if name == "crossq" else TQC
     return cls("MlpPolicy", env, learning_starts=learning_starts, seed=seed, verbose=0)
 
@@ -170,6 +181,11 @@ def update_sbx(name: str, env, batch: dict):
         if name == "crossq":
             out = model._train(model.target_entropy, 1, data, model.policy_delay, offset,  # noqa: SLF001
                                p.qf_state, p.actor_state, model.ent_coef_state, model.key)
+            p.qf_state, p.actor_state, model.ent_coef_state, model.key, info = out
+        elif name == "sac_simba":
+            out = model._train(model.tau, model.target_entropy, 1, data, model.policy_delay,  # noqa: SLF001
+                               offset, p.qf_state, p.actor_state, model.ent_coef_state,
+                               model.key)
             p.qf_state, p.actor_state, model.ent_coef_state, model.key, info = out
         else:
             out = model._train(model.tau, model.target_entropy, 1, p.n_target_quantiles,  # noqa: SLF001

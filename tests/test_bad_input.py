@@ -21,7 +21,7 @@ import pytest
 
 import eqxrl
 import eqxrl.tools.plot
-from eqxrl.algorithms import iql, sac, td3
+from eqxrl.algorithms import cql, iql, sac, td3
 from eqxrl.core.checks import ConfigError
 from eqxrl.core.types import Transition
 
@@ -103,6 +103,31 @@ def test_a_grid_with_a_repeated_value_is_refused(capsys):
     line = refused(capsys, ["--tau", "0.005", "0.005"])
     assert "--tau must be distinct values in a grid, got (0.005, 0.005)" in line
     assert "--num-seeds" in line
+
+
+# --- network options (SAC, TD3, CrossQ, TQC) ----------------------------------------------------
+
+@pytest.mark.parametrize("algorithm", [iql, cql])
+def test_network_options_on_an_algorithm_without_them_are_one_error_line(capsys, algorithm):
+    line = refused(capsys, ["--network", "simba"], algorithm.Config, algorithm.main)
+    assert "--network is not an option of this algorithm" in line
+    assert "sac, td3, crossq, tqc" in line
+    line = refused(capsys, ["--reset-interval=5"], algorithm.Config, algorithm.main)
+    assert "--reset-interval is not an option" in line
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"reset_interval": 0}, r"--reset-interval must be >= 1 update, got 0"),
+    ({"network": "simba", "weight_decay": float("nan")}, r"--weight-decay must be a finite"),
+])
+def test_network_settings_name_the_flag(options, says):
+    with pytest.raises(ConfigError, match=says):
+        sac.Config(net=eqxrl.Networks(**options))
+
+
+def test_mlp_options_with_simba_are_refused():
+    with pytest.raises(ConfigError, match=r"--critic-dropout is an option of the plain MLP"):
+        sac.Config(net=eqxrl.Networks(network="simba"), critic_dropout=0.01)
 
 
 # --- env ids -------------------------------------------------------------------------------------
