@@ -162,6 +162,7 @@ def test_main_resumes_bit_exactly_and_loads_as_a_policy(tmp_path):
     assert config.critic_hidden_dims == (32, 32)
 
 
+@pytest.mark.slow  # ~15 s: the compiled gymnax loop; the default suite keeps SAC's
 def test_compiled_loop_with_two_agents(tmp_path):
     pytest.importorskip("gymnax")
     config = tiny(tmp_path, env_id="gymnax:Pendulum-v1", num_seeds=2, batch_size=16)

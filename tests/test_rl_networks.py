@@ -89,18 +89,19 @@ def simba_config(module):
     return module.Config(net=net, **sizes)
 
 
-@pytest.mark.parametrize("module", [sac, td3, tqc, crossq],
-                         ids=lambda m: m.__name__.split(".")[-1])
-def test_simba_with_resets_is_per_agent_under_vmap(module):
-    """Running observation statistics, SimBa networks and a reset at update 2, for 2 agents
-    as one vmapped program, equal 2 separate runs."""
+FOUR = pytest.mark.parametrize("module", [sac, td3, tqc, crossq],
+                               ids=lambda m: m.__name__.split(".")[-1])
+
+
+def scaled_batch():
     batch = make_batch(jax.random.key(1))
-    batch = dataclasses.replace(batch, obs=3.0 + 2.0 * batch.obs)
-    config = simba_config(module)
-    # SimBa-CrossQ's embedding bias feeds batch normalisation only, so its gradient is zero in
-    # exact arithmetic, and Adam turns the float noise of a batched program into steps of ±lr.
-    atol = 5e-3 if module is crossq else 1e-5
-    assert_vmap_equals_separate_runs(module, SPEC, config, batch, updates=3, seeds=2, atol=atol)
+    return dataclasses.replace(batch, obs=3.0 + 2.0 * batch.obs)
+
+
+@FOUR
+def test_simba_with_resets_compiles_once_and_act_normalises(module):
+    """SimBa networks, AdamW, running observation statistics and a reset at update 2."""
+    batch, config = scaled_batch(), simba_config(module)
     state = module.init(jax.random.key(0), SPEC, config)
     update = eqx.debug.assert_max_traces(module.update, max_traces=1)
     step = eqxrl.jit(lambda s, k: update(s, batch, k, config))
@@ -111,12 +112,24 @@ def test_simba_with_resets_is_per_agent_under_vmap(module):
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert state.critic.opt_state.hyperparams["weight_decay"] == pytest.approx(1e-2)  # AdamW
     action = module.act(state, batch.obs, jax.random.key(0), deterministic=True)
-    raw = eqxrl.policy_actions(state.actor.model, batch.obs, jax.random.key(0), True) \
-        if module is not td3 else jax.vmap(state.actor.model)(batch.obs)
+    raw = module.act(dataclasses.replace(state, obs_norm=None), batch.obs, jax.random.key(0),
+                     deterministic=True)
     normalised = module.act(dataclasses.replace(state, obs_norm=None), state.obs_norm(batch.obs),
                             jax.random.key(0), deterministic=True)
     np.testing.assert_allclose(action, normalised, rtol=1e-5, atol=1e-6)  # act normalises
     assert not np.allclose(action, raw)
+
+
+@pytest.mark.slow  # ~30 s each: three programs compiled per algorithm
+@FOUR
+def test_simba_with_resets_is_per_agent_under_vmap(module):
+    """Running observation statistics, SimBa networks and a reset at update 2, for 2 agents
+    as one vmapped program, equal 2 separate runs."""
+    # SimBa-CrossQ's embedding bias feeds batch normalisation only, so its gradient is zero in
+    # exact arithmetic, and Adam turns the float noise of a batched program into steps of ±lr.
+    atol = 5e-3 if module is crossq else 1e-5
+    assert_vmap_equals_separate_runs(module, SPEC, simba_config(module), scaled_batch(),
+                                     updates=3, seeds=2, atol=atol)
 
 
 def test_algorithms_built_on_sac_and_td3_refuse_the_options():
