@@ -24,6 +24,7 @@ SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,), action_low
     ({"reset_networks": ()}, "--reset-networks needs at least one"),
     ({"weight_decay": -1e-3}, "--weight-decay must be a finite number >= 0"),
     ({"simba_critic_blocks": 0}, "--simba-critic-blocks must be >= 1"),
+    ({"simba_actor_width": 64}, r"--simba-actor-width size\(s\) SimBa networks, but --network"),
 ])
 def test_bad_settings_name_the_flag(options, says):
     with pytest.raises(ConfigError, match=says):

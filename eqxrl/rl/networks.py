@@ -74,6 +74,12 @@ class Networks:
             raise ConfigError(
                 f"--reset-interval must be >= 1 update, got {self.reset_interval}; leave it out "
                 "(None) for no resets.")
+        sized = [flag(f.name) for f in dataclasses.fields(self)
+                 if f.name.startswith("simba_") and getattr(self, f.name) != f.default]
+        if sized and not self.simba:
+            raise ConfigError(
+                f"{', '.join(sized)} size(s) SimBa networks, but --network is {self.network!r}: "
+                "add --network simba, or size the MLP with the algorithm's hidden-dims flags.")
         if not self.reset_networks:
             raise ConfigError("--reset-networks needs at least one of actor, critic; to never "
                               "reset, leave out --reset-interval.")
