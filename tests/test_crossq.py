@@ -138,6 +138,7 @@ def test_act_is_in_evaluation_mode():
         crossq.act(state, jnp.ones((5, 4)), jax.random.key(1))
 
 
+@pytest.mark.slow  # ~14 s; per-agent statistics: also tests/test_nn_normalization.py
 def test_vmap_over_seeds_equals_separate_runs():
     assert_vmap_equals_separate_runs(crossq, SPEC, SMALL, make_batch(jax.random.key(1)),
                                      updates=4, seeds=3)
@@ -152,6 +153,7 @@ def tiny(tmp_path, name="run", **kw):
                          critic_hidden_dims=(32, 32))
 
 
+@pytest.mark.slow  # ~10-15 s; SAC's equivalent runs in the default suite
 def test_main_resumes_bit_exactly_and_loads_as_a_policy(tmp_path):
     from .conftest import whole_and_resumed
 

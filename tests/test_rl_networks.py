@@ -92,6 +92,10 @@ def simba_config(module):
 
 FOUR = pytest.mark.parametrize("module", [sac, td3, tqc, crossq],
                                ids=lambda m: m.__name__.split(".")[-1])
+# SAC in the default suite, the other three in the slow step (~10 s of compiling each).
+FOUR_SAC_FAST = pytest.mark.parametrize("module", [
+    sac, *(pytest.param(m, marks=pytest.mark.slow) for m in (td3, tqc, crossq))],
+    ids=lambda m: m.__name__.split(".")[-1])
 
 
 def scaled_batch():
@@ -99,7 +103,7 @@ def scaled_batch():
     return dataclasses.replace(batch, obs=3.0 + 2.0 * batch.obs)
 
 
-@FOUR
+@FOUR_SAC_FAST
 def test_simba_with_resets_compiles_once_and_act_normalises(module):
     """SimBa networks, AdamW, running observation statistics and a reset at update 2."""
     batch, config = scaled_batch(), simba_config(module)

@@ -124,6 +124,7 @@ def test_update_compiles_once_and_learns_something():
     assert losses[-1] < losses[0] and int(state.actor.step) == 30
 
 
+@pytest.mark.slow  # ~10-15 s; SAC's equivalent runs in the default suite
 def test_vmap_over_seeds_equals_separate_runs():
     assert_vmap_equals_separate_runs(tqc, SPEC, SMALL, make_batch(jax.random.key(1)), updates=3,
                                      seeds=3)
@@ -138,6 +139,7 @@ def tiny(tmp_path, name="run", **kw):
                       critic_hidden_dims=(32, 32), num_critics=2, num_quantiles=5)
 
 
+@pytest.mark.slow  # ~10-15 s; SAC's equivalent runs in the default suite
 def test_main_resumes_bit_exactly_and_loads_as_a_policy(tmp_path):
     from .conftest import whole_and_resumed
 
