@@ -147,15 +147,16 @@ def init(
     spec.require_unit_box_actions("CrossQ")
     k_actor, k_critic = jax.random.split(key)
     renorm = {"momentum": config.bn_momentum, "warmup_steps": config.renorm_warmup_steps}
-    net, simba = config.net, {"simba_kwargs": {"norm": "batch_renorm", **renorm}}
+    net, simba = config.net, {"norm": "batch_renorm", **renorm}
     actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=True,
-                                           mlp=eqxrl.BatchRenormMLP, **renorm, **simba)
+                                           mlp=eqxrl.BatchRenormMLP, simba_kwargs=simba, **renorm)
     actor = eqxrl.GaussianPolicy(
         spec.obs_dim, spec.action_dim, actor_hidden, log_std_min=config.log_std_min,
         log_std_max=config.log_std_max, key=k_actor, **actor_kwargs,
     )
     critic_hidden, critic_kwargs = net.critic(config.critic_hidden_dims,
-                                              mlp=eqxrl.BatchRenormMLP, **renorm, **simba)
+                                              mlp=eqxrl.BatchRenormMLP, simba_kwargs=simba,
+                                              **renorm)
     critic = eqxrl.q_ensemble(spec, critic_hidden, config.num_critics, key=k_critic,
                               vectorise=config.vectorise_critics, **critic_kwargs)
     return State(

@@ -6,7 +6,8 @@ a post-LayerNorm before the output layer.
 of an `MLP` (`q_ensemble(..., mlp=SimbaMLP)`, `GaussianPolicy(..., mlp=SimbaMLP)`). Every entry
 of `hidden` is one residual block of that width (sbx's `net_arch` for its SimBa policies), so
 all entries must be equal. The running observation normalisation of the paper (RSNorm) is not
-part of the network: it is state of the algorithm (`eqxrl.ObsNorm`), shared by actor and critics.
+part of the network: it is state of the algorithm (`eqxrl.RunningNormalizer`), shared by actor
+and critics.
 
 With `norm="batch_renorm"` every LayerNorm becomes a `BatchRenorm` and the input is
 normalised too, as sbx's SimBa-CrossQ does; the module then has running statistics and a
@@ -112,20 +113,20 @@ class SimbaMLP(eqx.Module):
                              f"only, got norm={norm!r}.")
         width = widths[0]
 
-        def make_norm(features: int) -> _Norm:
+        def make_norm(features: int) -> eqx.Module:
             if norm == "batch_renorm":
-                return _Norm(BatchRenorm(features, **renorm_kwargs))
-            return _Norm(eqx.nn.LayerNorm(features))
+                return BatchRenorm(features, **renorm_kwargs)
+            return eqx.nn.LayerNorm(features)
 
         k_embed, k_blocks, k_out = jax.random.split(key, 3)
-        self.input_norm = make_norm(in_size) if norm == "batch_renorm" else None
+        self.input_norm = _Norm(make_norm(in_size)) if norm == "batch_renorm" else None
         self.embed = scaled_linear(in_size, width, 1.0, key=k_embed)
         keys = jax.random.split(k_blocks, len(hidden)) if hidden else []
         self.blocks = tuple(
-            ResidualBlock(width, expansion, make_norm(width).layer, activation=activation, key=k)
+            ResidualBlock(width, expansion, make_norm(width), activation=activation, key=k)
             for k in keys
         )
-        self.final_norm = make_norm(width)
+        self.final_norm = _Norm(make_norm(width))
         self.out = None if activate_final else scaled_linear(width, out_size, final_init_scale,
                                                              key=k_out)
 

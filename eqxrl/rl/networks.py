@@ -116,21 +116,23 @@ class Networks:
                 f"{names} {what} of the plain MLP and cannot be honoured with --network simba, "
                 "whose blocks have their own LayerNorms; drop it or use --network mlp.")
 
-    def critic(self, hidden_dims: tuple[int, ...], mlp: type = MLP,
+    def critic(self, hidden_dims: tuple[int, ...], mlp: type = MLP, *,
+               simba_kwargs: dict[str, Any] | None = None,
                **kwargs: Any) -> tuple[tuple[int, ...], dict[str, Any]]:
-        """`(hidden, keywords)` for a critic head: the algorithm's own `mlp` and `hidden_dims`,
-        or SimBa blocks (`kwargs` go to either; `simba_kwargs` only with simba)."""
-        simba_kwargs = kwargs.pop("simba_kwargs", {})
+        """`(hidden, keywords)` for a critic head: the algorithm's own `mlp`, `hidden_dims` and
+        `kwargs`, or SimBa blocks with `simba_kwargs`."""
+        simba_kwargs = simba_kwargs or {}
         if self.simba:
             return (self.simba_critic_width,) * self.simba_critic_blocks, {
                 "mlp": SimbaMLP, **simba_kwargs}
         return hidden_dims, {"mlp": mlp, **kwargs}
 
     def actor(self, hidden_dims: tuple[int, ...], *, trunk: bool, mlp: type = MLP,
+              simba_kwargs: dict[str, Any] | None = None,
               **kwargs: Any) -> tuple[tuple[int, ...], dict[str, Any]]:
-        """`(hidden, keywords)` for an actor. `trunk=True` for policies that put heads on a trunk
-        (`GaussianPolicy`: its last hidden size is the trunk's output width)."""
-        simba_kwargs = kwargs.pop("simba_kwargs", {})
+        """`(hidden, keywords)` for an actor, as `critic` does. `trunk=True` for policies that
+        put heads on a trunk (`GaussianPolicy`: its last hidden size is the trunk's width)."""
+        simba_kwargs = simba_kwargs or {}
         if self.simba:
             blocks = self.simba_actor_blocks + (1 if trunk else 0)
             return (self.simba_actor_width,) * blocks, {"mlp": SimbaMLP, **simba_kwargs}

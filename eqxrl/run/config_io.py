@@ -72,11 +72,16 @@ def flat_fields(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default (its factory called), or `dataclasses.MISSING`."""
+    return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+
+
 def defaults(cls: type) -> dict[str, Any]:
     """The default of every (nested) field of a config class, as `flat_fields` names them."""
     out = {}
     for f in dataclasses.fields(cls):
-        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        default = field_default(f)
         if dataclasses.is_dataclass(default):
             out |= {f"{f.name}.{k}": v for k, v in flat_fields(default).items()}
         else:
@@ -94,9 +99,5 @@ def identity(config: Any) -> dict[str, Any]:
 def field_defaults(config: Any) -> dict[str, Any]:
     """The JSON-normal default of each top-level field of a config that has one (what a
     checkpoint written before the field existed is taken to have used)."""
-    out = {}
-    for f in dataclasses.fields(config):
-        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-        if default is not dataclasses.MISSING:
-            out[f.name] = json_normal(default)
-    return out
+    pairs = ((f.name, field_default(f)) for f in dataclasses.fields(config))
+    return {name: json_normal(d) for name, d in pairs if d is not dataclasses.MISSING}

@@ -83,7 +83,7 @@ def restore(directory: str, step: int | None, like: Any, *, config: Any = None,
     if step is None:
         raise CheckpointError(f"{directory!r} holds no complete checkpoint.")
     saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    diff = sorted(config_differences(config, saved["config"], defaults)) if config else []
+    diff = [] if config is None else sorted(config_differences(config, saved["config"], defaults))
     if diff:
         raise CheckpointError(f"{directory}/{step} belongs to a different config ({diff}).")
     if callable(like) and not hasattr(like, "shape"):
