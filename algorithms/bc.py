@@ -171,6 +171,7 @@ def update(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
     """One BC step on the (obs, action) pairs of `batch`; `key` is unused."""
+    eqxrl.check_one_agent(state, "bc.update")
     state.spec.check_batch(batch)
     action = batch.action
     if state.spec.discrete:
@@ -188,6 +189,7 @@ def act(
 ) -> Shaped[Array, " batch *action"]:
     """Actions for a batch of observations: in [-1, 1] (samples of the unsquashed Gaussian are
     clipped), or discrete indices; `deterministic` takes the mode."""
+    eqxrl.check_one_agent(state, "bc.act")
     state.spec.batch_size(obs, "obs")
     action = eqxrl.policy_actions(state.actor.model, obs, key, deterministic)
     if state.spec.discrete:

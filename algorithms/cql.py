@@ -172,6 +172,7 @@ def update(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
     """SAC's named steps with CQL's critic loss, then α' if Lagrange-tuned."""
+    eqxrl.check_one_agent(state, "cql.update")
     state.sac.spec.check_batch(batch)
     k_sac, k_penalty = jax.random.split(key)
     sampled, log_density = penalty_actions(
@@ -202,6 +203,7 @@ def act(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """SAC's actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
+    eqxrl.check_one_agent(state, "cql.act")
     return sac.act(state.sac, obs, key, deterministic)
 
 

@@ -117,6 +117,7 @@ def update(
 ) -> tuple[State, eqxrl.Metrics]:
     """One step on the TD + conservative loss, then the target moves by τ; `key` is unused."""
     del key
+    eqxrl.check_one_agent(state, "cql_discrete.update")
     state.spec.check_batch(batch)
     target = q_target(state, batch)
     q, info = state.q.apply_loss_fn(cql_loss, batch, target, state.cql_alpha)
@@ -129,6 +130,7 @@ def act(
 ) -> Int[Array, " batch"]:
     """argmax_a Q(s, a) for a batch of observations (greedy either way; `key` is unused)."""
     del key, deterministic
+    eqxrl.check_one_agent(state, "cql_discrete.act")
     state.spec.batch_size(obs, "obs")
     return eqxrl.greedy_actions(state.q.model, obs)
 

@@ -184,6 +184,7 @@ def update(
     """One DQN step on a batch of n-step windows; every `target_update_interval` updates, the
     target moves towards the online network by `tau`."""
     del key  # DQN's update is deterministic given the batch
+    eqxrl.check_one_agent(state, "dqn.update")
     state.spec.check_batch(batch)
     if config.clip_rewards:
         batch = eqx.tree_at(lambda b: b.rewards, batch, jnp.sign(batch.rewards))
@@ -208,6 +209,7 @@ def act(
 ) -> Int[Array, " batch"]:
     """Greedy actions when `deterministic`; else ε-greedy with ε at `env_step` (the loops
     give it; without it, ε is epsilon_end)."""
+    eqxrl.check_one_agent(state, "dqn.act")
     size = state.spec.batch_size(obs, "obs")
     greedy = eqxrl.greedy_actions(state.q.model, obs)
     if deterministic:

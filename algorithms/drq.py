@@ -181,6 +181,7 @@ def update(
 ) -> tuple[State, eqxrl.Metrics]:
     """One DrQ step on shifted images: critics (and encoder), then the actor on the new
     encoder's stopped features, then the temperature, then the targets."""
+    eqxrl.check_one_agent(state, "drq.update")
     state.spec.check_batch(batch)
     k_obs, k_next_obs, k_next, k_actor = jax.random.split(key, 4)
     obs = augment(batch.obs, k_obs, config.shift_padding)
@@ -222,6 +223,7 @@ def act(
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of (unshifted) observations; `deterministic` takes the
     mode."""
+    eqxrl.check_one_agent(state, "drq.act")
     state.spec.batch_size(obs, "obs")
     features = encode(state.critic.model, obs)
     return eqxrl.policy_actions(state.actor.model, features, key, deterministic)

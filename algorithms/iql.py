@@ -177,6 +177,7 @@ def update(
 
     The order is the original IQL code's; `key` is unused (IQL's losses are deterministic).
     """
+    eqxrl.check_one_agent(state, "iql.update")
     state.spec.check_batch(batch)
     value, value_info = state.value.apply_loss_fn(
         value_loss, state.target_critic, batch, state.expectile
@@ -209,6 +210,7 @@ def act(
 
     The Gaussian is not squashed, so its samples (and mean) are clipped to the action bounds.
     """
+    eqxrl.check_one_agent(state, "iql.act")
     state.spec.batch_size(obs, "obs")
     return jnp.clip(eqxrl.policy_actions(state.actor.model, obs, key, deterministic), -1.0, 1.0)
 

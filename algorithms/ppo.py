@@ -181,6 +181,7 @@ def explore(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray
 ) -> tuple[Array, dict[str, Float[Array, " batch"]]]:
     """Sampled actions for a batch of observations, with their log-probs and values."""
+    eqxrl.check_one_agent(state, "ppo.explore")
     state.spec.batch_size(obs, "obs")
     model = state.agent.model
     dist = model.actor(obs)
@@ -193,6 +194,7 @@ def update(
     state: State, rollout: eqxrl.Rollout, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
     """GAE on the rollout, then `update_epochs` passes of `num_minibatches` minibatches."""
+    eqxrl.check_one_agent(state, "ppo.update")
     state.spec.obs_batch_shape(rollout.obs, "rollout.obs")
     model = state.agent.model
     next_value = jax.vmap(jax.vmap(model.critic))(rollout.next_obs)
@@ -232,6 +234,7 @@ def update(
 def act(state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False) -> Array:
     """Actions for a batch of observations: sampled, or the mode when `deterministic`;
     continuous actions clipped to [-1, 1]."""
+    eqxrl.check_one_agent(state, "ppo.act")
     state.spec.batch_size(obs, "obs")
     dist = state.agent.model.actor(obs)
     action = dist.mode() if deterministic else dist.sample(seed=key)

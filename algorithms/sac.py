@@ -217,6 +217,7 @@ def update(
     observations first update the running normaliser and are normalised by it; with
     `--reset-interval` the networks are re-initialised on schedule before the step.
     """
+    eqxrl.check_one_agent(state, "sac.update")
     state.spec.check_batch(batch)
     obs_norm, batch = eqxrl.observe_batch(state.obs_norm, batch)
     state = eqxrl.scheduled_reset(dataclasses.replace(state, obs_norm=obs_norm),
@@ -233,6 +234,7 @@ def act(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
+    eqxrl.check_one_agent(state, "sac.act")
     state.spec.batch_size(obs, "obs")
     obs = eqxrl.normalised(state.obs_norm, obs)
     return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)

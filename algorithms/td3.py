@@ -175,6 +175,7 @@ def update(
     With `--network simba` the batch first moves the running observation statistics and is
     normalised by them; with `--reset-interval` the networks are re-initialised on schedule.
     """
+    eqxrl.check_one_agent(state, "td3.update")
     state.spec.check_batch(batch)
     obs_norm, batch = eqxrl.observe_batch(state.obs_norm, batch)
     state = eqxrl.scheduled_reset(dataclasses.replace(state, obs_norm=obs_norm), state.step,
@@ -188,6 +189,7 @@ def act(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """μ(s) for a batch of observations, plus exploration noise unless `deterministic`."""
+    eqxrl.check_one_agent(state, "td3.act")
     state.spec.batch_size(obs, "obs")
     action = jax.vmap(state.actor.model)(eqxrl.normalised(state.obs_norm, obs))
     if deterministic:

@@ -103,6 +103,7 @@ def update(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray, config: Config
 ) -> tuple[State, eqxrl.Metrics]:
     """TD3's step on normalised observations, with the BC-regularised actor loss."""
+    eqxrl.check_one_agent(state, "td3_bc.update")
     state.td3.spec.check_batch(batch)
     batch = dataclasses.replace(
         batch, obs=state.obs_norm(batch.obs), next_obs=state.obs_norm(batch.next_obs)
@@ -125,6 +126,7 @@ def act(
 
     The policy is deterministic offline: `key` and `deterministic` change nothing.
     """
+    eqxrl.check_one_agent(state, "td3_bc.act")
     state.td3.spec.batch_size(obs, "obs")
     return td3.act(state.td3, state.obs_norm(obs), key, deterministic=True)
 

@@ -177,6 +177,7 @@ def update(
     target critics. With `--network simba` the batch first moves the running observation
     statistics and is normalised by them; with `--reset-interval` the networks are
     re-initialised on schedule."""
+    eqxrl.check_one_agent(state, "tqc.update")
     state.spec.check_batch(batch)
     obs_norm, batch = eqxrl.observe_batch(state.obs_norm, batch)
     state = eqxrl.scheduled_reset(dataclasses.replace(state, obs_norm=obs_norm),
@@ -206,6 +207,7 @@ def act(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
     """Actions in [-1, 1] for a batch of observations; `deterministic` takes the mode."""
+    eqxrl.check_one_agent(state, "tqc.act")
     state.spec.batch_size(obs, "obs")
     obs = eqxrl.normalised(state.obs_norm, obs)
     return eqxrl.policy_actions(state.actor.model, obs, key, deterministic)

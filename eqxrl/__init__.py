@@ -67,6 +67,7 @@ from .nn import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
 from .nn import TrainState as TrainState
 from .nn import ValueFunction as ValueFunction
 from .nn import WithEncoder as WithEncoder
+from .nn import check_one_agent as check_one_agent
 from .nn import flatten_obs as flatten_obs
 from .nn import polyak as polyak
 from .nn import value_and_grad as value_and_grad

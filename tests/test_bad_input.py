@@ -402,3 +402,118 @@ def test_nan_check_names_an_env_that_returns_nan(tmp_path):
     with pytest.raises(FloatingPointError, match=r"--env-id Pendulum-v1 returned a NaN or inf "
                                                  r"observation or reward to agent 0 at env step 7"):
         eqxrl.train_online(config, sac, make_env=lambda env_id: NanAt(eqxrl.make_env(env_id), 7))
+
+
+# ---------------------------------------------------------------------------- stacked agents
+def _vector_spec(discrete=False):
+    obs = jax.ShapeDtypeStruct((3,), jnp.float32)
+    if discrete:
+        return eqxrl.EnvSpec(obs, (), discrete=True, num_actions=2)
+    return eqxrl.EnvSpec(obs, (1,), action_low=(-1.0,), action_high=(1.0,))
+
+
+def _stacked_case(name):
+    """An algorithm, a small config, and its spec (vector observations)."""
+    from eqxrl import algorithms
+
+    module = getattr(__import__("eqxrl.algorithms", fromlist=[name]), name)
+    assert module is getattr(algorithms, name)
+    offline = {"dataset": "unused.hdf5"}
+    run = {"iql": eqxrl.OfflineRun(**offline), "cql": eqxrl.OfflineRun(**offline),
+           "bc": eqxrl.OfflineRun(**offline), "td3_bc": eqxrl.OfflineRun(**offline),
+           "cql_discrete": eqxrl.OfflineRun(**offline)}.get(name)
+    config = module.Config(run=run) if run is not None else module.Config()
+    return module, config, _vector_spec(discrete=name in ("dqn", "cql_discrete"))
+
+
+@pytest.mark.parametrize("name", ["sac", "td3", "crossq", "tqc", "dqn", "ppo", "iql", "cql",
+                                  "bc", "td3_bc", "cql_discrete"])
+def test_a_stacked_state_without_vmap_names_the_agents_and_the_fix(name):
+    module, config, spec = _stacked_case(name)
+    keys = jax.random.split(jax.random.key(0), 3)
+    states = jax.eval_shape(jax.vmap(lambda k: module.init(k, spec, config)), keys)
+    obs = jnp.zeros((5, 3))
+    says = (rf"{name}\.act got the state of 3 stacked agents \(its TrainState\.step has shape "
+            r"\(3,\), expected \(\) for one agent\)\. Map it over the agents with jax\.vmap")
+    with pytest.raises(ValueError, match=says):
+        jax.eval_shape(lambda s: module.act(s, obs, jax.random.key(1), True), states)
+    if name == "ppo":
+        return  # its update takes a rollout; the same check is its first line
+    batch = jax.tree.map(lambda x: jnp.zeros((5, *x.shape), x.dtype), spec.example_transition())
+    if name == "dqn":  # n-step windows of 3
+        batch = eqxrl.NStepTransition(batch.obs, batch.action, jnp.zeros((5, 3)), batch.next_obs,
+                                      batch.terminated, jnp.ones(5, jnp.int32))
+    with pytest.raises(ValueError, match=says.replace("act", "update")):
+        jax.eval_shape(lambda s: module.update(s, batch, jax.random.key(1), config), states)
+
+
+def test_one_agent_of_a_stacked_state_passes_the_check():
+    config, spec = sac.Config(hidden_dims=(8,)), _vector_spec()
+    states = jax.vmap(lambda k: sac.init(k, spec, config))(jax.random.split(jax.random.key(0), 2))
+    one = eqxrl.tree_unstack(states)[1]
+    assert sac.act(one, jnp.zeros((4, 3)), jax.random.key(1), True).shape == (4, 1)
+    assert jax.vmap(lambda s: sac.act(s, jnp.zeros((4, 3)), jax.random.key(1)))(states).shape == (
+        2, 4, 1)
+
+
+def _nan_after(step):
+    """An explore hook whose actions become NaN from env step `step` on."""
+    def explore(state, obs, key, env_step):
+        action = sac.act(state, obs, key)
+        return jnp.where(env_step >= step, jnp.nan, action)
+
+    return eqxrl.OffPolicyHooks(explore=explore)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "gymnax:Pendulum-v1"], ids=["host", "compiled"])
+def test_nan_check_names_the_learner_for_a_nan_action(tmp_path, env_id):
+    if env_id.startswith("gymnax:"):
+        pytest.importorskip("gymnax")
+    config = sac.Config(hidden_dims=(8,), run=eqxrl.OnlineRun(
+        env_id=env_id, total_steps=40, start_steps=10, batch_size=8, eval_episodes=1,
+        nan_check=True, progress=False, run_dir=str(tmp_path / "run"), tensorboard=False))
+    train = eqxrl.train_compiled if env_id.startswith("gymnax:") else eqxrl.train_online
+    says = (rf"agent 0 chose a NaN or inf action for --env-id {env_id} at env step 21 "
+            r"\(nan_check is on\): the learner made it, not the env")
+    with pytest.raises(FloatingPointError, match=says):
+        train(config, sac, _nan_after(20))
+
+
+def test_a_compiled_chunk_reports_its_earliest_bad_step_and_whom_it_blames():
+    from eqxrl.loops.nan_check import BAD_ACTION, BAD_ENV, FINE, raise_first_bad, step_code
+
+    assert int(step_code(jnp.array([jnp.nan]), jnp.zeros(3), 0.0)) == BAD_ACTION
+    assert int(step_code(jnp.zeros(1), jnp.array([0.0, jnp.inf, 0.0]), 0.0)) == BAD_ENV
+    assert int(step_code(jnp.zeros(1), jnp.zeros(3), jnp.nan)) == BAD_ENV
+    assert int(step_code(jnp.array(1, jnp.int32), jnp.zeros(3), 0.0)) == FINE  # discrete
+    codes = np.zeros((2, 6), np.int8)
+    codes[0, 5], codes[1, 3] = BAD_ACTION, BAD_ENV
+    raise_first_bad(np.zeros((2, 6), np.int8), "gymnax:Pendulum-v1", (0, 1), 101)
+    says = (r"--env-id brax:ant returned a NaN or inf observation or reward to agent 7 at env "
+            r"step 131 ")
+    with pytest.raises(FloatingPointError, match=says):
+        raise_first_bad(codes, "brax:ant", (4, 7), 101, steps_per_index=10)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "gymnax:Pendulum-v1"], ids=["host", "compiled"])
+def test_ppo_nan_check_names_the_learner_for_a_nan_action(tmp_path, env_id):
+    import types
+
+    if env_id.startswith("gymnax:"):
+        pytest.importorskip("gymnax")
+    from eqxrl.algorithms import ppo
+
+    def explore(state, obs, key):
+        action, aux = ppo.explore(state, obs, key)
+        return action * jnp.nan, aux
+
+    broken = types.ModuleType("broken_ppo")
+    broken.__dict__.update({k: getattr(ppo, k) for k in ("Config", "State", "init", "update",
+                                                         "act")}, explore=explore)
+    config = ppo.Config(run=eqxrl.OnPolicyRun(
+        env_id=env_id, num_envs=2, num_steps=8, total_steps=64, eval_episodes=1,
+        nan_check=True, progress=False, run_dir=str(tmp_path / "run"), tensorboard=False),
+        num_minibatches=2)
+    with pytest.raises(FloatingPointError, match=rf"agent 0 chose a NaN or inf action for --env-id "
+                                                 rf"{env_id} at env step 1 "):
+        eqxrl.train_on_policy(config, broken)

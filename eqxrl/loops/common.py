@@ -55,15 +55,3 @@ def explorer(algorithm: ModuleType, hooks: OffPolicyHooks) -> Callable[..., Any]
         return hooks.explore
     act = algorithm.act
     return lambda state, obs, key, env_step: act(state, obs, key)
-
-
-def check_env_output(obs: Any, reward: Any, env_id: str, agent: int, step: int) -> None:
-    """With --nan-check: stop when a host env returns a NaN or inf observation or reward,
-    naming the env, the agent and the env step."""
-    leaves = [np.asarray(x) for x in jax.tree.leaves(obs)] + [np.asarray(reward)]
-    if all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.floating)):
-        return
-    raise FloatingPointError(
-        f"--env-id {env_id} returned a NaN or inf observation or reward to agent {agent} at env "
-        f"step {step} (nan_check is on): the env itself, not the learner, made it. The last "
-        "checkpoint holds the state before it.")

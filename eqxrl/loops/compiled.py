@@ -28,6 +28,7 @@ from eqxrl.data.saved import filled_rows, filled_rows_like, from_filled_rows
 from eqxrl.envs.native import is_jax_env_id, make_evaluator, make_jax_env
 from eqxrl.loops.common import batch_sampler, explorer, fresh_copy, random_action
 from eqxrl.loops.contract import OffPolicyAlgorithm, OffPolicyHooks, check_algorithm
+from eqxrl.loops.nan_check import raise_first_bad, step_code
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for
@@ -131,8 +132,10 @@ def train_compiled(config: Any, algorithm: ModuleType,
         batches = sample(buffer, k_sample)
         state, metrics = jax.lax.cond(learns, learn, skip, state, batches, k_learn)
         carry = {"state": state, "key": key, "obs": out.obs, "env": out.state, "buffer": buffer}
-        return carry, {"metrics": metrics, "learned": learns,
-                       "episode_return": out.episode_return}
+        row = {"metrics": metrics, "learned": learns, "episode_return": out.episode_return}
+        if settings.nan_check:  # the action, then what the env made of it
+            row["nan_code"] = step_code(action, out.final_obs, out.reward)
+        return carry, row
 
     # The scan runs inside the per-agent function: scanning the vmapped step instead made XLA
     # copy the replay buffer at every step (2.6x slower with a 1M-row buffer).
@@ -151,6 +154,9 @@ def train_compiled(config: Any, algorithm: ModuleType,
         end = run.next_stop(start, settings.log_interval, settings.eval_interval,
                             settings.checkpoint_interval)
         carry, out = chunk(carry, jnp.arange(start, end, dtype=jnp.int32))
+        if settings.nan_check:
+            raise_first_bad(agents.to_host(out["nan_code"]), settings.env_id, agents.mine,
+                            start + 1)
         extra = run.finished_episodes(agents.to_host(out["episode_return"]))
         if not (end > start_steps - 1 and end % settings.log_interval == 0):
             return Advanced(end)

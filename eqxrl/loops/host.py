@@ -34,9 +34,10 @@ from eqxrl.core.jit import jit
 from eqxrl.core.seeds import derived_seed
 from eqxrl.data.saved import buffer_from_saved, buffer_saved, buffer_saved_like, make_buffer
 from eqxrl.envs.gym import spec_from_env
-from eqxrl.loops.common import check_env_output, fresh_copy, random_action, stack_rows
+from eqxrl.loops.common import fresh_copy, random_action, stack_rows
 from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
+from eqxrl.loops.nan_check import check_action, check_env_output
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for
@@ -131,6 +132,8 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
         rows, next_obs = [], []
         for i, (env, h) in enumerate(zip(envs, per_agent, strict=True)):
             a = actions[i]
+            if settings.nan_check:
+                check_action(a, settings.env_id, mine[i], start + 1)
             o, reward, terminated, truncated, info = env.step(a)
             if settings.nan_check:
                 check_env_output(o, reward, settings.env_id, mine[i], start + 1)

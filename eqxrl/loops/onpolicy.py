@@ -36,6 +36,7 @@ from eqxrl.envs.gym import make_env, spec_from_env
 from eqxrl.envs.native import is_jax_env_id, make_evaluator, make_jax_env
 from eqxrl.loops.common import fresh_copy
 from eqxrl.loops.contract import OnPolicyAlgorithm, check_algorithm
+from eqxrl.loops.nan_check import check_action, check_env_output, raise_first_bad, step_code
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for
@@ -112,13 +113,15 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
         out = jax.vmap(env.step)(jax.random.split(k_env, num_envs), carry["env"], action)
         row = Rollout(obs, action, out.reward, out.final_obs, out.terminated, out.truncated, aux)
         carry = carry | {"key": key, "obs": out.obs, "env": out.state}
-        return carry, (row, out.episode_return)
+        # with --nan-check: one code per step, for all the envs (the action, then the env's output)
+        code = step_code(action, out.final_obs, out.reward) if settings.nan_check else None
+        return carry, (row, out.episode_return, code)
 
     def iteration(carry, _):
-        carry, (rollout, returns) = jax.lax.scan(env_step, carry, None, length=num_steps)
+        carry, (rollout, returns, codes) = jax.lax.scan(env_step, carry, None, length=num_steps)
         key, k_update = jax.random.split(carry["key"])
         state, metrics = algorithm.update(carry["state"], rollout, k_update, config)
-        return carry | {"state": state, "key": key}, (metrics, returns)
+        return carry | {"state": state, "key": key}, (metrics, returns, codes)
 
     def rollouts(carry, count: int):
         return jax.lax.scan(iteration, carry, None, length=count)
@@ -133,7 +136,10 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
         stop_at = run.next_stop(start, settings.log_interval, settings.eval_interval,
                                 settings.checkpoint_interval)
         count = max(1, -(-(stop_at - start) // size))
-        carry, (metrics, returns) = chunk(carry, count)
+        carry, (metrics, returns, codes) = chunk(carry, count)
+        if settings.nan_check:  # codes: (agent, rollout, step)
+            raise_first_bad(agents.to_host(codes), settings.env_id, agents.mine, start + 1,
+                            steps_per_index=num_envs)
         end = start + count * size
         returns = agents.to_host(returns)  # (agent, rollout, step, env)
         extra = run.finished_episodes(returns.reshape(returns.shape[0], -1))
@@ -210,13 +216,17 @@ def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[st
         """One rollout of every agent's envs, then one update."""
         nonlocal carry, obs
         rows, key = [], carry["key"]
-        for _ in range(num_steps):
+        for t in range(num_steps):
             key, action, aux = explore(carry["state"], key, agents.from_host(np.stack(obs)))
             actions = agents.to_host(action)
             step_rows = []
             for i, (vec, h) in enumerate(zip(vectors, per_agent, strict=True)):
                 a = actions[i]
+                if settings.nan_check:
+                    check_action(a, settings.env_id, mine[i], start + t * num_envs + 1)
                 o, r, term, trunc, _ = vec.step(to_env(a))
+                if settings.nan_check:
+                    check_env_output(o, r, settings.env_id, mine[i], start + t * num_envs + 1)
                 done = term | trunc
                 final = o.copy()
                 running[i] += r

@@ -28,6 +28,7 @@ from .policies import TanhMultivariateNormalDiag as TanhMultivariateNormalDiag
 from .simba import ResidualBlock as ResidualBlock
 from .simba import SimbaMLP as SimbaMLP
 from .train_state import TrainState as TrainState
+from .train_state import check_one_agent as check_one_agent
 from .train_state import polyak as polyak
 from .train_state import trainable as trainable
 from .train_state import value_and_grad as value_and_grad

@@ -125,3 +125,27 @@ def polyak(online: PyTree, target: PyTree, tau: HyperValue) -> PyTree:
         return t
 
     return jax.tree.map(mix, online, target)
+
+
+def check_one_agent(state: PyTree, where: str) -> None:
+    """Refuse the state of several stacked agents passed where one agent's state is expected.
+
+    `jax.vmap(init)` over keys or hyperparameters stacks agents: every array gains a leading
+    agent axis. `update` and `act` take one agent's state, so such a state must go through
+    `jax.vmap` (or the loops, which vmap for you). Without it, the stacked weights meet the
+    batch in a matmul and JAX reports a contraction mismatch far from the cause; this check
+    runs first, at trace time (free), by reading the update counts of the state's
+    `TrainState`s, which are scalars for one agent.
+    """
+    found = [leaf for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, TrainState))
+             if isinstance(leaf, TrainState)]
+    for train_state in found:
+        shape = tuple(jnp.shape(train_state.step))
+        if shape:
+            agents = "x".join(map(str, shape))
+            raise ValueError(
+                f"{where} got the state of {agents} stacked agents (its TrainState.step has shape "
+                f"{shape}, expected () for one agent). Map it over the agents with "
+                f"jax.vmap({where}, in_axes=...), in_axes=None for what the agents share (the "
+                "config), as the loops do; or take one agent's state with "
+                "eqxrl.tree_unstack(states)[i].")

@@ -84,7 +84,9 @@ class RunConfig:
     wandb_group: str | None = None
     """W&B group, for example one per sweep"""
     nan_check: bool = False
-    """stop with an error naming the metric and step when a metric becomes NaN or inf"""
+    """stop with an error naming the metric and step when a metric becomes NaN or inf, and at
+    the first NaN or inf action (the learner's) or observation or reward (the env's), naming the
+    agent and env step"""
     progress: bool = True
     """show a progress bar and evaluation lines"""
 
