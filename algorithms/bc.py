@@ -162,6 +162,7 @@ def init(
                 state_dependent_std=config.state_dependent_std, log_std_min=config.log_std_min,
                 log_std_max=config.log_std_max, key=k_head,
             )
+    config.vision.refuse_without_images(spec, Config.__dataclass_fields__["vision"].default)
     actor = encoded(spec, head, key=k_encoder, **config.vision.options())
     actor = eqxrl.TrainState.create(actor, eqxrl.ADAM, learning_rate=hyper.lr)
     return State(actor=actor, spec=spec)

@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
 from eqxrl.algorithms import sac
-from eqxrl.core import at_least, non_negative, positive
+from eqxrl.core import at_least, non_negative, only_with, positive
 
 
 # ---------------------------------------------------------------------------- config
@@ -64,6 +64,7 @@ class Config(sac.Config):
         sac.Config.__post_init__(self)
         self.net.require_default("CQL")
         positive(self, "cql_temperature", "cql_lagrange_lr")
+        only_with(self, self.cql_lagrange, "--cql-lagrange", "cql_target_gap", "cql_lagrange_lr")
         non_negative(self, "cql_alpha")
         at_least(self, 1, "num_sampled_actions")
         if self.critic_dropout > 0:
@@ -140,6 +141,7 @@ def init(
     """SAC's networks and temperature for `spec`, and CQL's multiplier α'."""
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("CQL")
+    spec.require_vector_obs("CQL", "algorithms/bc.py (--encoder)")
     multiplier = eqxrl.LogScalar.create(1.0)
     return State(
         sac=sac.init(key, spec, config, hyper),

@@ -99,6 +99,7 @@ def init(
             f"Discrete CQL needs a discrete action space, but the env has continuous actions of "
             f"shape {spec.action_shape}; use algorithms/cql.py for continuous actions.")
     k_encoder, k_head = jax.random.split(key)
+    config.vision.refuse_without_images(spec, Config.__dataclass_fields__["vision"].default)
     q = encoded(spec, lambda dim: eqxrl.DiscreteQFunction(dim, spec.num_actions,
                                                           config.hidden_dims, key=k_head),
                 key=k_encoder, **config.vision.options())

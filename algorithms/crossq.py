@@ -76,6 +76,7 @@ class Config:
     def __post_init__(self):
         layer_sizes(self)
         layer_sizes(self, "critic_hidden_dims")
+        self.net.refuse_mlp_sizes(self, "hidden_dims", "critic_hidden_dims")
         positive(self, "actor_lr", "critic_lr", "temperature_lr", "init_temperature")
         within(self, "adam_b1", 0, 1, open_high=True)
         within(self, "discount", 0, 1)
@@ -145,6 +146,7 @@ def init(
     """Build the BatchRenorm actor and critics and the temperature for `spec`."""
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("CrossQ")
+    spec.require_vector_obs("CrossQ", "algorithms/drq.py or dqn.py")
     k_actor, k_critic = jax.random.split(key)
     renorm = {"momentum": config.bn_momentum, "warmup_steps": config.renorm_warmup_steps}
     net, simba = config.net, {"norm": "batch_renorm", **renorm}

@@ -34,7 +34,7 @@ import tyro
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
-from eqxrl.core import at_least, layer_sizes, non_negative, positive, within
+from eqxrl.core import at_least, layer_sizes, non_negative, only_with, ordered, positive, within
 from eqxrl.data import FrameReplayBuffer
 from eqxrl.vision import EncoderConfig, encoded
 
@@ -93,6 +93,8 @@ class Config:
         within(self, "discount", 0, 1)
         within(self, "epsilon_start", 0, 1)
         within(self, "epsilon_end", 0, 1)
+        ordered(self, "epsilon_end", "epsilon_start")  # ε falls, from start to end
+        only_with(self, self.loss == "huber", "--loss huber", "huber_delta")
 
 
 # ---------------------------------------------------------------------------- state
@@ -113,6 +115,7 @@ def q_network(spec: eqxrl.EnvSpec, config: Config, *, key: PRNGKeyArray) -> eqx.
     """Q(s, ·): an MLP with one output per action, behind `config.vision` for image
     observations (uint8, channels last; in a dict beside vectors too)."""
     k_encoder, k_head = jax.random.split(key)
+    config.vision.refuse_without_images(spec, Config.__dataclass_fields__["vision"].default)
     return encoded(
         spec, lambda dim: eqxrl.DiscreteQFunction(dim, spec.num_actions, config.hidden_dims,
                                                   key=k_head),

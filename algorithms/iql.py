@@ -148,6 +148,7 @@ def init(
     """Build actor, critics, target critics and value network for `spec`."""
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("IQL")
+    spec.require_vector_obs("IQL", "algorithms/bc.py (--encoder)")
     k_actor, k_critic, k_value = jax.random.split(key, 3)
     actor = eqxrl.GaussianPolicy(
         spec.obs_dim, spec.action_dim, config.hidden_dims, tanh_squash=False,

@@ -162,6 +162,11 @@ def init(
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     if not spec.discrete:
         spec.require_unit_box_actions("PPO")
+    elif config.init_log_std != Config.__dataclass_fields__["init_log_std"].default:
+        raise ValueError(
+            f"--init-log-std {config.init_log_std} has no effect with discrete actions (a "
+            "categorical policy has no std): drop it.")
+    spec.require_vector_obs("PPO", "algorithms/dqn.py or drq.py")
     k_actor, k_critic = jax.random.split(key)
     model = ActorCritic(
         Actor(spec, config.hidden_dims, config.init_log_std, key=k_actor),

@@ -80,6 +80,7 @@ class Config:
         ordered(self, "log_std_min", "log_std_max")
         self.net.refuse_mlp_options(critic_layer_norm=self.critic_layer_norm,
                                     critic_dropout=self.critic_dropout)
+        self.net.refuse_mlp_sizes(self, "hidden_dims")
 
 
 # ---------------------------------------------------------------------------- state
@@ -128,6 +129,7 @@ def init(
     """Build actor, critics, targets and temperature for `spec`."""
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("SAC")
+    spec.require_vector_obs("SAC", "algorithms/drq.py or dqn.py")
     k_actor, k_critic = jax.random.split(key)
     net = config.net
     actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=True)

@@ -62,6 +62,7 @@ class Config:
         non_negative(self, "policy_noise", "noise_clip", "exploration_noise")
         within(self, "tau", 0, 1, open_low=True)
         within(self, "discount", 0, 1)
+        self.net.refuse_mlp_sizes(self, "hidden_dims")
 
 
 # ---------------------------------------------------------------------------- state
@@ -99,6 +100,7 @@ def init(
     """Build actor, twin critics and their targets for `spec`."""
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("TD3")
+    spec.require_vector_obs("TD3", "algorithms/drq.py or dqn.py")
     k_actor, k_critic = jax.random.split(key)
     net = config.net
     actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=False)

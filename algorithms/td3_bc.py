@@ -89,6 +89,7 @@ def init(
     """
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("TD3+BC")
+    spec.require_vector_obs("TD3+BC", "algorithms/bc.py (--encoder)")
     base = td3.init(key, spec, config, hyper)
     metrics = ("loss", "grad_norm", "lambda", "bc_mse", "q_mean")  # of this actor loss
     base = dataclasses.replace(base, actor_info={k: jnp.float32(0) for k in metrics})

@@ -74,6 +74,7 @@ class Config:
     def __post_init__(self):
         layer_sizes(self)
         layer_sizes(self, "critic_hidden_dims")
+        self.net.refuse_mlp_sizes(self, "hidden_dims", "critic_hidden_dims")
         positive(self, "actor_lr", "critic_lr", "temperature_lr", "init_temperature")
         within(self, "tau", 0, 1, open_low=True)
         within(self, "discount", 0, 1)
@@ -130,6 +131,7 @@ def init(
     """Build actor, quantile critics, their targets and the temperature for `spec`."""
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     spec.require_unit_box_actions("TQC")
+    spec.require_vector_obs("TQC", "algorithms/drq.py or dqn.py")
     k_actor, k_critic = jax.random.split(key)
     net = config.net
     actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=True)

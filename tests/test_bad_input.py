@@ -21,7 +21,7 @@ import pytest
 
 import eqxrl
 import eqxrl.tools.plot
-from eqxrl.algorithms import cql, iql, sac, td3
+from eqxrl.algorithms import cql, crossq, iql, sac, td3, tqc
 from eqxrl.core.checks import ConfigError
 from eqxrl.core.types import Transition
 
@@ -119,6 +119,9 @@ def test_network_options_on_an_algorithm_without_them_are_one_error_line(capsys,
 @pytest.mark.parametrize("options, says", [
     ({"reset_interval": 0}, r"--reset-interval must be >= 1 update, got 0"),
     ({"network": "simba", "weight_decay": float("nan")}, r"--weight-decay must be a finite"),
+    ({"reset_networks": ("actor",)}, r"--reset-networks take\(s\) effect only with "
+                                     r"--reset-interval N, which this run does not have"),
+    ({"reset_optimizer": False}, r"--reset-optimizer take\(s\) effect only with"),
 ])
 def test_network_settings_name_the_flag(options, says):
     with pytest.raises(ConfigError, match=says):
@@ -128,6 +131,11 @@ def test_network_settings_name_the_flag(options, says):
 def test_mlp_options_with_simba_are_refused():
     with pytest.raises(ConfigError, match=r"--critic-dropout is an option of the plain MLP"):
         sac.Config(net=eqxrl.Networks(network="simba"), critic_dropout=0.01)
+    for module, field in [(sac, "hidden_dims"), (td3, "hidden_dims"),
+                          (tqc, "critic_hidden_dims"), (crossq, "critic_hidden_dims")]:
+        with pytest.raises(ConfigError, match=rf"--{field.replace('_', '-')} size\(s\) the plain "
+                                              r"MLP, which --network simba replaces"):
+            module.Config(net=eqxrl.Networks(network="simba"), **{field: (64, 64)})
 
 
 # --- env ids -------------------------------------------------------------------------------------
@@ -517,3 +525,75 @@ def test_ppo_nan_check_names_the_learner_for_a_nan_action(tmp_path, env_id):
     with pytest.raises(FloatingPointError, match=rf"agent 0 chose a NaN or inf action for --env-id "
                                                  rf"{env_id} at env step 1 "):
         eqxrl.train_on_policy(config, broken)
+
+
+# --- errors raised after parsing: one line too ----------------------------------------------------
+
+@pytest.mark.parametrize("name, args, says", [
+    ("sac", ["--env-id", "CartPole-v1"], r"SAC needs a continuous \(Box\) action space"),
+    ("sac", ["--env-id", "pixels:Pendulum-v1"],
+     r"SAC feeds observations to an MLP and has no image encoder, but this env's observations "
+     r"hold images of shape \(84, 84, 9\).* For pixels use algorithms/drq.py or dqn.py"),
+    ("sac", ["--seed", "-1"], r"--seed must be >= 0, got -1"),
+    ("dqn", ["--env-id", "CartPole-v1", "--encoder", "impala"],
+     r"--encoder impala has no effect: the observations hold no image"),
+    ("ppo", ["--env-id", "CartPole-v1", "--init-log-std", "5"],
+     r"--init-log-std 5.0 has no effect with discrete actions"),
+])
+def test_an_input_refused_after_parsing_is_one_error_line(capsys, tmp_path, name, args, says):
+    module = getattr(__import__("eqxrl.algorithms", fromlist=[name]), name)
+    line = refused(capsys, [*args, "--run-dir", str(tmp_path / "r"), "--no-progress"],
+                   module.Config, module.main)
+    assert re.search(says, line), line
+
+
+def test_an_error_raised_outside_eqxrl_keeps_its_traceback(capsys):
+    from eqxrl.run.cli import command_line_errors
+
+    with pytest.raises(ValueError, match="a bug in user code"), command_line_errors():
+        raise ValueError("a bug in user code")  # raised here, in a test file: not eqxrl's
+    with pytest.raises(SystemExit), command_line_errors():
+        eqxrl.make_env("")  # eqxrl's own check
+    assert capsys.readouterr().err.startswith("error: env_id must be an env id")
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"epsilon_start": 0.1, "epsilon_end": 0.5},
+     r"--epsilon-end \(0.5\) must be finite and <= --epsilon-start \(0.1\)"),
+    ({"loss": "mse", "huber_delta": 5.0},
+     r"--huber-delta take\(s\) effect only with --loss huber, which this run does not have"),
+])
+def test_dqn_settings_without_effect_or_order_are_refused(options, says):
+    from eqxrl.algorithms import dqn
+
+    with pytest.raises(ConfigError, match=says):
+        dqn.Config(**options)
+
+
+def test_cql_lagrange_settings_without_the_lagrange_are_refused():
+    with pytest.raises(ConfigError, match=r"--cql-target-gap take\(s\) effect only with "
+                                          r"--cql-lagrange"):
+        cql.Config(run=eqxrl.OfflineRun(dataset="unused.hdf5"), cql_target_gap=10.0)
+
+
+def test_a_dataset_of_another_env_names_both_flags(capsys, tmp_path):
+    from .conftest import pendulum_dataset_file
+
+    path = pendulum_dataset_file(tmp_path / "pendulum.hdf5")
+    line = refused(capsys, ["--dataset", str(path), "--env-id", "MountainCarContinuous-v0",
+                            "--run-dir", str(tmp_path / "r"), "--no-progress"],
+                   iql.Config, iql.main)
+    assert re.search(r"--dataset .*pendulum\.hdf5 does not fit --env-id "
+                     r"MountainCarContinuous-v0: dataset\.obs has shape \(256, 3\).*Give the env "
+                     r"the data was collected in", line), line
+
+
+def test_a_damaged_newest_checkpoint_says_how_to_resume_from_the_one_before(capsys, run_dir):
+    newest = Path(run_dir) / "checkpoints" / "step_0000000300.ckpt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    line = refused(capsys, ["--resume", run_dir, "--total-steps", "400"])
+    assert re.search(r"--resume .*: .*step_0000000300\.ckpt' is corrupt.* Move it "
+                     r"aside \(mv .*step_0000000300\.ckpt .*\.broken\) and resume again to "
+                     r"continue from step 200", line), line
+    newest.rename(f"{newest}.broken")  # as the message says: the run resumes from step 200
+    assert eqxrl.load_run(run_dir).step == 200

@@ -82,11 +82,11 @@ def test_resets_happen_on_positive_multiples_of_the_interval_only():
 def simba_config(module):
     net = eqxrl.Networks(network="simba", simba_critic_width=16, simba_actor_width=8,
                          reset_interval=2)
-    sizes = {"hidden_dims": (8, 8)}
+    sizes = {}  # the --simba-* sizes replace hidden_dims (changing those too is refused)
     if module is tqc:
-        sizes |= {"num_critics": 2, "num_quantiles": 3, "critic_hidden_dims": (8,)}
+        sizes |= {"num_critics": 2, "num_quantiles": 3}
     if module is crossq:
-        sizes |= {"critic_hidden_dims": (8,), "policy_delay": 2}
+        sizes |= {"policy_delay": 2}
     return module.Config(net=net, **sizes)
 
 

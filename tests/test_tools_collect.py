@@ -1,6 +1,7 @@
 import dataclasses
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -139,22 +140,35 @@ def test_random_cli_writes_a_dataset_with_reference(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["pendulum-random.hdf5"]  # the write check left nothing
 
 
-def test_unwritable_output_fails_before_collection(tmp_path):
+def test_unwritable_output_fails_before_collection(tmp_path, capsys):
     # No such env: had collection started, gymnasium would fail first, with another message.
     args = ["random", "--env-id", "NoSuchEnv-v0", "--num-steps", "10", "--output"]
+
+    def refused(output, *extra):
+        """The command line's one error line (exit code 2, no traceback)."""
+        with pytest.raises(SystemExit) as exit_:
+            collect.cli([*args, str(output), *extra])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+        return err
+
     (tmp_path / "afile").write_text("")
     under_file = tmp_path / "afile" / "out.hdf5"  # a file's "folder": unwritable even for root
-    with pytest.raises(ValueError, match=r"--output .*afile/out\.hdf5.* cannot be written") as e:
-        collect.cli([*args, str(under_file)])
-    message = str(e.value)
+    message = refused(under_file)
+    assert re.search(r"--output .*afile/out\.hdf5.* cannot be written", message)
     assert "cannot be created" in message and "is a file, not a folder" in message
     assert "Fix:" in message
     (tmp_path / "adir.hdf5").mkdir()
-    with pytest.raises(ValueError, match=r"--output .*adir\.hdf5.*existing directory.*Fix:"):
-        collect.cli([*args, str(tmp_path / "adir.hdf5")])
+    assert re.search(r"--output .*adir\.hdf5.* already exists; pass --overwrite",
+                     refused(tmp_path / "adir.hdf5"))
+    assert re.search(r"--output .*adir\.hdf5.*existing directory.*Fix:",
+                     refused(tmp_path / "adir.hdf5", "--overwrite"))
     (tmp_path / "minari-folder").mkdir()
-    with pytest.raises(ValueError, match=r"--output .*minari-folder.*already exists.*Fix:"):
-        collect.cli([*args, str(tmp_path / "minari-folder")])
+    assert re.search(r"--output .*minari-folder.*already exists.*Fix:",
+                     refused(tmp_path / "minari-folder", "--overwrite"))
+    with pytest.raises(ValueError, match=r"--output .*afile/out\.hdf5.* cannot be written"):
+        collect.main(collect.Random(env_id="NoSuchEnv-v0", output=str(under_file)))  # Python API
     assert sorted(os.listdir(tmp_path)) == ["adir.hdf5", "afile", "minari-folder"]
 
 
@@ -291,7 +305,7 @@ def test_replay_and_concat(sac_run, tmp_path):
     )
     both_out = str(tmp_path / "both.hdf5")
     both = collect.main(
-        collect.Concat(inputs=(replay_out, policy_out), output=both_out, progress=False)
+        collect.Concat(inputs=(replay_out, policy_out), output=both_out)
     )
     joined, _ = ds.load_dataset(both_out)
     assert joined.size == 400 and both.reference == (-1500.0, -150.0)

@@ -8,6 +8,7 @@ from .checks import at_least as at_least
 from .checks import flag as flag
 from .checks import layer_sizes as layer_sizes
 from .checks import non_negative as non_negative
+from .checks import only_with as only_with
 from .checks import ordered as ordered
 from .checks import positive as positive
 from .checks import within as within

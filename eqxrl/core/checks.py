@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -70,3 +71,17 @@ def layer_sizes(config: Any, name: str = "hidden_dims") -> None:
     sizes: Sequence[int] = getattr(config, name)
     if not sizes or min(sizes) < 1:
         fail(name, "one or more positive layer sizes", sizes)
+
+
+def only_with(config: Any, enabled: bool, switch: str, *names: str) -> None:
+    """Refuse the named fields, changed from their defaults, that take effect only with
+    `switch` (a flag such as '--cql-lagrange') when it is off: nothing is ignored silently."""
+    if enabled:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    changed = [flag(name) for name in names if getattr(config, name) != defaults[name]]
+    if changed:
+        them = "them" if len(changed) > 1 else "it"
+        raise ConfigError(
+            f"{', '.join(changed)} take(s) effect only with {switch}, which this run does not "
+            f"have: add {switch}, or drop {them}.")

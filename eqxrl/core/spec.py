@@ -143,6 +143,17 @@ class EnvSpec:
             )
         return lead[0]
 
+    def require_vector_obs(self, algo: str, instead: str) -> None:
+        """Raise when an observation holds images (leaves of 3 or more axes) and `algo` feeds
+        observations to an MLP, with no image encoder; `instead` names what takes pixels."""
+        images = [leaf.shape for leaf in jax.tree.leaves(self.obs_structure) if leaf.ndim >= 3]
+        if images:
+            raise ValueError(
+                f"{algo} feeds observations to an MLP and has no image encoder, but this env's "
+                f"observations hold images of shape {images[0]}: flattening them would train "
+                f"on {math.prod(images[0])} raw pixel inputs. For pixels use {instead}."
+            )
+
     def require_unit_box_actions(self, algo: str) -> None:
         """Raise unless actions are continuous and bounded by [-1, 1] (tanh-style policies)."""
         if self.discrete:

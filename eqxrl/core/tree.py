@@ -1,12 +1,16 @@
-"""Stack and unstack PyTrees along a new leading axis (seeds, sweeps, ensembles)."""
+"""Stack and unstack PyTrees along a new leading axis (seeds, sweeps, ensembles); cut an
+array's first rows for a checkpoint (`head_rows`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import PyTree
 
 
@@ -33,3 +37,24 @@ def tree_unstack(tree: PyTree) -> list[PyTree]:
     arrays, static = eqx.partition(tree, eqx.is_array)
     n = jax.tree.leaves(arrays)[0].shape[0]
     return [eqx.combine(jax.tree.map(lambda x, i=i: x[i], arrays), static) for i in range(n)]
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _first(x: jax.Array, size: int, axis: int) -> jax.Array:
+    return jax.lax.slice_in_dim(x, 0, size, axis=axis)
+
+
+def head_rows(x: Any, axis: int, rows: int) -> Any:
+    """The first `rows` entries of `x` along `axis`, for a checkpoint.
+
+    An array on this process comes back as numpy, copied from the device in a power-of-two
+    number of rows and cut on the host: slicing a JAX array at a new size compiles a new program
+    and keeps it (about 1.5 MB each on CPU), and every checkpoint of a filling buffer has a new
+    size, so a long run's memory grew at each checkpoint. Rounding up bounds the programs at
+    one per power of two. A global array spread over processes stays a JAX array, cut exactly.
+    """
+    cut = (slice(None),) * axis + (slice(0, rows),)
+    if not (isinstance(x, jax.Array) and x.is_fully_addressable):
+        return x[cut]
+    size = min(x.shape[axis], 1 << max(rows - 1, 0).bit_length())
+    return np.asarray(_first(x, size, axis))[cut]

@@ -26,6 +26,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Int, PRNGKeyArray, PyTree
 
 from eqxrl.core.spec import EnvSpec
+from eqxrl.core.tree import head_rows
 from eqxrl.core.types import NStepTransition, Transition
 from eqxrl.data.dataset import Dataset
 from eqxrl.data.replay import n_step_windows
@@ -194,12 +195,12 @@ class FrameReplayBuffer(eqx.Module):
     def filled(self, rows: int, frames: int) -> dict[str, Any]:
         """The first `rows` rows and `frames` frames and every counter: what a checkpoint keeps
         (an agent axis, if any, stays first)."""
-        lead = (slice(None),) * np.ndim(self.position)
+        axis = np.ndim(self.position)
         arrays, _ = eqx.partition(self, eqx.is_array)
         out = {}
         for name in ROW_FIELDS:
-            out[name] = getattr(arrays, name)[(*lead, slice(0, rows))]
-        out["frames"] = jax.tree.map(lambda x: x[(*lead, slice(0, frames))], self.frames)
+            out[name] = head_rows(getattr(arrays, name), axis, rows)
+        out["frames"] = jax.tree.map(lambda x: head_rows(x, axis, frames), self.frames)
         for name in COUNTER_FIELDS:
             out[name] = getattr(arrays, name)
         return out

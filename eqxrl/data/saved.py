@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eqxrl.core.spec import EnvSpec
+from eqxrl.core.tree import head_rows
 from eqxrl.data.frames import FrameReplayBuffer
 from eqxrl.data.replay import ReplayBuffer
 
@@ -18,8 +19,8 @@ def filled_rows(buffer: ReplayBuffer, rows: int | None = None) -> dict[str, Any]
     counters: what a checkpoint stores. A buffer of several agents (counters with an agent
     axis) keeps its agent axis first."""
     rows = int(np.max(np.asarray(buffer.size))) if rows is None else rows
-    lead = (slice(None),) * np.ndim(buffer.size)
-    data = jax.tree.map(lambda x: x[(*lead, slice(0, rows))], buffer.data)
+    axis = np.ndim(buffer.size)
+    data = jax.tree.map(lambda x: head_rows(x, axis, rows), buffer.data)
     return {"data": data, "position": buffer.position, "size": buffer.size}
 
 

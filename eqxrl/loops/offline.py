@@ -96,8 +96,14 @@ def train_offline(
     env.close()
     lazy = dataset.images  # ImageRows when the images stay on disk (--lazy-images)
     # The obs/action layout must match the env (lazily: checked on the first row, read back).
-    spec.check_batch(dataset.data if lazy is None else jax.tree.map(
-        jnp.asarray, lazy.fetch(jax.device_get(dataset[:1]))), name="dataset")
+    try:
+        spec.check_batch(dataset.data if lazy is None else jax.tree.map(
+            jnp.asarray, lazy.fetch(jax.device_get(dataset[:1]))), name="dataset")
+    except ValueError as err:
+        raise ValueError(
+            f"--dataset {settings.dataset or 'given'} does not fit --env-id {settings.env_id}: "
+            f"{err} Give the env the data was collected in (--env-id), or a dataset of this "
+            "env.") from None
     datasets.check_unit_actions(dataset, f"--dataset {settings.dataset or 'given'}")
     if lazy is not None and hooks.init is not None:
         raise ValueError(

@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 
-from eqxrl.core.checks import ConfigError, at_least, flag, non_negative
+from eqxrl.core.checks import ConfigError, at_least, flag, non_negative, only_with
 from eqxrl.core.types import Obs, Transition
 from eqxrl.data.running_norm import RunningNormalizer
 from eqxrl.nn.mlp import MLP
@@ -83,6 +83,8 @@ class Networks:
         if not self.reset_networks:
             raise ConfigError("--reset-networks needs at least one of actor, critic; to never "
                               "reset, leave out --reset-interval.")
+        only_with(self, self.reset_interval is not None, "--reset-interval N",
+                  "reset_networks", "reset_optimizer")
 
     def require_default(self, algorithm: str) -> None:
         """Refuse any network option for an algorithm that does not build on them (one that
@@ -115,6 +117,19 @@ class Networks:
             raise ConfigError(
                 f"{names} {what} of the plain MLP and cannot be honoured with --network simba, "
                 "whose blocks have their own LayerNorms; drop it or use --network mlp.")
+
+    def refuse_mlp_sizes(self, config: Any, *names: str) -> None:
+        """Refuse the algorithm's own MLP sizes (`hidden_dims`, ...) changed from their defaults
+        with --network simba, whose blocks are sized by the --simba-* flags instead."""
+        if not self.simba:
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        changed = [flag(name) for name in names if getattr(config, name) != defaults[name]]
+        if changed:
+            raise ConfigError(
+                f"{', '.join(changed)} size(s) the plain MLP, which --network simba replaces: size "
+                "SimBa with --simba-critic-width/--simba-critic-blocks and --simba-actor-width/"
+                "--simba-actor-blocks, or use --network mlp.")
 
     def critic(self, hidden_dims: tuple[int, ...], mlp: type = MLP, *,
                simba_kwargs: dict[str, Any] | None = None,

@@ -32,6 +32,10 @@ class CheckpointError(ValueError):
     """A checkpoint that is corrupt, truncated, or belongs to another config or layout."""
 
 
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint file whose bytes cannot be read back: not one, truncated or corrupt."""
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     """A JSON-normal dict of a dataclass config (tuples become lists)."""
     if config is None:
@@ -113,18 +117,18 @@ def read_header(path: str) -> tuple[dict[str, Any], bytes]:
     except FileNotFoundError:
         raise CheckpointError(f"No checkpoint at {path!r}.") from None
     if not blob.startswith(MAGIC):
-        raise CheckpointError(f"{path!r} is not an eqxrl checkpoint (bad magic bytes).")
+        raise DamagedCheckpoint(f"{path!r} is not an eqxrl checkpoint (bad magic bytes).")
     n = int.from_bytes(blob[len(MAGIC) : len(MAGIC) + 8], "little")
     start = len(MAGIC) + 8
     try:
         header = json.loads(blob[start : start + n])
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path!r} is corrupt: its header cannot be read.") from None
+        raise DamagedCheckpoint(f"{path!r} is corrupt: its header cannot be read.") from None
     payload = blob[start + n :]
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise CheckpointError(
+        raise DamagedCheckpoint(
             f"{path!r} is corrupt or truncated: its checksum does not match "
-            f"({len(payload)} payload bytes). Restore an earlier checkpoint instead."
+            f"({len(payload)} payload bytes)."
         )
     return header, payload
 

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -83,18 +85,51 @@ def refuse(error: Exception) -> None:
     sys.exit(2)
 
 
+def _raised_by_eqxrl(error: BaseException) -> bool:
+    """Whether `error` was raised by eqxrl's own code (the library or its algorithm files),
+    whose messages are written for users, rather than inside a dependency or user code."""
+    import eqxrl
+    import eqxrl.algorithms
+
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    where = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    roots = [os.path.abspath(p) for p in (*eqxrl.__path__, *eqxrl.algorithms.__path__)]
+    return any(where.startswith(root + os.sep) for root in roots)
+
+
+@contextlib.contextmanager
+def command_line_errors() -> Iterator[None]:
+    """Turn a refused input into one `error:` line and exit code 2, never a traceback.
+
+    A `ConfigError`, and any `ValueError` or `OSError` that eqxrl itself raised (a dataset,
+    run folder, checkpoint, env id or weight file it checked), is printed as one line. An
+    error raised inside a dependency or in user code keeps its traceback: that is a bug to
+    see whole, not an input to correct.
+    """
+    try:
+        yield
+    except ConfigError as err:
+        refuse(err)
+    except (ValueError, OSError) as err:
+        if not _raised_by_eqxrl(err):
+            raise
+        refuse(err)
+
+
 def parse_flags(config_class: type, args: list[str]) -> tuple[Any, list[str]]:
     """`(config, flags without the grid's extra values)` from command-line flags."""
     import tyro
 
-    try:
+    with command_line_errors():  # a nested setting's check (tyro reports the top level's)
         refuse_network_flags(config_class, args)
         argv, grid = split_grid_flags(config_class, args)
         config = tyro.cli(config_class, args=argv)
         if grid:
             config = dataclasses.replace(config, run=dataclasses.replace(config.run, grid=grid))
-    except ConfigError as err:  # a run setting's check (tyro reports the algorithm's own)
-        refuse(err)
     return config, argv
 
 
@@ -113,14 +148,10 @@ def cli(main: Callable[[Any], dict], config_class: type, args: list[str] | None 
         names = {a.split("=")[0].removeprefix("--").replace("-", "_") for a in argv}
         names |= {"grid"} if grid else set()
         given = {k for k in flat_fields(config) if k.split(".")[-1] in names}
-        try:
+        with command_line_errors():  # the folder, its record or a changed setting
             config = resolve_resume(config, given)
-        except (ValueError, OSError) as err:  # the folder, its record or a changed setting
-            refuse(err)
-    try:
+    with command_line_errors():
         summary = main(config)
-    except ConfigError as err:  # refused before the run started: seeds, grid, devices
-        refuse(err)
     if jax.process_index() == 0:  # in a multi-process run, process 0 speaks for all
         print_summary(summary)
     if summary["interrupted"]:

@@ -95,9 +95,18 @@ class Run:
             if not found:
                 raise FileNotFoundError(
                     f"--resume {self.dir!r}: no checkpoint in {self.ckpt_dir!r}.")
-            tree, meta = checkpoints.restore(found[-1][1], template,
-                                             config=identity(self.config),
-                                             defaults=field_defaults(self.config))
+            try:
+                tree, meta = checkpoints.restore(found[-1][1], template,
+                                                 config=identity(self.config),
+                                                 defaults=field_defaults(self.config))
+            except checkpoints.DamagedCheckpoint as err:
+                if len(found) > 1:  # never fall back silently: the user moves it aside
+                    step, path = found[-2]
+                    fix = (f"Move it aside (mv {found[-1][1]} {found[-1][1]}.broken) and resume "
+                           f"again to continue from step {step}, the checkpoint before it.")
+                else:
+                    fix = "It is the run's only checkpoint: start the run again."
+                raise checkpoints.DamagedCheckpoint(f"--resume {self.dir}: {err} {fix}") from None
         self.progress = Progress.from_meta(meta)
         if self.total < self.progress.step:
             raise ValueError(

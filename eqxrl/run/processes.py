@@ -52,6 +52,11 @@ def connect(run: Any) -> None:
              else "through the cluster's environment")
     print(f"waiting up to {run.process_timeout} s for {run.num_processes} processes to join "
           f"{where} (--process-timeout) ...", file=sys.stderr, flush=True)
+    if run.process_id == 0:  # its deadline ends in JAX's C++ client, which Python cannot catch
+        print("  if they have not all joined by then, JAX ends this process with "
+              "DEADLINE_EXCEEDED (exit code 134, a C++ stack trace); nothing of the run is "
+              "written before they join, so run the same command again once every process can "
+              "start.", file=sys.stderr, flush=True)
     if run.coordinator and run.process_id != 0:  # process 0 serves the coordinator itself
         _reach_coordinator(run)  # JAX's client ends the process, uncatchable, when it cannot
     try:

@@ -93,12 +93,14 @@ class RunConfig:
     def __post_init__(self):
         at_least(self, 1, "eval_interval", "eval_episodes", "log_interval")
         at_least(self, 1, "checkpoint_interval", "keep_checkpoints", "num_seeds")
-        at_least(self, 0, "devices")
+        at_least(self, 0, "devices", "seed")
         at_least(self, 1, "num_processes", "process_timeout")
         check_processes(self)
         if self.seeds is not None:
             if not self.seeds:
                 fail("seeds", "one or more seeds", self.seeds)
+            if min(self.seeds) < 0:
+                fail("seeds", "seeds >= 0 (numpy's seeds are unsigned)", self.seeds)
             if len(set(self.seeds)) != len(self.seeds):
                 fail("seeds", "distinct seeds", self.seeds, "Each agent needs its own seed.")
             if self.num_seeds != 1 and self.num_seeds != len(self.seeds):

@@ -17,6 +17,7 @@ rolls the episodes out (actions in [-1, 1], a pure function of --seed)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from eqxrl.core.checks import ConfigError
 from eqxrl.core.types import Obs
 from eqxrl.data.dataset import Dataset
 from eqxrl.datasets.episodes import concatenate, episode_returns, with_episode_cuts
@@ -39,6 +41,7 @@ from eqxrl.datasets.rollouts import (
     random_policy,
     rollout_returns,
 )
+from eqxrl.run.cli import command_line_errors
 from eqxrl.run.load import LoadedRun, load_run
 
 
@@ -79,11 +82,20 @@ class _Output:
     ref_episodes: int = 10
     """episodes over which reference returns are averaged"""
     progress: bool = True
-    """show a progress bar and a summary"""
+    """show a progress bar (the `wrote ...` line is printed either way)"""
+    overwrite: bool = False
+    """replace --output if it exists (otherwise an existing output is refused)"""
 
     def __post_init__(self):
         if self.ref_episodes < 1:
             raise ValueError(f"--ref-episodes must be >= 1, got {self.ref_episodes}.")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0 (numpy's seeds are unsigned), got {self.seed}.")
+        if None not in (self.ref_min_score, self.ref_max_score) and not (
+                self.ref_min_score < self.ref_max_score):
+            raise ValueError(
+                f"--ref-min-score ({self.ref_min_score}) must be below --ref-max-score "
+                f"({self.ref_max_score}): they are the random and the expert return.")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -154,8 +166,8 @@ class Concat:
     """random-policy return; default: that of the inputs (which must agree)"""
     ref_max_score: float | None = None
     """expert return; default: that of the inputs (which must agree)"""
-    progress: bool = True
-    """print a summary"""
+    overwrite: bool = False
+    """replace --output if it exists (otherwise an existing output is refused)"""
 
     def __post_init__(self):
         if len(self.inputs) < 1:
@@ -270,19 +282,22 @@ def main(
     config: Random | Policy | Replay | Concat, algorithm: ModuleType | None = None
 ) -> DatasetInfo:
     """Make the dataset, write it to `config.output`, print a summary, and return its info."""
+    if os.path.lexists(config.output) and not config.overwrite:
+        raise ConfigError(
+            f"--output {config.output!r} already exists; pass --overwrite to replace it, or "
+            "choose another path.")
     check_writable(config.output, "--output")  # before minutes of collection, not after
     dataset, info = make(config, algorithm)
     save_dataset(config.output, dataset, info)
-    if config.progress:
-        returns = np.asarray(episode_returns(dataset))
-        line = (
-            f"wrote {config.output}: {dataset.size} transitions, {info.num_episodes} episodes, "
-            f"episode return {returns.mean():.1f} ± {returns.std():.1f} "
-            f"(reference min {info.ref_min_score}, max {info.ref_max_score})"
-        )
-        if info.reference is not None:
-            line += f", normalised {float(np.mean(info.normalized_score(returns))):.1f}"
-        print(line)
+    returns = np.asarray(episode_returns(dataset))  # said with --no-progress too: where it went
+    line = (
+        f"wrote {config.output}: {dataset.size} transitions, {info.num_episodes} episodes, "
+        f"episode return {returns.mean():.1f} ± {returns.std():.1f} "
+        f"(reference min {info.ref_min_score}, max {info.ref_max_score})"
+    )
+    if info.reference is not None:
+        line += f", normalised {float(np.mean(info.normalized_score(returns))):.1f}"
+    print(line)
     return info
 
 
@@ -293,7 +308,8 @@ def cli(args: list[str] | None = None) -> DatasetInfo:
         description=__doc__,
         args=args,
     )
-    return main(config)
+    with command_line_errors():
+        return main(config)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,15 @@ class EncoderConfig:
                 f"{self.encoder} encoder fixed (random features); give --encoder-weights FILE "
                 "to freeze pretrained weights.", stacklevel=2)
 
+    def refuse_without_images(self, spec: EnvSpec, default: EncoderConfig) -> None:
+        """Refuse an encoder chosen on the command line (anything but the algorithm's `default`)
+        when the observations hold no image, so there is nothing for it to encode."""
+        if self.encoder != default.encoder and not has_images(spec):
+            raise ValueError(
+                f"--encoder {self.encoder} has no effect: the observations hold no image (uint8, "
+                "height x width x channels) to encode, so an MLP reads them directly; drop "
+                "--encoder for this env.")
+
     def options(self) -> dict[str, Any]:
         """Keyword arguments of `encoded` / `ObsEncoder`."""
         return {"encoder": self.encoder, "weights": self.encoder_weights,
