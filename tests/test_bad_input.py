@@ -7,6 +7,7 @@ shapes, encoders by name).
 """
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -597,3 +598,12 @@ def test_a_damaged_newest_checkpoint_says_how_to_resume_from_the_one_before(caps
                      r"continue from step 200", line), line
     newest.rename(f"{newest}.broken")  # as the message says: the run resumes from step 200
     assert eqxrl.load_run(run_dir).step == 200
+
+
+def test_default_run_folder_names_hold_no_slash_or_colon():
+    from eqxrl.run.summary import default_run_dir
+
+    for env_id, part in [("ALE/Pong-v5", "dqn__ALE-Pong-v5__s0__"),
+                         ("gymnax:CartPole-v1", "dqn__gymnax-CartPole-v1__s0__")]:
+        path = default_run_dir("dqn", eqxrl.OnlineRun(env_id=env_id))
+        assert os.path.dirname(path) == "runs" and os.path.basename(path).startswith(part)

@@ -27,7 +27,8 @@ PIXELS = eqxrl.EnvSpec(
 CASES = [  # (algorithm, spec, small config overrides)
     (sac, BOX, {"hidden_dims": (8,)}), (td3, BOX, {"hidden_dims": (8,)}),
     (td3_bc, BOX, {"hidden_dims": (8,)}), (iql, BOX, {"hidden_dims": (8,)}),
-    (cql, BOX, {"hidden_dims": (8,)}), (bc, BOX, {"hidden_dims": (8,)}),
+    (cql, BOX, {"hidden_dims": (8,), "cql_lagrange": True}),  # its gap and rate are swept too
+    (bc, BOX, {"hidden_dims": (8,)}),
     (dqn, DISCRETE, {"hidden_dims": (8,)}), (cql_discrete, DISCRETE, {"hidden_dims": (8,)}),
     (ppo, DISCRETE, {"hidden_dims": (8,)}),
     (drq, PIXELS, {"hidden_dims": (8,), "feature_dim": 4}),

@@ -54,9 +54,10 @@ def copy_of(run_dir, tmp_path, name="copy"):
     return target
 
 
-def test_a_fresh_run_into_an_existing_folder_is_refused(finished):
-    with pytest.raises(FileExistsError, match=r"--run-dir '.*sac' exists already.*--resume"):
-        sac_cli(*TINY, "--run-dir", finished)
+def test_a_fresh_run_into_an_existing_folder_is_refused(finished, capsys):
+    assert sac_cli(*TINY, "--run-dir", finished) == 2  # one error: line, no traceback
+    assert re.search(r"^error: --run-dir '.*sac' exists already.*--resume",
+                     capsys.readouterr().err)
 
 
 def test_a_failed_start_leaves_no_folder(tmp_path, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import sys
 import typing
@@ -88,16 +89,16 @@ def refuse(error: Exception) -> None:
 def _raised_by_eqxrl(error: BaseException) -> bool:
     """Whether `error` was raised by eqxrl's own code (the library or its algorithm files),
     whose messages are written for users, rather than inside a dependency or user code."""
-    import eqxrl
-    import eqxrl.algorithms
-
     tb = error.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
     where = os.path.abspath(tb.tb_frame.f_code.co_filename)
-    roots = [os.path.abspath(p) for p in (*eqxrl.__path__, *eqxrl.algorithms.__path__)]
+    algorithms = importlib.util.find_spec("eqxrl.algorithms")  # located, not imported here
+    library = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # eqxrl/
+    roots = [library, *(os.path.abspath(p) for p in (
+        algorithms.submodule_search_locations or [] if algorithms else []))]
     return any(where.startswith(root + os.sep) for root in roots)
 
 

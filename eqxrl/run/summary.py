@@ -14,8 +14,11 @@ from eqxrl.run.progress import Progress
 
 
 def default_run_dir(name: str, run: Any) -> str:
-    """`runs/<algorithm>__<env>__<seeds>__<time>`: where a run without --run-dir goes."""
-    return os.path.join("runs", f"{name}__{run.env_id}__{seeds_tag(run)}__"
+    """`runs/<algorithm>__<env>__<seeds>__<time>`: where a run without --run-dir goes. The env
+    id's `/` and `:` become `-` (`ALE/Pong-v5` made a nested folder, and some tools and file
+    systems refuse a colon)."""
+    env = str(run.env_id).replace("/", "-").replace(":", "-")
+    return os.path.join("runs", f"{name}__{env}__{seeds_tag(run)}__"
                                 f"{time.strftime('%Y%m%d-%H%M%S')}")
 
 
