@@ -145,6 +145,7 @@ def test_mlp_options_with_simba_are_refused():
     ("gymax:Pendulum-v1", "Did you mean gymnax:Pendulum-v1?"),
     ("nosuchpkg:Foo-v0", "'nosuchpkg' is neither one of eqxrl's prefixes"),
     ("Pendulm-v1", "could not be made by gymnasium"),
+    ("pixels:NoSuch-v0", "gymnasium could not make 'NoSuch-v0' to render"),
 ])
 def test_an_env_id_typo_is_one_error_line(capsys, env_id, says):
     line = refused(capsys, ["--env-id", env_id, "--total-steps", "300", "--start-steps", "100"])

@@ -77,7 +77,13 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         return gym.wrappers.RecordEpisodeStatistics(make_atari_env(env_id, **kwargs))
     if env_id.startswith("pixels:"):  # rendered frames, 84x84, the last 3 stacked (DrQ's)
         name, options = pixel_env_options(env_id)
-        env = make_pixel_env(name, **({"size": (84, 84), "frame_stack": 3} | options | kwargs))
+        try:
+            env = make_pixel_env(name, **({"size": (84, 84), "frame_stack": 3} | options | kwargs))
+        except gym.error.Error as err:
+            raise ConfigError(
+                f"env_id={env_id!r}: gymnasium could not make {name!r} to render: "
+                f"{str(err).strip()} Give a registered id after 'pixels:', for example "
+                "pixels:Pendulum-v1; see gymnasium.pprint_registry().") from err
         if isinstance(env.action_space, gym.spaces.Box):
             env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
         return gym.wrappers.RecordEpisodeStatistics(env)

@@ -72,10 +72,9 @@ def replay_dataset(run: LoadedRun) -> Dataset:
 def _agreed(values: list, name: str) -> Any:
     distinct = sorted({v for v in values if v is not None}, key=str)
     if len(distinct) > 1:
-        raise DatasetError(
-            f"concat: the inputs disagree on {name} ({distinct}); pass "
-            f"--{name.replace('_', '-')} to choose."
-        )
+        fix = ("concat joins datasets of one env: give --inputs of the same env"
+               if name == "env_id" else f"pass --{name.replace('_', '-')} to choose")
+        raise DatasetError(f"concat: the inputs disagree on {name} ({distinct}); {fix}.")
     return distinct[0] if distinct else None
 
 
