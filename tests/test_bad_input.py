@@ -608,3 +608,17 @@ def test_default_run_folder_names_hold_no_slash_or_colon():
                          ("gymnax:CartPole-v1", "dqn__gymnax-CartPole-v1__s0__")]:
         path = default_run_dir("dqn", eqxrl.OnlineRun(env_id=env_id))
         assert os.path.dirname(path) == "runs" and os.path.basename(path).startswith(part)
+
+
+def test_hyper_of_refuses_names_it_would_ignore():
+    with pytest.raises(ValueError, match=r"hyper_of: \['hidden_dims', 'nosuch'\] are not swept "
+                                         r"hyperparameters of Config"):
+        eqxrl.hyper_of(sac.Config(), {"nosuch": 1.0, "hidden_dims": 3, "tau": 0.01})
+
+
+@pytest.mark.parametrize("capacity", [2.5, "10", True])
+def test_a_replay_capacity_that_is_not_a_row_count_is_named(capacity):
+    # the tests' annotation checks (jaxtyping + beartype) name it first; without them, eqxrl does
+    says = r"ReplayBuffer capacity must be an integer >= 1 \(rows\)|parameter 'capacity'"
+    with pytest.raises((ValueError, TypeError), match=says):
+        eqxrl.ReplayBuffer.create(jnp.zeros(3), capacity)

@@ -71,7 +71,7 @@ def test_row_mismatch_is_named():
     bad = {"x": jnp.zeros(3), "i": jnp.asarray(0, jnp.int32)}
     with pytest.raises(ValueError, match=r"row\['x'\] has shape \(3,\).*stores \(2,\)"):
         buf.add(bad)
-    with pytest.raises(ValueError, match="capacity must be >= 1"):
+    with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
         ReplayBuffer.create(row(0), 0)
 
 

@@ -74,6 +74,13 @@ def hyper_of(config: Any, values: Mapping[str, float | int] | None = None) -> Hy
     """The `Hyper` of `config`'s marked fields: their values in `config`, or in `values` (one
     grid point) where it has them."""
     values = values or {}
+    swept = swept_fields(type(config))
+    unknown = sorted(set(values) - set(swept))
+    if unknown:
+        raise ValueError(
+            f"hyper_of: {unknown} are not swept hyperparameters of {type(config).__name__}, so "
+            f"their values would be ignored; the swept ones are {list(swept)} (a field is swept "
+            "where its Config marks it eqxrl.Swept).")
     return Hyper({name: jnp.asarray(values.get(name, getattr(config, name)),
                                     value_dtype(getattr(config, name)))
                   for name in swept_fields(type(config))})

@@ -44,8 +44,9 @@ class ReplayBuffer(eqx.Module):
     @classmethod
     def create(cls, example: PyTree, capacity: int) -> ReplayBuffer:
         """An empty buffer laid out like one `example` row (for example a `Transition`)."""
-        if capacity < 1:
-            raise ValueError(f"ReplayBuffer capacity must be >= 1, got {capacity}.")
+        if isinstance(capacity, bool) or not isinstance(capacity, int | np.integer) or capacity < 1:
+            raise ValueError(
+                f"ReplayBuffer capacity must be an integer >= 1 (rows), got {capacity!r}.")
         data = jax.tree.map(
             lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.result_type(x)), example
         )
