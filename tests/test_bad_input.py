@@ -339,6 +339,30 @@ def test_the_plot_command_line_gives_one_error_line(tmp_path, monkeypatch, capsy
     assert err.startswith("error: ") and "has no column 'nope'" in err and "\n" not in err
 
 
+@pytest.mark.parametrize("damage, says", [
+    ("out", r"--out .*missing/x\.png: its folder .*missing does not exist"),
+    ("header only", r"eval\.csv holds no evaluation yet \(no rows\)"),
+    ("garbage", r"eval\.csv: row 2 holds 'garbage' in column 'step', not a number"),
+])
+def test_the_plot_names_a_missing_folder_or_a_damaged_eval_csv(tmp_path, monkeypatch, capsys,
+                                                               damage, says):
+    pytest.importorskip("matplotlib")
+    run = _eval_run(tmp_path / "a", 0, (100, 200))
+    csv = Path(run) / "eval.csv"
+    lines = csv.read_text().splitlines()
+    if damage == "header only":
+        csv.write_text(lines[0] + "\n")
+    if damage == "garbage":
+        csv.write_text("\n".join([lines[0], lines[1], "garbage" + lines[2][3:]]) + "\n")
+    out = tmp_path / ("missing" if damage == "out" else "") / "x.png"
+    monkeypatch.setattr(sys, "argv", ["eqxrl-plot", run, "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        eqxrl.tools.plot.cli()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and re.search(says, err), err
+
+
 # --- the Python API -----------------------------------------------------------------------------
 
 def test_dataset_sample_of_no_rows_is_refused():
@@ -549,7 +573,7 @@ def test_an_input_refused_after_parsing_is_one_error_line(capsys, tmp_path, name
     assert re.search(says, line), line
 
 
-def test_an_error_raised_outside_eqxrl_keeps_its_traceback(capsys):
+def test_an_error_raised_outside_eqxrl_keeps_its_traceback(capsys, monkeypatch):
     from eqxrl.run.cli import command_line_errors
 
     with pytest.raises(ValueError, match="a bug in user code"), command_line_errors():
@@ -557,6 +581,9 @@ def test_an_error_raised_outside_eqxrl_keeps_its_traceback(capsys):
     with pytest.raises(SystemExit), command_line_errors():
         eqxrl.make_env("")  # eqxrl's own check
     assert capsys.readouterr().err.startswith("error: env_id must be an env id")
+    monkeypatch.setenv("EQXRL_TRACEBACK", "1")  # every traceback kept, eqxrl's own too
+    with pytest.raises(ConfigError, match="env_id must be an env id"), command_line_errors():
+        eqxrl.make_env("")
 
 
 @pytest.mark.parametrize("options, says", [

@@ -246,3 +246,25 @@ def test_logged_rate_covers_the_last_log_interval(monkeypatch):
     run.progress.step = 400
     assert run.recent_rate() == pytest.approx(30.0)  # 300 steps in the next 10 s
     assert run.rate() == pytest.approx(20.0)  # 400 steps in 20 s
+
+
+@pytest.mark.slow  # ~25 s: an IQL run and its resumption
+def test_an_offline_run_with_a_relative_dataset_resumes_from_another_folder(tmp_path,
+                                                                            monkeypatch):
+    from eqxrl.algorithms import iql
+
+    from .conftest import pendulum_dataset_file
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir(), elsewhere.mkdir()
+    pendulum_dataset_file(start / "data.hdf5")
+    monkeypatch.chdir(start)
+    iql.main(iql.Config(hidden_dims=(8,), run=eqxrl.OfflineRun(
+        dataset="data.hdf5", total_updates=20, updates_per_call=10, batch_size=8,
+        eval_interval=20, eval_episodes=1, run_dir="run", progress=False, tensorboard=False)))
+    monkeypatch.chdir(elsewhere)  # "data.hdf5" names nothing here; config.json says where it was
+    summary = iql.main(iql.Config(run=eqxrl.OfflineRun(resume=str(start / "run"),
+                                                       total_updates=40)))
+    assert summary["steps"] == 40 and summary["status"] == "done"
+    record = read_json(str(start / "run"), "config.json")
+    assert record["config"]["run"]["dataset"] == str(start / "data.hdf5")

@@ -96,9 +96,9 @@ def _raised_by_eqxrl(error: BaseException) -> bool:
         tb = tb.tb_next
     where = os.path.abspath(tb.tb_frame.f_code.co_filename)
     algorithms = importlib.util.find_spec("eqxrl.algorithms")  # located, not imported here
-    library = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # eqxrl/
-    roots = [library, *(os.path.abspath(p) for p in (
-        algorithms.submodule_search_locations or [] if algorithms else []))]
+    roots = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]  # eqxrl/
+    if algorithms is not None and algorithms.submodule_search_locations:
+        roots += [os.path.abspath(p) for p in algorithms.submodule_search_locations]
     return any(where.startswith(root + os.sep) for root in roots)
 
 
@@ -109,14 +109,14 @@ def command_line_errors() -> Iterator[None]:
     A `ConfigError`, and any `ValueError` or `OSError` that eqxrl itself raised (a dataset,
     run folder, checkpoint, env id or weight file it checked), is printed as one line. An
     error raised inside a dependency or in user code keeps its traceback: that is a bug to
-    see whole, not an input to correct.
+    see whole, not an input to correct. `EQXRL_TRACEBACK=1` in the environment keeps every
+    traceback (to see where one of eqxrl's own errors came from).
     """
     try:
         yield
-    except ConfigError as err:
-        refuse(err)
-    except (ValueError, OSError) as err:
-        if not _raised_by_eqxrl(err):
+    except (ValueError, OSError) as err:  # ConfigError included
+        if os.environ.get("EQXRL_TRACEBACK", "0") not in ("", "0") or not (
+                isinstance(err, ConfigError) or _raised_by_eqxrl(err)):
             raise
         refuse(err)
 

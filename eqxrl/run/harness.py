@@ -134,7 +134,8 @@ class Run:
             os.makedirs(self.ckpt_dir)
             self.created = True
         saved = dataclasses.replace(config, run=dataclasses.replace(run, resume=None))
-        record = {"algorithm": self.name, "module": self.module, "config": to_dict(saved)}
+        record = {"algorithm": self.name, "module": self.module, "config": to_dict(saved),
+                  "cwd": os.getcwd()}  # what relative paths in the config are relative to
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(record, f, indent=2)
         self.logger = Logger(

@@ -156,7 +156,16 @@ def read_metrics(path: str) -> dict[str, np.ndarray]:
     rows = _read_csv(path)
     if not rows:
         return {}
-    return {
-        k: np.array([float(r[k]) if r.get(k) not in (None, "") else math.nan for r in rows])
-        for k in rows[0]
-    }
+
+    def number(row: int, key: str) -> float:
+        text = rows[row].get(key)
+        if text in (None, ""):
+            return math.nan
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(
+                f"{path}: row {row + 1} holds {text!r} in column {key!r}, not a number; the file "
+                "is damaged (eqxrl writes numbers only).") from None
+
+    return {k: np.array([number(i, k) for i in range(len(rows))]) for k in rows[0]}

@@ -115,6 +115,12 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
             k for k, v in now.items() if v != default.get(k) and (k not in own or v != own[k])
         }
     changes: dict[str, Any] = dict(run_dir=run.resume, resume=run.resume, progress=run.progress)
+    dataset = getattr(saved.run, "dataset", None)
+    started = record.get("cwd")  # where the run started: relative paths were relative to it
+    if (isinstance(dataset, str) and not os.path.isabs(dataset) and started
+            and "run.dataset" not in (given or ()) and not os.path.exists(dataset)
+            and os.path.exists(os.path.join(started, dataset))):
+        changes["dataset"] = os.path.join(started, dataset)  # resumed from another folder
     # Where the run goes on (devices, processes) is this invocation's, never the saved one's.
     changes |= {name: getattr(run, name) for name in PLACEMENT_FIELDS}
     for name in sorted(given):

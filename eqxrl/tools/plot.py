@@ -44,7 +44,12 @@ def _eval_columns(run_dir: str) -> dict[str, np.ndarray]:
     path = os.path.join(run_dir, "eval.csv")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir!r} has no eval.csv; is it an eqxrl run folder?")
-    return read_metrics(path)
+    columns = read_metrics(path)
+    if not columns:
+        raise ValueError(
+            f"{path} holds no evaluation yet (no rows): the run stopped before its first "
+            "evaluation (--eval-interval); plot it once it has evaluated.")
+    return columns
 
 
 def members(run_dir: str) -> list[tuple[str, int | None]]:
@@ -170,6 +175,10 @@ def plot(args: PlotArgs) -> str:
         raise ImportError("Plotting needs matplotlib: pip install 'eqxrl[plot]'") from err
     if not args.runs:
         raise ValueError("Give at least one run folder.")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {args.out}: its folder {folder} does not exist; create it, or "
+                         "choose a path in an existing folder.")
     groups = group_runs(list(args.runs))
     labels = legend_labels(groups)
     fig, ax = plt.subplots(figsize=(7, 4.5))
