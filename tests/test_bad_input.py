@@ -368,6 +368,14 @@ def test_the_plot_names_a_missing_folder_or_a_damaged_eval_csv(tmp_path, monkeyp
 def test_dataset_sample_of_no_rows_is_refused():
     with pytest.raises(ValueError, match=r"Dataset.sample: batch_size must be >= 1, got 0"):
         _tiny_dataset().sample(jax.random.key(0), 0)
+    buffer = eqxrl.ReplayBuffer.from_dataset(_tiny_dataset())
+    with pytest.raises(ValueError, match=r"ReplayBuffer.sample: batch_size must be >= 1, got 0"):
+        buffer.sample(jax.random.key(0), 0)
+
+
+def test_a_pixel_option_of_a_bad_value_names_the_value_not_the_option():
+    with pytest.raises(ValueError, match=r"frame_stack must be a whole number >= 1, got '0'"):
+        eqxrl.make_env("pixels:Pendulum-v1,frame_stack=0")
 
 
 def test_a_normalizer_names_both_shapes():

@@ -103,6 +103,8 @@ class ReplayBuffer(eqx.Module):
         update): the caller must add rows first, as the online loop does with its random
         `--start-steps`. An empty buffer there silently gives the all-zero row 0.
         """
+        if batch_size < 1:
+            raise ValueError(f"ReplayBuffer.sample: batch_size must be >= 1, got {batch_size}.")
         if not isinstance(self.size, jax.core.Tracer) and int(self.size) == 0:
             raise ValueError(
                 "ReplayBuffer.sample: the buffer is empty (size 0), so it cannot give "

@@ -164,7 +164,11 @@ def pixel_env_options(env_id: str) -> tuple[str, dict[str, int]]:
     options = {}
     for part in parts:
         key, _, value = part.partition("=")
-        if key not in PIXEL_ID_OPTIONS or not value.isdigit() or int(value) < 1:
+        if key in PIXEL_ID_OPTIONS and not (value.isdigit() and int(value) >= 1):
+            raise ValueError(
+                f"env_id={env_id!r}: {key} must be a whole number >= 1, got {value!r} (for "
+                f"example pixels:{name},{key}=2).")
+        if key not in PIXEL_ID_OPTIONS:
             raise ValueError(
                 f"env_id={env_id!r}: {part!r} is not a pixel-env option; write key=value with "
                 f"key one of {', '.join(PIXEL_ID_OPTIONS)} and a positive integer value, for "
