@@ -267,4 +267,9 @@ def test_an_offline_run_with_a_relative_dataset_resumes_from_another_folder(tmp_
                                                        total_updates=40)))
     assert summary["steps"] == 40 and summary["status"] == "done"
     record = read_json(str(start / "run"), "config.json")
-    assert record["config"]["run"]["dataset"] == str(start / "data.hdf5")
+    assert record["config"]["run"]["dataset"] == "data.hdf5"  # as given; found from its "cwd"
+    assert record["cwd"] == str(start)
+    (start / "data.hdf5").rename(start / "gone.hdf5")  # then nowhere: one clear error
+    with pytest.raises(eqxrl.core.ConfigError, match=r"its --dataset 'data.hdf5' is found "
+                                                     r"neither from here"):
+        iql.main(iql.Config(run=eqxrl.OfflineRun(resume=str(start / "run"), total_updates=60)))

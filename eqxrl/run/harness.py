@@ -31,7 +31,7 @@ from eqxrl.run.agents import Agents
 from eqxrl.run.config_io import field_defaults, identity, to_dict
 from eqxrl.run.logging import Logger
 from eqxrl.run.progress import AgentProgress, Progress
-from eqxrl.run.record import algorithm_name, module_name
+from eqxrl.run.record import algorithm_name, module_name, read_record
 from eqxrl.run.summary import default_run_dir, eval_line, summarise
 
 
@@ -134,8 +134,11 @@ class Run:
             os.makedirs(self.ckpt_dir)
             self.created = True
         saved = dataclasses.replace(config, run=dataclasses.replace(run, resume=None))
-        record = {"algorithm": self.name, "module": self.module, "config": to_dict(saved),
-                  "cwd": os.getcwd()}  # what relative paths in the config are relative to
+        record = {"algorithm": self.name, "module": self.module, "config": to_dict(saved)}
+        # what relative paths in the config are relative to: where the run first started
+        started = read_record(self.dir).get("cwd") if self.resume else os.getcwd()
+        if started:
+            record["cwd"] = started
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(record, f, indent=2)
         self.logger = Logger(

@@ -116,11 +116,15 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
         }
     changes: dict[str, Any] = dict(run_dir=run.resume, resume=run.resume, progress=run.progress)
     dataset = getattr(saved.run, "dataset", None)
-    started = record.get("cwd")  # where the run started: relative paths were relative to it
-    if (isinstance(dataset, str) and not os.path.isabs(dataset) and started
-            and "run.dataset" not in (given or ()) and not os.path.exists(dataset)
-            and os.path.exists(os.path.join(started, dataset))):
-        changes["dataset"] = os.path.join(started, dataset)  # resumed from another folder
+    if (isinstance(dataset, str) and dataset.endswith((".hdf5", ".h5"))
+            and "run.dataset" not in (given or ())
+            and not os.path.exists(dataset_path(dataset, run.resume))):
+        started = record.get("cwd")
+        raise ConfigError(
+            f"--resume {run.resume}: its --dataset {dataset!r} is found neither from here "
+            f"({os.getcwd()}) nor from the folder the run started in"
+            f"{f' ({started})' if started else ' (which its config.json does not record)'}. "
+            "Run from that folder, or put the file back where it was.")
     # Where the run goes on (devices, processes) is this invocation's, never the saved one's.
     changes |= {name: getattr(run, name) for name in PLACEMENT_FIELDS}
     for name in sorted(given):
@@ -143,6 +147,20 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
                 "other settings start a new run with another --run-dir."
             )
     return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))
+
+
+def dataset_path(dataset: str, run_dir: str | None) -> str:
+    """The dataset file to read: `dataset` as given, or, for a relative path that is not found
+    from here in a resumed run, the same path from the folder that run started in (its
+    `config.json` records it), so `--resume` works from any folder offline too."""
+    if os.path.isabs(dataset) or os.path.exists(dataset) or run_dir is None:
+        return dataset
+    try:
+        started = read_record(run_dir).get("cwd")
+    except (ValueError, OSError):
+        return dataset
+    moved = os.path.join(started, dataset) if isinstance(started, str) else dataset
+    return moved if os.path.exists(moved) else dataset
 
 
 def _same_algorithm(config: Any, record: dict[str, Any], run_dir: str) -> None:

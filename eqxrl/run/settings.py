@@ -286,6 +286,4 @@ BUDGET_FIELDS = ("total_steps", "total_updates")
 PLACEMENT_FIELDS = ("devices", "num_processes", "process_id", "coordinator", "process_timeout")
 
 
-# The dataset's path too: a run resumed from another folder names the same file otherwise
-# (`resolve_resume` still refuses a --dataset the user changes).
-VOLATILE_FIELDS = ("run_dir", "resume", "progress", "dataset", *PLACEMENT_FIELDS, *BUDGET_FIELDS)
+VOLATILE_FIELDS = ("run_dir", "resume", "progress", *PLACEMENT_FIELDS, *BUDGET_FIELDS)
