@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -135,9 +136,12 @@ def small(algorithm, tmp_path, name, **run):
     return algorithm.Config(run=eqxrl.OnlineRun(**(settings | run)), hidden_dims=(16, 16))
 
 
-def test_compiled_sac_run_writes_a_run_folder_and_keeps_each_final_observation(tmp_path):
+def test_compiled_sac_run_writes_a_run_folder_and_keeps_each_final_observation(tmp_path, capsys):
     summary = eqxrl.train_online(small(sac, tmp_path, "whole"), sac)
     assert summary["status"] == "done" and summary["steps"] == 400 and summary["episodes"] == 2
+    said = capsys.readouterr().err  # the compile is announced, with --no-progress too
+    assert "compiling the training loop (XLA, once per run) ..." in said
+    assert re.search(r"compiled, and ran the first \d+ steps, in \d+\.\d s", said)
     for f in ("config.json", "train.csv", "eval.csv", "summary.json"):
         assert os.path.exists(tmp_path / "whole" / f), f
     assert len((tmp_path / "whole" / "train.csv").read_text().splitlines()) == 1 + 3  # 200..400

@@ -290,6 +290,9 @@ def test_four_cpu_devices_give_the_result_of_one(tmp_path):
     # Agents live split over the devices; one agent's buffer rows are split too.
     assert result["agents_split"] == 4 and result["agent_shard"] == [1, 8, 3]
     assert result["rows_shard"] == [1, 2, 3]
+    # Each run says where it ran (several devices are easy to miss).
+    assert "running 4 agent(s) on 4 CPU devices, the agents split across them" in done.stderr
+    assert "running 1 agent(s) on 4 CPU devices, each batch split across them" in done.stderr
 
 
 @pytest.mark.slow  # ~15 s: keeps the default run under 10 minutes

@@ -169,4 +169,4 @@ def train_compiled(config: Any, algorithm: ModuleType,
             finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]), 0)
         return Advanced(end, metrics, finite, log=True, extra=extra)
 
-    return drive(run, algorithm.act, advance, checkpoint, lambda: carry["state"])
+    return drive(run, algorithm.act, advance, checkpoint, lambda: carry["state"], compiled=True)

@@ -147,7 +147,7 @@ def _compiled(config: Any, algorithm: ModuleType, env: Any, agents: Any) -> dict
                         log=run.due(end, settings.log_interval, since=start), extra=extra)
 
     return drive(run, algorithm.act, advance, lambda: run.save(agents.to_saved(carry)),
-                 lambda: carry["state"])
+                 lambda: carry["state"], compiled=True)
 
 
 def _host(config: Any, algorithm: ModuleType, spec: Any, agents: Any) -> dict[str, Any]:

@@ -9,10 +9,13 @@ next stop), `save()` (checkpoint its carry) and `policy_state()` (the state to e
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
+from tqdm.auto import tqdm
 
 from eqxrl.run.harness import Run
 from eqxrl.run.stop import StopFlag
@@ -34,22 +37,37 @@ class Advanced:
     """per agent of this process, values logged beside the metrics (episode returns)"""
 
 
+def say(run: Run, text: str) -> None:
+    """A line on stderr, with --no-progress too, from process 0 only (above the bar)."""
+    if run.agents.main:
+        tqdm.write(text, file=sys.stderr)
+
+
 def drive(run: Run, act: Callable, advance: Callable[[int], Advanced], save: Callable[[], None],
-          policy_state: Callable[[], Any]) -> dict[str, Any]:
+          policy_state: Callable[[], Any], compiled: bool = False) -> dict[str, Any]:
     """Run the loop to the end of `run`'s budget; return the summary.
 
     Evaluations and checkpoints happen after the advance that reaches or crosses a multiple of
-    their interval, and after the last one.
+    their interval, and after the last one. A `compiled` loop, whose first advance compiles
+    the whole training loop (a minute on Brax), says so and how long it took.
     """
     settings = run.config.run
 
     def body(stop: StopFlag) -> str:
+        first = compiled
         while run.progress.step < run.total:
             if stop.requested:
                 save()
                 return "interrupted"
             start = run.progress.step
+            if first:
+                say(run, "compiling the training loop (XLA, once per run) ...")
+                began = time.perf_counter()
             out = advance(start)
+            if first:
+                say(run, f"compiled, and ran the first {out.end - start} {run.unit}s, in "
+                         f"{time.perf_counter() - began:.1f} s")
+                first = False
             run.progress.step = out.end
             if out.finite is not None:
                 run.check_finite(out.finite, out.metrics)
@@ -76,6 +94,11 @@ def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:
     except BaseException:
         run.abandon()
         raise
+    agents = run.agents
+    if agents.devices > 1:  # say where it runs: several devices are easy to miss
+        split = "the agents split across them" if agents.n > 1 else "each batch split across them"
+        platform = agents.mesh.devices.flat[0].platform.upper()
+        say(run, f"running {agents.n} agent(s) on {agents.devices} {platform} devices, {split}")
     try:
         with StopFlag() as stop:
             status = body(stop)
