@@ -92,7 +92,6 @@ def data(tmp_path_factory):
             output=str(tmp / "mixed.hdf5"),
             ref_min_score=expert.ref_min_score,
             ref_max_score=expert.ref_max_score,
-            progress=False,
         )
     )
     print(
