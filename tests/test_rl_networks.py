@@ -92,10 +92,6 @@ def simba_config(module):
 
 FOUR = pytest.mark.parametrize("module", [sac, td3, tqc, crossq],
                                ids=lambda m: m.__name__.split(".")[-1])
-# SAC in the default suite, the other three in the slow step (~10 s of compiling each).
-FOUR_SAC_FAST = pytest.mark.parametrize("module", [
-    sac, *(pytest.param(m, marks=pytest.mark.slow) for m in (td3, tqc, crossq))],
-    ids=lambda m: m.__name__.split(".")[-1])
 
 
 def scaled_batch():
@@ -103,7 +99,8 @@ def scaled_batch():
     return dataclasses.replace(batch, obs=3.0 + 2.0 * batch.obs)
 
 
-@FOUR_SAC_FAST
+@pytest.mark.slow  # ~20 s each (the default suite keeps the reset and norm unit tests)
+@FOUR
 def test_simba_with_resets_compiles_once_and_act_normalises(module):
     """SimBa networks, AdamW, running observation statistics and a reset at update 2."""
     batch, config = scaled_batch(), simba_config(module)
@@ -144,6 +141,7 @@ def test_algorithms_built_on_sac_and_td3_refuse_the_options():
         td3_bc.Config(net=eqxrl.Networks(reset_interval=5))
 
 
+@pytest.mark.slow  # ~35 s: three short SimBa runs
 def test_a_simba_run_resumes_bit_exactly_and_loads_as_a_policy(tmp_path):
     def config(name, **run):
         settings = dict(env_id="Pendulum-v1", total_steps=300, start_steps=100, batch_size=16,

@@ -121,6 +121,7 @@ def learning_rate(train_state):
     return float(optax.tree_utils.tree_get(train_state.opt_state, "learning_rate"))
 
 
+@pytest.mark.slow  # ~17 s (the grid's parsing and its refusals stay in the default suite)
 def test_a_grid_from_the_command_line_gives_each_point_its_hyperparameters(tmp_path, capsys):
     run_dir = tmp_path / "grid"
     args = ["--env-id", "Pendulum-v1", "--total-steps", "150", "--start-steps", "100",

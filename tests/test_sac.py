@@ -173,6 +173,7 @@ def test_act_checks_observations_and_stays_in_bounds():
         sac.act(state, jnp.ones((5, 3), jnp.float16), jax.random.key(1))
 
 
+@pytest.mark.slow  # ~10 s: two ensembles compiled
 def test_redq_and_droq_options_run():
     config = dataclasses.replace(
         SMALL,
