@@ -28,7 +28,15 @@ import tyro
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import eqxrl
-from eqxrl.core import ConfigError, at_least, layer_sizes, non_negative, positive, within
+from eqxrl.core import (
+    ConfigError,
+    at_least,
+    changed_flags,
+    layer_sizes,
+    non_negative,
+    positive,
+    within,
+)
 
 # Adam behind a global-norm clip, both as injected hyperparameters (array leaves of the
 # optimiser state: the learning rate is annealed there, and a grid may vary either).
@@ -162,7 +170,7 @@ def init(
     hyper = eqxrl.hyper_of(config) if hyper is None else hyper
     if not spec.discrete:
         spec.require_unit_box_actions("PPO")
-    elif config.init_log_std != Config.__dataclass_fields__["init_log_std"].default:
+    elif changed_flags(config, "init_log_std"):
         raise ValueError(
             f"--init-log-std {config.init_log_std} has no effect with discrete actions (a "
             "categorical policy has no std): drop it.")

@@ -510,10 +510,13 @@ def _nan_after(step):
     return eqxrl.OffPolicyHooks(explore=explore)
 
 
-@pytest.mark.parametrize("env_id", [
-    "Pendulum-v1",
-    pytest.param("gymnax:Pendulum-v1", marks=pytest.mark.slow),  # ~15 s of compiling
-], ids=["host", "compiled"])
+# The host loop, and the compiled one (in the slow step: ~10 to 15 s of compiling each).
+HOST_AND_COMPILED = pytest.mark.parametrize("env_id", [
+    "Pendulum-v1", pytest.param("gymnax:Pendulum-v1", marks=pytest.mark.slow)],
+    ids=["host", "compiled"])
+
+
+@HOST_AND_COMPILED
 def test_nan_check_names_the_learner_for_a_nan_action(tmp_path, env_id):
     if env_id.startswith("gymnax:"):
         pytest.importorskip("gymnax")
@@ -543,10 +546,7 @@ def test_a_compiled_chunk_reports_its_earliest_bad_step_and_whom_it_blames():
         raise_first_bad(codes, "brax:ant", (4, 7), 101, steps_per_index=10)
 
 
-@pytest.mark.parametrize("env_id", [
-    "Pendulum-v1",
-    pytest.param("gymnax:Pendulum-v1", marks=pytest.mark.slow),  # ~9 s of compiling
-], ids=["host", "compiled"])
+@HOST_AND_COMPILED
 def test_ppo_nan_check_names_the_learner_for_a_nan_action(tmp_path, env_id):
     import types
 

@@ -5,6 +5,7 @@ layer.
 
 from .checks import ConfigError as ConfigError
 from .checks import at_least as at_least
+from .checks import changed_flags as changed_flags
 from .checks import flag as flag
 from .checks import layer_sizes as layer_sizes
 from .checks import non_negative as non_negative

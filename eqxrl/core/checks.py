@@ -73,13 +73,25 @@ def layer_sizes(config: Any, name: str = "hidden_dims") -> None:
         fail(name, "one or more positive layer sizes", sizes)
 
 
+def changed_flags(config: Any, *names: str) -> list[str]:
+    """The flags of the named fields (default: every field) of a dataclass config whose values
+    differ from their defaults: what the user set."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changed = []
+    for name in names or tuple(fields):
+        f = fields[name]
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if getattr(config, name) != default:
+            changed.append(flag(name))
+    return changed
+
+
 def only_with(config: Any, enabled: bool, switch: str, *names: str) -> None:
     """Refuse the named fields, changed from their defaults, that take effect only with
     `switch` (a flag such as '--cql-lagrange') when it is off: nothing is ignored silently."""
     if enabled:
         return
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    changed = [flag(name) for name in names if getattr(config, name) != defaults[name]]
+    changed = changed_flags(config, *names)
     if changed:
         them = "them" if len(changed) > 1 else "it"
         raise ConfigError(

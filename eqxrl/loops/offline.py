@@ -29,7 +29,7 @@ from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for
 from eqxrl.run.harness import Run
 from eqxrl.run.processes import connect
-from eqxrl.run.record import dataset_path, resolve_resume
+from eqxrl.run.record import dataset_path, read_record, resolve_resume
 from eqxrl.vision.obs_encoder import has_images
 
 LAZY_BYTES_PER_CALL = 2**28
@@ -48,7 +48,8 @@ def prepare_dataset(config: Any) -> tuple[Any, Dataset, tuple[float, float] | No
     if not run.dataset:
         raise ValueError("--dataset is required: a D4RL-style HDF5 file or a Minari dataset "
                          "(or --resume RUN_DIR to continue a run).")
-    path = dataset_path(run.dataset, run.resume)  # from any folder when resuming
+    started = read_record(run.resume).get("cwd") if run.resume else None
+    path = dataset_path(run.dataset, started)  # from any folder when resuming
     dataset, info = datasets.load_dataset(path, lazy_images=run.lazy_images)
     if run.env_id is None:
         if info.env_id is None:

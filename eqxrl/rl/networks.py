@@ -21,7 +21,14 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 
-from eqxrl.core.checks import ConfigError, at_least, flag, non_negative, only_with
+from eqxrl.core.checks import (
+    ConfigError,
+    at_least,
+    changed_flags,
+    flag,
+    non_negative,
+    only_with,
+)
 from eqxrl.core.types import Obs, Transition
 from eqxrl.data.running_norm import RunningNormalizer
 from eqxrl.nn.mlp import MLP
@@ -74,8 +81,8 @@ class Networks:
             raise ConfigError(
                 f"--reset-interval must be >= 1 update, got {self.reset_interval}; leave it out "
                 "(None) for no resets.")
-        sized = [flag(f.name) for f in dataclasses.fields(self)
-                 if f.name.startswith("simba_") and getattr(self, f.name) != f.default]
+        sized = changed_flags(self, *(f.name for f in dataclasses.fields(self)
+                                      if f.name.startswith("simba_")))
         if sized and not self.simba:
             raise ConfigError(
                 f"{', '.join(sized)} size(s) SimBa networks, but --network is {self.network!r}: "
@@ -89,8 +96,7 @@ class Networks:
     def require_default(self, algorithm: str) -> None:
         """Refuse any network option for an algorithm that does not build on them (one that
         inherits a Config holding `net`, but composes its own steps)."""
-        changed = [flag(f.name) for f in dataclasses.fields(self)
-                   if getattr(self, f.name) != f.default]
+        changed = changed_flags(self)
         if changed:
             raise ConfigError(
                 f"{algorithm} does not take {', '.join(changed)}: its update does not normalise "
@@ -123,8 +129,7 @@ class Networks:
         with --network simba, whose blocks are sized by the --simba-* flags instead."""
         if not self.simba:
             return
-        defaults = {f.name: f.default for f in dataclasses.fields(config)}
-        changed = [flag(name) for name in names if getattr(config, name) != defaults[name]]
+        changed = changed_flags(config, *names)
         if changed:
             raise ConfigError(
                 f"{', '.join(changed)} size(s) the plain MLP, which --network simba replaces: size "

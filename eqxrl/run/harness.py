@@ -101,9 +101,9 @@ class Run:
                                                  defaults=field_defaults(self.config))
             except checkpoints.DamagedCheckpoint as err:
                 if len(found) > 1:  # never fall back silently: the user moves it aside
-                    step, path = found[-2]
-                    fix = (f"Move it aside (mv {found[-1][1]} {found[-1][1]}.broken) and resume "
-                           f"again to continue from step {step}, the checkpoint before it.")
+                    newest, step = found[-1][1], found[-2][0]
+                    fix = (f"Move it aside (mv {newest} {newest}.broken) and resume again to "
+                           f"continue from step {step}, the checkpoint before it.")
                 else:
                     fix = "It is the run's only checkpoint: start the run again."
                 raise checkpoints.DamagedCheckpoint(f"--resume {self.dir}: {err} {fix}") from None

@@ -118,7 +118,7 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
     dataset = getattr(saved.run, "dataset", None)
     if (isinstance(dataset, str) and dataset.endswith((".hdf5", ".h5"))
             and "run.dataset" not in (given or ())
-            and not os.path.exists(dataset_path(dataset, run.resume))):
+            and not os.path.exists(dataset_path(dataset, record.get("cwd")))):
         started = record.get("cwd")
         raise ConfigError(
             f"--resume {run.resume}: its --dataset {dataset!r} is found neither from here "
@@ -149,17 +149,13 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
     return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes))
 
 
-def dataset_path(dataset: str, run_dir: str | None) -> str:
+def dataset_path(dataset: str, started: str | None) -> str:
     """The dataset file to read: `dataset` as given, or, for a relative path that is not found
-    from here in a resumed run, the same path from the folder that run started in (its
-    `config.json` records it), so `--resume` works from any folder offline too."""
-    if os.path.isabs(dataset) or os.path.exists(dataset) or run_dir is None:
+    from here, the same path from `started`, the folder a resumed run started in (its
+    `config.json` records it as "cwd"), so `--resume` works from any folder offline too."""
+    if os.path.isabs(dataset) or os.path.exists(dataset) or not isinstance(started, str):
         return dataset
-    try:
-        started = read_record(run_dir).get("cwd")
-    except (ValueError, OSError):
-        return dataset
-    moved = os.path.join(started, dataset) if isinstance(started, str) else dataset
+    moved = os.path.join(started, dataset)
     return moved if os.path.exists(moved) else dataset
 
 
