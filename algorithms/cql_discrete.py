@@ -71,7 +71,7 @@ def cql_loss(
     q: eqx.Module, batch: eqxrl.Transition, target: Float[Array, " batch"],
     alpha: Float[Array, ""],
 ) -> tuple[Float[Array, ""], eqxrl.Metrics]:
-    """mean (Q(s, a) − target)² + α·mean(logsumexp_a' Q(s, a') − Q(s, a))."""
+    """The CQL loss: mean (Q(s, a) − target)² + α·mean(logsumexp_a' Q(s, a') − Q(s, a))."""
     q_all, q_taken = eqxrl.discrete_q(q, batch.obs, batch.action)
     td = jnp.mean(jnp.square(q_taken - target))
     logsumexp = jax.nn.logsumexp(q_all, axis=1)
@@ -82,7 +82,7 @@ def cql_loss(
 
 
 def q_target(state: State, batch: eqxrl.Transition) -> Float[Array, " batch"]:
-    """r + γ·(1 − terminated)·max_a Q̄(s', a)."""
+    """The TD target r + γ·(1 − terminated)·max_a Q̄(s', a)."""
     next_value = jnp.max(jax.vmap(state.target_q)(batch.next_obs), axis=1)
     return jax.lax.stop_gradient(
         eqxrl.td_target(batch.reward, batch.terminated, next_value, state.discount))

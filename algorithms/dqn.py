@@ -1,4 +1,4 @@
-"""Deep Q-Networks (Mnih et al., 2015), with double Q-learning and n-step returns.
+r"""Deep Q-Networks (Mnih et al., 2015), with double Q-learning and n-step returns.
 
 Run:   python algorithms/dqn.py --env-id CartPole-v1
        python algorithms/dqn.py --env-id gymnax:CartPole-v1     (compiled with the env)

@@ -89,6 +89,7 @@ class Trunk(eqx.Module):
         self.norm = eqx.nn.LayerNorm(out_size)
 
     def __call__(self, x: Float[Array, " in_size"], *, key=None) -> Float[Array, " out_size"]:
+        """`tanh(LayerNorm(linear(x)))` for one feature vector; `key` is taken and unused."""
         return jnp.tanh(self.norm(eqxrl.nn.dense(self.linear, x)))
 
 
@@ -100,6 +101,7 @@ class Critic(eqx.Module):
 
     def __call__(self, obs: eqxrl.Obs, action: Float[Array, " action_dim"], *, key=None
                  ) -> Float[Array, " critics"]:
+        """Every critic's Q(o, a) for one observation and action; `key` goes to the heads."""
         return self.head(self.encoder(obs), action, key=key)
 
 

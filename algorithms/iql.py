@@ -1,4 +1,4 @@
-"""Implicit Q-Learning (Kostrikov, Nair and Levine, 2021): offline RL without querying OOD actions.
+r"""Implicit Q-Learning (Kostrikov, Nair and Levine, 2021): offline RL without querying OOD actions.
 
 Run:   python algorithms/iql.py --dataset data/hopper-medium-v2.hdf5
 AntMaze:  python algorithms/iql.py --dataset <antmaze.hdf5> --preset antmaze --expectile 0.9 \

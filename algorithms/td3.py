@@ -128,7 +128,7 @@ def init(
 def critic_target(
     state: State, batch: eqxrl.Transition, key: PRNGKeyArray
 ) -> Float[Array, " batch"]:
-    """r + γ·(1 − terminated)·min_j Q̄_j(s', ã'), ã' the smoothed target action."""
+    """The TD target r + γ·(1 − terminated)·min_j Q̄_j(s', ã'), ã' the smoothed target action."""
     next_action = eqxrl.smoothed_target_action(
         state.target_actor, batch.next_obs, key, state.policy_noise, state.noise_clip
     )

@@ -1,6 +1,8 @@
-"""The README's code blocks, as a user types them: Python blocks run; every command line of the
-bash blocks that starts an algorithm or a module parses with that program's own flags."""
+"""The code blocks of the README and of the docs site's pages (docs/**/*.md), as a user types
+them: Python blocks run; every command line of the bash blocks that starts an algorithm or a
+module parses with that program's own flags."""
 
+import glob
 import importlib
 import os
 import re
@@ -12,26 +14,40 @@ import pytest
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-    README = f.read()
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
-PYTHON = [code for lang, code in BLOCKS if lang == "python"]
+PAGES = ["README.md"] + sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"),
+                                                recursive=True))
+
+
+def blocks(page):
+    """(language, code) of each fenced block of a page (indented ones, inside lists, too)."""
+    with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+        text = f.read()
+    found = re.findall(r"^( *)```(\w+)\n(.*?)^\1```", text, flags=re.DOTALL | re.MULTILINE)
+    return [(lang, "\n".join(line[len(indent):] for line in code.splitlines()))
+            for indent, lang, code in found]
+
+
+PYTHON = [(page, i, code) for page in PAGES
+          for i, code in enumerate(c for lang, c in blocks(page) if lang == "python")]
 COMMANDS = [
     line.split("#")[0].strip()
-    for lang, code in BLOCKS
+    for page in PAGES
+    for lang, code in blocks(page)
     if lang == "bash"
     for line in code.splitlines()
     if "python " in line
 ]
 
 
-def test_the_readme_has_code_blocks():
-    assert len(PYTHON) >= 2 and len(COMMANDS) >= 5
+def test_the_docs_have_code_blocks():
+    assert "README.md" in PAGES and any(p.startswith("docs/guides/") for p in PAGES)
+    assert len(PYTHON) >= 6 and len(COMMANDS) >= 20
 
 
 @pytest.mark.parametrize("code", [
     pytest.param(code, marks=pytest.mark.slow) if "MAE(" in code else code  # 18 s
-    for code in PYTHON], ids=[f"python-{i}" for i in range(len(PYTHON))])
+    for _, _, code in PYTHON], ids=[f"{page}-python-{i}" for page, i, _ in PYTHON])
 def test_python_block_runs(code, tmp_path):
     # A fresh interpreter in an empty folder, as a notebook user would start.
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
@@ -49,7 +65,7 @@ def command_arguments(command):
     return words[1], words[2:]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", sorted(set(COMMANDS)))
 def test_command_line_parses(command, capsys):
     program, args = command_arguments(command)
     if "--help" in args:
@@ -77,7 +93,7 @@ def test_command_line_parses(command, capsys):
     elif program.startswith("benchmarks/"):
         pytest.skip("benchmarks are run by hand; their flags are tested in their own files")
     else:
-        pytest.fail(f"README command for an unknown program: {command}")
+        pytest.fail(f"a docs command for an unknown program: {command}")
     try:
         parse()
     except SystemExit as exit:  # tyro and eqxrl report a bad flag on stderr and exit 2

@@ -34,3 +34,12 @@ from .types import NStepTransition as NStepTransition
 from .types import Obs as Obs
 from .types import Rollout as Rollout
 from .types import Transition as Transition
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "ConfigError", "at_least", "changed_flags", "flag", "layer_sizes", "non_negative", "only_with",
+    "ordered", "positive", "within", "SWEPT", "Hyper", "Swept", "hyper_of", "swept_fields", "jit",
+    "merge", "split", "prefixed", "derived_seed", "EnvSpec", "tree_stack", "tree_unstack",
+    "FloatScalar", "HyperValue", "Key", "Metrics", "NStepTransition", "Obs", "Rollout",
+    "Transition"
+]

@@ -19,6 +19,17 @@ def flag(name: str) -> str:
 
 
 def fail(name: str, expected: str, value: Any, hint: str = "") -> None:
+    """Raise the error for a field whose value is not allowed.
+
+    Args:
+        name: the config field; the message names its flag.
+        expected: what the value must be, as a phrase (`">= 1"`, `"distinct seeds"`).
+        value: the value given.
+        hint: a sentence on how to fix it, appended to the message.
+
+    Raises:
+        ConfigError: always, as `--flag must be <expected>, got <value>. <hint>`.
+    """
     hint = " " + hint if hint else ""
     raise ConfigError(f"{flag(name)} must be {expected}, got {value!r}.{hint}")
 

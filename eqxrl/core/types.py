@@ -7,21 +7,21 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree, Scalar, Shaped
 
-# An observation is an array or a nested PyTree of arrays (for example {"pixels", "state"}).
 Obs = PyTree[Shaped[Array, "..."]]
-
+"""An observation: an array, or a nested PyTree of arrays (for example `{"pixels", "state"}`)."""
 
 Key = PRNGKeyArray
-
+"""A JAX PRNG key (`jax.random.key(seed)`); every `init`, `update` and `act` takes one."""
 
 FloatScalar = Float[Array, ""]
-
+"""A float32 array of shape `()`."""
 
 Metrics = dict[str, Scalar]
+"""What `update` returns beside the state: a flat dict of scalar arrays, named
+`group/name` (`critic/loss`); `eqxrl.prefixed` builds one."""
 
-
-# A hyperparameter that may be a Python float or a (vmapped) array.
 HyperValue = Float[ArrayLike, ""]
+"""A hyperparameter that may be a Python float or a (vmapped) array."""
 
 
 class Transition(eqx.Module):

@@ -22,3 +22,11 @@ from .saved import filled_rows as filled_rows
 from .saved import filled_rows_like as filled_rows_like
 from .saved import from_filled_rows as from_filled_rows
 from .saved import make_buffer as make_buffer
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "Dataset", "Normalizer", "FrameReplayBuffer", "frame_capacity", "EpisodeImageRows",
+    "ImageRows", "decode_jpeg", "is_image_node", "ReplayBuffer", "n_step_windows",
+    "RunningNormalizer", "buffer_from_saved", "buffer_saved", "buffer_saved_like", "filled_rows",
+    "filled_rows_like", "from_filled_rows", "make_buffer"
+]

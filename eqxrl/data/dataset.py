@@ -93,6 +93,12 @@ class Normalizer(eqx.Module):
         return cls(mean, std)
 
     def __call__(self, obs: PyTree) -> PyTree:
+        """`(obs - mean) / std`, leaf by leaf, for one observation or a batch (leading axes).
+
+        Raises:
+            ValueError: if a leaf's shape does not end in the shape of its statistics.
+        """
+
         def norm(x, mean, std):
             if jnp.ndim(x) < jnp.ndim(mean) or jnp.shape(x)[jnp.ndim(x) - jnp.ndim(mean):] != (
                     jnp.shape(mean)):

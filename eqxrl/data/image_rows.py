@@ -60,6 +60,7 @@ class ImageRows:
         return self._file
 
     def close(self) -> None:
+        """Close the HDF5 file if it is open; the next read opens it again."""
         if self._file is not None:
             self._file.close()
             self._file = None

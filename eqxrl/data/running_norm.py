@@ -40,6 +40,7 @@ class RunningNormalizer(eqx.Module):
         return cls(identity.mean, identity.std, jnp.zeros((), jnp.float32), eps)
 
     def __call__(self, obs: PyTree) -> PyTree:
+        """`(obs − mean) / sqrt(var + eps)` for one observation or a batch (leading axes)."""
         std = jax.tree.map(lambda v: jnp.sqrt(v + self.eps), self.var)
         return Normalizer(self.mean, std)(obs)
 

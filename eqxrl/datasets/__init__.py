@@ -36,3 +36,14 @@ from .rollouts import collect_episodes as collect_episodes
 from .rollouts import env_spec as env_spec
 from .rollouts import episode_seed as episode_seed
 from .rollouts import random_policy as random_policy
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "D4RL_REFERENCE", "REQUIRED_KEYS", "d4rl_reference", "from_d4rl_dict", "named_leaves",
+    "to_d4rl_dict", "PRESETS", "check_unit_actions", "clip_actions", "concatenate", "episode_cuts",
+    "episode_ends", "episode_returns", "obs_normalizer", "preprocess", "rescale_actions",
+    "scale_rewards_by_return_range", "shift_rewards", "with_episode_cuts", "check_writable",
+    "load_dataset", "save_dataset", "load_hdf5", "save_hdf5", "DatasetError", "DatasetInfo",
+    "load_minari", "save_minari", "add_noise", "collect_episodes", "env_spec", "episode_seed",
+    "random_policy"
+]

@@ -111,6 +111,16 @@ def _observations(tree: Any, key: str, n: int) -> Any:
 
 
 def check_keys(keys: list[str], where: str) -> None:
+    """Refuse arrays that lack a key of a D4RL-style dataset.
+
+    Args:
+        keys: the keys present (of a dict of arrays, or of an HDF5 file).
+        where: names the dataset in the message (its path, or `"dataset"`).
+
+    Raises:
+        DatasetError: naming every missing key of `REQUIRED_KEYS`, and `timeouts` unless
+            `next_observations` is there instead.
+    """
     missing = [k for k in REQUIRED_KEYS if k not in keys]
     if "timeouts" not in keys and "next_observations" not in keys:
         missing.append("timeouts")

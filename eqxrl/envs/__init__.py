@@ -22,3 +22,11 @@ from .pixels import make_atari_env as make_atari_env
 from .pixels import make_pixel_env as make_pixel_env
 from .pixels import mark_frame_stack as mark_frame_stack
 from .pixels import resize_frame as resize_frame
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "evaluate", "make_eval_envs", "normalized_score", "make_env", "pixel_env_options",
+    "spec_from_env", "EnvState", "JaxEnv", "Stepped", "is_jax_env_id", "make_evaluator",
+    "make_jax_env", "rollout_returns", "ActionRepeat", "configure_headless_rendering",
+    "make_atari_env", "make_pixel_env", "mark_frame_stack", "resize_frame"
+]

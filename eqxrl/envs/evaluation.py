@@ -56,6 +56,7 @@ def evaluate(
 
 
 def describe_returns(name: str, values: np.ndarray) -> dict[str, float]:
+    """`{name}_mean`, `{name}_std`, `{name}_min` and `{name}_max` of `values`, one per episode."""
     return {
         f"{name}_mean": float(np.mean(values)),
         f"{name}_std": float(np.std(values)),

@@ -15,7 +15,11 @@ bounds), as `eqxrl.make_env` makes them for gymnasium envs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -77,11 +81,28 @@ class JaxEnv(eqx.Module):
     env_high: tuple[float, ...] | None = eqx.field(static=True, default=None)  # action bounds
 
     def reset(self, key: PRNGKeyArray) -> tuple[Obs, EnvState]:
+        """Start an episode: its first observation (float32) and the state, return and length 0."""
         obs, inner = self._reset(key)
         inner = jax.tree.map(jnp.asarray, inner)  # gymnax keeps `time` as a Python int
         return _float32(obs), EnvState(inner, jnp.float32(0.0), jnp.int32(0))
 
     def step(self, key: PRNGKeyArray, state: EnvState, action: Array) -> Stepped:
+        """Take one action in one env, resetting it (with a key split from `key`) if the episode
+        ends here by termination or by reaching `max_episode_steps`.
+
+        Args:
+            key: the randomness of the step and of the reset.
+            state: the env's state, from `reset` or the previous step.
+            action: one env's action: for continuous actions of shape `spec.action_shape`,
+                clipped to [-1, 1] and rescaled to the env's bounds; else an index, shape `()`.
+
+        Returns:
+            The next observation and state, the reward and flags, the observation reached
+            (`final_obs`) and, if an episode ended, its return and length.
+
+        Raises:
+            ValueError: if `action` has another shape (a batch: vmap `step` instead).
+        """
         k_step, k_reset = jax.random.split(key)
         obs, inner, reward, terminated = self._step(k_step, state.inner, self._env_action(action))
         obs, reward = _float32(obs), jnp.asarray(reward, jnp.float32).reshape(())
@@ -122,13 +143,25 @@ def _float32(obs: Obs) -> Obs:
         else jnp.asarray(x), obs)
 
 
+# What Brax's imports and env constructors print about things eqxrl never uses: MuJoCo's GPU
+# backends (warp) and Brax's pointer to MJX. Kept off the screen; anything else is shown.
+_NOISE = re.compile(r"Failed to import (mujoco_)?warp\b")
+_BRAX_NOTICE = "Brax System, piplines and environments are not actively being maintained"
+
+
 def _import(module: str, extra: str) -> Any:
+    printed = io.StringIO()
     try:
-        return importlib.import_module(module)
+        with contextlib.redirect_stdout(printed):
+            return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(
             f"{module} is not installed: pip install 'eqxrl[{extra}]' (it is an optional extra)."
         ) from err
+    finally:
+        for line in printed.getvalue().splitlines():
+            if not _NOISE.match(line):
+                print(line)
 
 
 HOST_ONLY = ("render_mode", "render", "record_video", "pixels")
@@ -208,7 +241,9 @@ def _brax_env(env_id: str, name: str, kwargs: dict[str, Any]) -> JaxEnv:
     envs = _import("brax.envs", "brax")
     limit = int(kwargs.pop("episode_length", BRAX_EPISODE_STEPS))
     try:
-        env = envs.get_environment(name, **kwargs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_BRAX_NOTICE)
+            env = envs.get_environment(name, **kwargs)
     except KeyError as err:
         raise ValueError(f"env_id={env_id!r}: Brax has no env {name!r} ({err}).") from None
     observation = jax.ShapeDtypeStruct((int(env.observation_size),), np.dtype(np.float32))

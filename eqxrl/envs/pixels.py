@@ -11,6 +11,7 @@ because gymnasium's `ResizeObservation` needs OpenCV and handles no dict observa
 import ctypes.util
 import os
 import sys
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -79,11 +80,14 @@ def make_pixel_env(
     include_state: bool = False,
     frame_stack: int = 1,
     action_repeat: int = 1,
-    **make_kwargs,
+    **make_kwargs: Any,
 ) -> gym.Env:
     """Make `env_id` with uint8 pixel observations of `size` = (height, width).
 
     Args:
+        env_id: a gymnasium env id whose env renders `rgb_array` frames.
+        size: the observed frames' `(height, width)`; MuJoCo envs render at that size, others
+            are resized to it.
         include_state: observe `{"pixels": ..., "state": ...}` instead of pixels alone.
         frame_stack: stack the last k frames along channels, `(h, w, k * 3)`; a state is
             stacked as `(k * state_dim,)`.
@@ -140,6 +144,8 @@ class ActionRepeat(gym.Wrapper):
         self.repeat = repeat
 
     def step(self, action):
+        """Apply `action` up to `repeat` times: the last `(obs, summed reward, terminated,
+        truncated, info)`."""
         total = 0.0
         for _ in range(self.repeat):
             obs, reward, terminated, truncated, info = self.env.step(action)

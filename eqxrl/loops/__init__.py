@@ -15,3 +15,10 @@ from .offline import prepare_dataset as prepare_dataset
 from .offline import train_offline as train_offline
 from .online import train_online as train_online
 from .onpolicy import train_on_policy as train_on_policy
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "train_compiled", "Algorithm", "OfflineAlgorithm", "OfflineHooks", "OffPolicyAlgorithm",
+    "OffPolicyHooks", "OnPolicyAlgorithm", "check_algorithm", "prepare_dataset", "train_offline",
+    "train_online", "train_on_policy"
+]

@@ -25,11 +25,17 @@ class Algorithm(Protocol):
     Config: type
     State: type
 
-    def init(self, key: Any, spec: Any, config: Any, hyper: Any = None) -> Any: ...
+    def init(self, key: Any, spec: Any, config: Any, hyper: Any = None) -> Any:
+        """The agent's first `State`, with the swept hyperparameters `hyper` as array leaves."""
+        ...
 
-    def update(self, state: Any, batch: Any, key: Any, config: Any) -> tuple[Any, Metrics]: ...
+    def update(self, state: Any, batch: Any, key: Any, config: Any) -> tuple[Any, Metrics]:
+        """One learning step on `batch`: the new `State` and a dict of scalar metrics."""
+        ...
 
-    def act(self, state: Any, obs: Any, key: Any, deterministic: bool = False) -> Any: ...
+    def act(self, state: Any, obs: Any, key: Any, deterministic: bool = False) -> Any:
+        """The action for one observation; `deterministic=True` takes the policy's mode."""
+        ...
 
 
 class OffPolicyAlgorithm(Algorithm, Protocol):
@@ -44,7 +50,9 @@ class OnPolicyAlgorithm(Algorithm, Protocol):
     """An algorithm trained on rollouts (`train_on_policy`): `explore(state, obs, key) ->
     (action, aux)` samples the actions and returns what `update` needs of them (`aux`)."""
 
-    def explore(self, state: Any, obs: Any, key: Any) -> tuple[Any, dict[str, Any]]: ...
+    def explore(self, state: Any, obs: Any, key: Any) -> tuple[Any, dict[str, Any]]:
+        """A sampled action for one observation and what `update` needs of it (`aux`)."""
+        ...
 
 
 def _members(protocol: type) -> list[str]:

@@ -30,12 +30,18 @@ class Flat:
         self.static = split(example)[1]
 
     def flatten(self, tree: Any) -> list:
+        """The array leaves of `tree`, which must have the example's structure.
+
+        Raises:
+            ValueError: if the tree's structure is not the example's.
+        """
         dynamic, static = split(tree)
         if static[0] != self.static[0]:
             raise ValueError(f"Structure changed: expected {self.static[0]}, got {static[0]}.")
         return dynamic
 
     def rebuild(self, dynamic: list) -> Any:
+        """The tree back from its array leaves (from `flatten`, or a compiled call's outputs)."""
         return merge(dynamic, self.static)
 
 

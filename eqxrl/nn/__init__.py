@@ -32,3 +32,13 @@ from .train_state import check_one_agent as check_one_agent
 from .train_state import polyak as polyak
 from .train_state import trainable as trainable
 from .train_state import value_and_grad as value_and_grad
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "DiscreteQFunction", "QFunction", "QuantileQFunction", "ValueFunction", "WithEncoder", "MLP",
+    "Ensemble", "dense", "flatten_obs", "BatchRenorm", "BatchRenormMLP", "RunningStats",
+    "split_stats", "with_stats_of", "ADAM", "ADAMW", "Categorical", "CategoricalPolicy",
+    "DeterministicPolicy", "GaussianPolicy", "MultivariateNormalDiag",
+    "TanhMultivariateNormalDiag", "ResidualBlock", "SimbaMLP", "TrainState", "check_one_agent",
+    "polyak", "trainable", "value_and_grad"
+]

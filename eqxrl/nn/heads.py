@@ -32,6 +32,7 @@ class QFunction(eqx.Module):
     def __call__(
         self, obs: Obs, action: Float[Array, " action_dim"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, ""]:
+        """Q(s, a) for one observation and action; `key` goes to the MLP (dropout)."""
         return self.net(jnp.concatenate([flatten_obs(obs), action]), key=key)[0]
 
     def train_batch(
@@ -60,6 +61,7 @@ class QuantileQFunction(eqx.Module):
     def __call__(
         self, obs: Obs, action: Float[Array, " action_dim"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, " quantiles"]:
+        """The N quantiles of Z(s, a), one per midpoint τ_i, for one observation and action."""
         return self.net(jnp.concatenate([flatten_obs(obs), action]), key=key)
 
 
@@ -72,6 +74,7 @@ class ValueFunction(eqx.Module):
         self.net = MLP(obs_dim, 1, hidden, key=key, **mlp_kwargs)
 
     def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, ""]:
+        """V(s) for one observation; `key` goes to the MLP (dropout)."""
         return self.net(flatten_obs(obs), key=key)[0]
 
 
@@ -84,6 +87,7 @@ class DiscreteQFunction(eqx.Module):
         self.net = MLP(obs_dim, num_actions, hidden, key=key, **mlp_kwargs)
 
     def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, " actions"]:
+        """Q(s, a) of every action a for one observation; `key` goes to the MLP (dropout)."""
         return self.net(flatten_obs(obs), key=key)
 
 
@@ -98,4 +102,5 @@ class WithEncoder(eqx.Module):
     head: eqx.Module
 
     def __call__(self, obs: Obs, *args: Any, key: PRNGKeyArray | None = None, **kwargs: Any):
+        """`head(encoder(obs), *args, key=key, **kwargs)`: the encoder gets no key."""
         return self.head(self.encoder(obs), *args, key=key, **kwargs)

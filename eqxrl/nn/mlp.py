@@ -91,6 +91,11 @@ class MLP(eqx.Module):
     def __call__(
         self, x: Float[Array, " in_size"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, " out_size"]:
+        """The output for one input vector.
+
+        With a `key` and `dropout_rate > 0`, each activated layer drops units at that rate and
+        scales the kept ones by 1 / (1 − rate); without a key nothing is dropped.
+        """
         n = len(self.layers)
         keys = jax.random.split(key, n) if key is not None else [None] * n
         for i, (layer, k) in enumerate(zip(self.layers, keys, strict=True)):
@@ -138,6 +143,8 @@ class Ensemble(eqx.Module):
         self.vectorise = vectorise
 
     def __call__(self, *args: Any, key: PRNGKeyArray | None = None) -> PyTree:
+        """Every member on the same `args`, outputs stacked along a leading `(num, ...)` axis;
+        with a `key`, each member gets its own split of it."""
         keys = [None] * self.num if key is None else jax.random.split(key, self.num)
         if self.vectorise:
             if key is None:

@@ -58,6 +58,7 @@ class TanhMultivariateNormalDiag(distrax.Transformed):
         super().__init__(base, distrax.Block(distrax.Tanh(), ndims=1))
 
     def mode(self) -> Array:
+        """The tanh of the Gaussian's mean (the squashed density's own maximum may differ)."""
         return jnp.tanh(self.distribution.mode())
 
 
@@ -112,6 +113,8 @@ class GaussianPolicy(eqx.Module):
     def __call__(
         self, obs: Obs, *, temperature: Float[Array, ""] | float = 1.0, key=None
     ) -> distrax.Distribution:
+        """The action distribution for one observation, its std multiplied by `temperature`;
+        `key` goes to the trunk (dropout)."""
         return self.distribution(*self.params(obs, key=key), temperature=temperature)
 
     def params(
@@ -166,6 +169,7 @@ class DeterministicPolicy(eqx.Module):
         self.net = mlp(obs_dim, action_dim, hidden, key=key, **mlp_kwargs)
 
     def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, " action_dim"]:
+        """The action μ(s), in [-1, 1], for one observation."""
         return jnp.tanh(self.net(flatten_obs(obs), key=key))
 
 
@@ -180,6 +184,7 @@ class CategoricalPolicy(eqx.Module):
     def __call__(
         self, obs: Obs, *, temperature: Float[Array, ""] | float = 1.0, key=None
     ) -> Categorical:
+        """The distribution over actions for one observation; `temperature=0` is greedy."""
         return self.distribution(self.net(flatten_obs(obs), key=key), temperature=temperature)
 
     def distribution(

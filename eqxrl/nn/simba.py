@@ -70,6 +70,9 @@ class ResidualBlock(eqx.Module):
         self.activation = activation
 
     def apply(self, x: Array, batched: bool) -> tuple[Array, ResidualBlock]:
+        """`(x + W₂·act(W₁·norm(x)), the block after the pass)`. With `batched`, `x` is a batch
+        `(batch, width)` in training mode, which updates a BatchRenorm's running statistics;
+        otherwise it is one example `(width,)`."""
         h, norm = self.norm.apply(x, batched)
         y = x + dense(self.down, self.activation(dense(self.up, h)))
         return y, eqx.tree_at(lambda b: b.norm, self, norm)

@@ -32,3 +32,13 @@ from .quantiles import quantile_td_target as quantile_td_target
 from .quantiles import truncated_quantiles as truncated_quantiles
 from .schedules import AGENTS as AGENTS
 from .schedules import every as every
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "LogScalar", "policy_actions", "sample_actions", "temperature_loss", "CriticFn",
+    "critic_td_loss", "discrete_q", "ensemble_q", "greedy_actions", "q_ensemble",
+    "smoothed_target_action", "td_target", "Networks", "normalised", "observe_batch",
+    "reset_networks", "scheduled_reset", "clipped_policy_loss", "gae", "value_loss",
+    "ensemble_quantiles", "quantile_huber_loss", "quantile_midpoints", "quantile_td_target",
+    "truncated_quantiles", "AGENTS", "every"
+]

@@ -62,6 +62,7 @@ class LogScalar(eqx.Module):
         return cls(jnp.log(jnp.asarray(value, jnp.float32)))
 
     def __call__(self) -> Float[Array, ""]:
+        """The scalar, `exp(log_value)`."""
         return jnp.exp(self.log_value)
 
 

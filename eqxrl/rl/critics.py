@@ -40,7 +40,7 @@ def td_target(
     next_value: Float[Array, " batch"],
     discount: Float[Array, ""] | float,
 ) -> Float[Array, " batch"]:
-    """r + γ·(1 − terminated)·V(s'): truncated episodes keep bootstrapping."""
+    """The TD target r + γ·(1 − terminated)·V(s'): truncated episodes keep bootstrapping."""
     return reward + discount * jnp.where(terminated, 0.0, next_value)
 
 

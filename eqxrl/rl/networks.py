@@ -105,6 +105,7 @@ class Networks:
 
     @property
     def simba(self) -> bool:
+        """Whether the networks are SimBa's (`--network simba`)."""
         return self.network == "simba"
 
     @property

@@ -23,7 +23,7 @@ def quantile_huber_loss(
     quantiles: Float[Array, "batch quantiles"], targets: Float[Array, "batch targets"],
     kappa: float = 1.0,
 ) -> Float[Array, ""]:
-    """mean over batch, i, j of |τ_i − 1{u_ij < 0}|·H_κ(u_ij)/κ, with u_ij = y_j − θ_i.
+    """The mean over batch, i, j of |τ_i − 1{u_ij < 0}|·H_κ(u_ij)/κ, with u_ij = y_j − θ_i.
 
     `quantiles` θ_i are one critic's outputs for (s, a) at the midpoints τ_i, `targets` y_j are
     samples of the target distribution (held fixed: stop their gradient before). H_κ is the
@@ -67,6 +67,7 @@ def quantile_td_target(
     reward: Float[Array, " batch"], terminated: Bool[Array, " batch"],
     next_atoms: Float[Array, "batch atoms"], discount: Float[Array, ""] | float,
 ) -> Float[Array, "batch atoms"]:
-    """r + γ·(1 − terminated)·z for every target atom z: truncation keeps bootstrapping."""
+    """The TD target r + γ·(1 − terminated)·z for every target atom z: truncation keeps
+    bootstrapping."""
     keep = jnp.where(terminated, 0.0, discount)
     return reward[:, None] + keep[:, None] * next_atoms

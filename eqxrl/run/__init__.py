@@ -34,3 +34,12 @@ from .settings import OnPolicyRun as OnPolicyRun
 from .settings import RunConfig as RunConfig
 from .stop import StopFlag as StopFlag
 from .summary import print_summary as print_summary
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "Agents", "tree_bytes", "CheckpointError", "cli", "parse_flags", "flat_fields", "from_dict",
+    "identity", "to_dict", "Advanced", "drive", "run_loop", "agents_for", "make_agents", "Run",
+    "LoadedRun", "load_policy", "load_run", "Logger", "read_metrics", "connect", "AgentProgress",
+    "Progress", "read_record", "resolve_resume", "OfflineRun", "OnlineRun", "OnPolicyRun",
+    "RunConfig", "StopFlag", "print_summary"
+]

@@ -48,6 +48,7 @@ class Agents:
 
     @property
     def n(self) -> int:
+        """How many agents the run trains: one per (grid point, seed)."""
         return len(self.seeds)
 
     @property
@@ -57,6 +58,7 @@ class Agents:
 
     @property
     def devices(self) -> int:
+        """How many devices the run uses: those of its mesh, or 1 without one."""
         return 1 if self.mesh is None else self.mesh.devices.size
 
     @property

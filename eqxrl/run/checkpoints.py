@@ -58,11 +58,13 @@ def config_differences(
 
 
 def is_key(x: Any) -> bool:
+    """Whether `x` is an array (or a template's `ShapeDtypeStruct`) of typed PRNG keys."""
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def key_impl(x: Any) -> Any:
-    # Templates from eval_shape hold ShapeDtypeStructs, which key_impl does not accept.
+    """The PRNG implementation of the key array `x`, or of a template's `ShapeDtypeStruct`
+    (which `jax.random.key_impl` does not accept)."""
     return jax.random.key_impl(x) if isinstance(x, jax.Array) else x.dtype._impl
 
 

@@ -2,6 +2,9 @@
 
     if __name__ == "__main__":
         eqxrl.cli(main, Config)
+
+`main(config)` trains and returns the run's summary; a refused setting becomes one `error:`
+line and exit code 2.
 """
 
 from __future__ import annotations

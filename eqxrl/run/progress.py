@@ -59,6 +59,7 @@ class AgentProgress:
         return {"episode_return": float(np.mean(returns))} if returns else {}
 
     def to_json(self) -> dict[str, Any]:
+        """The bookkeeping as a dict of JSON values, read back by `from_json`."""
         return dataclasses.asdict(self)
 
     @classmethod

@@ -42,3 +42,15 @@ from eqxrl.vision.resnet_v1 import ResNetV1 as ResNetV1
 from eqxrl.vision.resnet_v2 import ResNetV2 as ResNetV2
 from eqxrl.vision.vit import VIT_SIZES as VIT_SIZES
 from eqxrl.vision.vit import ViT as ViT
+
+# The public names of this package (the API reference documents these).
+__all__ = [
+    "augment_batch", "color_jitter", "compose", "gaussian_blur", "gaussian_kernel", "random_flip",
+    "random_shift", "solarize", "ENCODERS", "AtariEncoder", "ImpalaEncoder", "make_encoder", "MAE",
+    "patchify", "unpatchify", "BatchNorm", "FrozenBatchNorm", "EncoderConfig", "ObsEncoder",
+    "encoded", "has_images", "is_image", "Flatten", "GlobalAveragePool",
+    "SpatialLearnedEmbeddings", "SpatialSoftmax", "make_pooling", "IMAGENET_MEAN", "IMAGENET_STD",
+    "PixelEncoder", "normalize", "resize", "stack_frames", "to_float", "load_encoder",
+    "read_state_dict", "resnet_from_torchvision", "save_encoder", "ResNetV1", "ResNetV2",
+    "VIT_SIZES", "ViT"
+]

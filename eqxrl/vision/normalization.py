@@ -99,6 +99,7 @@ class FrozenBatchNorm(eqx.Module):
         return eqx.tree_at(lambda n: (n.scale, n.shift), norm, (scale, shift))
 
     def __call__(self, x: Float[Array, "h w channels"]) -> Float[Array, "h w channels"]:
+        """`x · scale + shift` per channel, for one image."""
         return x * self.scale[None, None] + self.shift[None, None]
 
 

@@ -146,6 +146,9 @@ class ObsEncoder(eqx.Module):
         self.features = features
 
     def __call__(self, obs: Obs, *, key: PRNGKeyArray | None = None) -> Float[Array, " features"]:
+        """The features of one observation: each image leaf encoded, each other leaf flattened
+        to float32, concatenated in leaf order. With a `key`, each leaf's encoder gets its own
+        split of it."""
         leaves = jax.tree.leaves(obs)
         keys = (None,) * len(leaves) if key is None else tuple(jax.random.split(key, len(leaves)))
         parts = [jnp.reshape(x, (-1,)).astype(jnp.float32) if enc is None else enc(x, key=k)

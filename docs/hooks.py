@@ -1,0 +1,181 @@
+"""MkDocs hook: the pages' parts that are made from the code, so they cannot drift from it.
+
+- `<!-- readme -->`: the README, the site's front page (its links made relative to docs/).
+- `<!-- about: sac -->`: the algorithm file's opening docstring (paper, maths, commands).
+- `<!-- flags: sac -->`: the tables of `python algorithms/sac.py --help`, read from tyro's
+  parser of `sac.Config` (flags, defaults and help texts).
+- `<!-- metrics: sac -->`: the metric names `sac.update` returns, traced with `jax.eval_shape`
+  on a tiny batch (nothing is computed).
+- `<!-- exports: eqxrl -->`: the top-level names, each linked to its subpackage's entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import pathlib
+import re
+import typing
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+MARKER = re.compile(r"<!-- (about|flags|metrics|exports): (\w+) -->")
+DEFAULT = re.compile(r"\s*\(default: (.*)\)\s*$", flags=re.DOTALL)
+SECTIONS = {  # nested config class -> its section heading and the reference page naming it
+    "OnlineRun": "Run settings (`eqxrl.OnlineRun`)",
+    "OfflineRun": "Run settings (`eqxrl.OfflineRun`)",
+    "OnPolicyRun": "Run settings (`eqxrl.OnPolicyRun`)",
+    "Networks": "Network family, weight decay and resets (`eqxrl.Networks`)",
+    "EncoderConfig": "Image encoder (`eqxrl.vision.EncoderConfig`)",
+}
+
+
+def on_page_markdown(markdown, page, config, files):
+    """Replace each marker of the page by what the code says, and `<!-- readme -->` by the
+    README, its links made relative to `docs/` (the README is the site's front page)."""
+    if "<!-- readme -->" in markdown:
+        root = pathlib.Path(config["docs_dir"]).parent
+        readme = (root / "README.md").read_text(encoding="utf-8")
+        readme = readme.replace("](docs/", "](")
+        readme = readme.replace("](benchmarks/README.md", "](benchmarks.md")
+        markdown = markdown.replace("<!-- readme -->", readme)
+    return MARKER.sub(lambda m: FILL[m.group(1)](m.group(2)), markdown)
+
+
+def _module(algo: str):
+    return importlib.import_module(f"eqxrl.algorithms.{algo}")
+
+
+def _sections(config_cls) -> dict[str, str]:
+    """Flag name -> section of the flags the nested configs (run, networks, encoder) add."""
+    hints = typing.get_type_hints(config_cls, include_extras=True)
+    owner = {}
+    for field in dataclasses.fields(config_cls):
+        cls = typing.get_args(hints[field.name])[0] if typing.get_args(hints[field.name]) \
+            else hints[field.name]
+        if dataclasses.is_dataclass(cls) and cls.__name__ in SECTIONS:
+            for inner in dataclasses.fields(cls):
+                owner["--" + inner.name.replace("_", "-")] = SECTIONS[cls.__name__]
+    return owner
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def about(algo: str) -> str:
+    """The algorithm file's opening docstring: its paper, its maths and its commands (the
+    paragraphs of `Run:`/`Help:` lines as a code block)."""
+    import inspect
+
+    text = inspect.getdoc(_module(algo)) or ""
+    out = []
+    for paragraph in text.split("\n\n"):
+        first = paragraph.lstrip().split(":", 1)[0]
+        if ":" in paragraph and " " not in first.strip() or first in ("Lagrange-tuned α (as the "
+                                                                      "paper does for AntMaze)",):
+            out.append("```text\n" + paragraph + "\n```")
+        else:
+            out.append(paragraph)
+    return "\n\n".join(out)
+
+
+def flags(algo: str) -> str:
+    """Markdown tables of an algorithm's flags: its own first, then each shared section."""
+    import tyro
+
+    config_cls = _module(algo).Config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        parser = tyro.extras.get_parser(config_cls)
+    owner = _sections(config_cls)
+    tables: dict[str, list[str]] = {}
+    for action in parser._actions:
+        names = [o for o in action.option_strings if o.startswith("--")]
+        if not names or names[0] == "--help":
+            continue
+        text = action.help or ""
+        match = DEFAULT.search(text)
+        default = match.group(1) if match else ""
+        text = DEFAULT.sub("", text)
+        row = f"| `{' / '.join(names)}` | `{_cell(default)}` | {_cell(text)} |"
+        heading = owner.get(names[0], f"`{algo}.Config`: the algorithm's own")
+        tables.setdefault(heading, []).append(row)
+    out = []
+    for heading, rows in tables.items():
+        out += [f"**{heading}**", "", "| flag | default | what it sets |", "|---|---|---|"]
+        out += rows + [""]
+    return "\n".join(out)
+
+
+def _example(algo: str):
+    """A tiny spec, config and batch on which the algorithm's update can be traced."""
+    import eqxrl
+    from eqxrl.core import EnvSpec, NStepTransition, Rollout
+
+    module = _module(algo)
+    discrete = algo in ("dqn", "cql_discrete")
+    spec = EnvSpec(jax.ShapeDtypeStruct((3,), jnp.float32), (), True, 2) if discrete else \
+        EnvSpec(jax.ShapeDtypeStruct((3,), jnp.float32), (1,), action_low=(-1.0,),
+                action_high=(1.0,))
+    if algo == "drq":
+        spec = EnvSpec(jax.ShapeDtypeStruct((84, 84, 9), jnp.uint8), (1,), action_low=(-1.0,),
+                       action_high=(1.0,), frame_stack=3)
+    config = module.Config()
+    row = spec.example_transition()
+    if algo == "dqn":
+        row = NStepTransition(row.obs, row.action, jnp.zeros((3,)), row.next_obs,
+                              row.terminated, jnp.ones((), jnp.int32))
+    if algo == "ppo":
+        row = Rollout(row.obs, row.action, row.reward, row.next_obs, row.terminated,
+                      row.truncated, {"log_prob": jnp.zeros(()), "value": jnp.zeros(())})
+        batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (4, 2) + jnp.shape(x)), row)
+    else:
+        batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (4,) + jnp.shape(x)), row)
+    del eqxrl
+    return module, spec, config, batch
+
+
+def metrics(algo: str) -> str:
+    """The metric names an algorithm's `update` returns, as a list."""
+    module, spec, config, batch = _example(algo)
+    key = jax.random.key(0)
+
+    def names():
+        state = module.init(key, spec, config)
+        return module.update(state, batch, key, config)[1]
+
+    shapes = jax.eval_shape(names)
+    return "\n".join(f"- `{name}`" for name in sorted(shapes))
+
+
+def _is_submodule(path: str) -> bool:
+    try:
+        return importlib.util.find_spec(path) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def exports(package: str) -> str:
+    """A table of the names `package` (eqxrl) re-exports, each linked to its subpackage's
+    reference entry."""
+    top = importlib.import_module(package)
+    subs = ["core", "nn", "data", "rl", "envs", "vision", "datasets", "run", "loops"]
+    rows = ["| name | documented as |", "|---|---|"]
+    for name in top.__all__:
+        home = next((s for s in subs
+                     if name in getattr(importlib.import_module(f"{package}.{s}"), "__all__", ())),
+                    None)
+        if home is None:
+            raise ValueError(f"{package}.{name} is in no subpackage's __all__")
+        target = f"{package}.{home}.{name}"
+        if importlib.util.find_spec(target.rsplit(".", 1)[0]) and _is_submodule(target):
+            target += "." + name  # a function named as its module (`eqxrl.core.jit.jit`)
+        rows.append(f"| `{package}.{name}` | [`{package}.{home}.{name}`][{target}] |")
+    return "\n".join(rows)
+
+
+FILL = {"about": about, "flags": flags, "metrics": metrics, "exports": exports}
