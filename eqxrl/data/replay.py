@@ -123,6 +123,26 @@ class ReplayBuffer(eqx.Module):
         newest row, so it never crosses an episode boundary or the ring's write position.
         `n=1` gives ordinary one-step transitions. Like `sample`, an empty buffer is an error
         outside `jit` and is not checked under it.
+
+        Args:
+            key: the PRNG key that draws the windows' first rows.
+            batch_size: how many windows.
+            n: the most env steps in a window (its `rewards` columns).
+
+        Returns:
+            An `NStepTransition` whose leaves have `batch_size` rows: `obs` and `next_obs`
+            `(batch_size, *obs_shape)` (each leaf of a dict observation alike), `action`
+            `(batch_size, *action_shape)`, `rewards` `(batch_size, n)` (zero after a window's
+            last step), `terminated` `(batch_size,)` bool and `steps` `(batch_size,)` int32,
+            1 to `n`. `next_obs` is where step `steps` went; `returns(discount)` gives the n-step
+            return and the bootstrap factor, both `(batch_size,)`.
+
+        Example:
+            ```python
+            batch = buffer.sample_n_step(key, 32, 3)  # DQN's 3-step windows
+            ret, factor = batch.returns(0.99)
+            target = ret + factor * jnp.max(q_target(batch.next_obs), axis=-1)
+            ```
         """
         if not isinstance(self.data, Transition):
             raise TypeError(
