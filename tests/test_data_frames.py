@@ -16,8 +16,8 @@ from gymnasium.wrappers import FrameStackObservation, TransformObservation
 import eqxrl
 from eqxrl import ReplayBuffer, Transition
 from eqxrl.algorithms import dqn
-from eqxrl.data.frames import FrameReplayBuffer
-from eqxrl.data.saved import make_buffer
+from eqxrl.data.frames import COUNTER_FIELDS, ROW_FIELDS, FrameReplayBuffer
+from eqxrl.data.saved import buffer_from_saved, buffer_saved, buffer_saved_like, make_buffer
 from eqxrl.envs import mark_frame_stack
 from eqxrl.run.agents import tree_bytes
 
@@ -159,6 +159,55 @@ def test_rows_whose_frames_were_overwritten_are_no_longer_sampled():
     batch = buffer.sample(jax.random.key(0), 200)
     # one-step episodes: obs is the reset frame repeated, next_obs the step's frames
     assert_rows_exact(batch, short)
+
+
+def test_a_checkpoint_keeps_only_the_frames_its_rows_read_and_resumes_exactly():
+    # After the rows wrap, the ring's oldest frames belong to no row; a checkpoint drops them
+    # (~capacity // 8 frames), and the buffer read back samples and grows as the original.
+    spec, rows = transitions(250)
+    buffer = fill(FrameReplayBuffer.create(spec, 64), rows[:200])
+    saved, sizes = buffer_saved(buffer, 64)
+    lo = max(int(buffer.frame[int(buffer.position) - int(buffer.size)]) - (STACK - 1),
+             int(buffer.start[int(buffer.position) - int(buffer.size)]))
+    assert sizes["buffer_frames"] == int(buffer.frames_written) - lo
+    assert sizes["buffer_frames"] < buffer.frame_capacity  # stale frames are not kept
+    assert saved["frames"]["pixels"].dtype == np.uint8
+    assert saved["frames"]["pixels"].shape == (sizes["buffer_frames"], 6, 6, 1)
+    back = buffer_from_saved(saved, spec, 64)
+    assert_trees_equal(buffer_saved(back, 64)[0], saved)
+    buffer, back = fill(buffer, rows[200:]), fill(back, rows[200:])
+    for key in range(3):
+        assert_trees_equal(buffer.sample(jax.random.key(key), 128),
+                           back.sample(jax.random.key(key), 128))
+        assert_trees_equal(buffer.sample_n_step(jax.random.key(key), 64, 3),
+                           back.sample_n_step(jax.random.key(key), 64, 3))
+    assert_trees_equal(buffer_saved(buffer, 64), buffer_saved(back, 64))
+    # several agents (as the online loop saves them: the agent axis first), each with its
+    # own number of frames written
+    agents = [fill(FrameReplayBuffer.create(spec, 64), transitions(n, seed)[1])
+              for n, seed in ((30, 1), (120, 2))]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *agents)
+    saved, sizes = buffer_saved(stacked, 64)
+    back = jax.vmap(lambda s: buffer_from_saved(s, spec, 64))(saved)
+    for i, one in enumerate(agents):
+        assert_trees_equal(one.sample(jax.random.key(i), 64),
+                           jax.tree.map(lambda x, i=i: x[i], back).sample(jax.random.key(i), 64))
+
+
+def test_a_checkpoint_that_kept_the_first_frames_of_the_ring_still_loads():
+    # eqxrl before `buffer_format` 2 saved the first `buffer_frames` frames of the ring
+    spec, rows = transitions(100)
+    buffer = fill(FrameReplayBuffer.create(spec, 64), rows)
+    frames = buffer.frames_in_use()
+    old = {name: getattr(buffer, name)[: min(100, 64)] for name in ROW_FIELDS}
+    old |= {"frames": jax.tree.map(lambda x: x[:frames], buffer.frames)}
+    old |= {name: getattr(buffer, name) for name in COUNTER_FIELDS}
+    meta = {"buffer_rows": 64, "buffer_frames": frames}
+    like = buffer_saved_like(spec, 64, meta)
+    assert jax.tree.structure(like) == jax.tree.structure(old)
+    assert_trees_equal(buffer_from_saved(old, spec, 64), buffer)
+    with pytest.raises(ValueError, match="buffer_format 3, which this version of eqxrl cannot"):
+        buffer_saved_like(spec, 64, meta | {"buffer_format": 3})
 
 
 def test_memory_per_transition_is_near_one_frame():

@@ -17,6 +17,7 @@ be).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -192,22 +193,34 @@ class FrameReplayBuffer(eqx.Module):
         """Frames stored so far, at most the ring's size (the largest over an agent axis)."""
         return int(np.max(np.minimum(np.asarray(self.frames_written), self.frame_capacity)))
 
+    def frames_needed(self) -> int:
+        """The newest frames that the sampleable rows (and the next row) can still read: from
+        the oldest such row's first stacked frame to the newest frame written (the largest
+        count over an agent axis). Older frames in the ring are stale; once the rows have
+        wrapped, up to `capacity // 8 + stack` of them."""
+        return int(_frames_needed(self, np.ndim(self.position)))
+
     def filled(self, rows: int, frames: int) -> dict[str, Any]:
-        """The first `rows` rows and `frames` frames and every counter: what a checkpoint keeps
-        (an agent axis, if any, stays first)."""
+        """The first `rows` rows, the newest `frames` frames (oldest first; `frames_from`, the
+        global index of the first, says where they go back in the ring) and every counter:
+        what a checkpoint keeps (an agent axis, if any, stays first)."""
         axis = np.ndim(self.position)
         arrays, _ = eqx.partition(self, eqx.is_array)
         out = {}
         for name in ROW_FIELDS:
             out[name] = head_rows(getattr(arrays, name), axis, rows)
-        out["frames"] = jax.tree.map(lambda x: head_rows(x, axis, frames), self.frames)
+        out["frames"] = jax.tree.map(
+            lambda x: newest_frames(x, arrays.frames_written, frames, axis), self.frames)
+        out["frames_from"] = arrays.frames_written - frames
         for name in COUNTER_FIELDS:
             out[name] = getattr(arrays, name)
         return out
 
     @classmethod
-    def filled_like(cls, spec: EnvSpec, capacity: int, rows: int, frames: int) -> dict[str, Any]:
-        """The template of `filled`'s output."""
+    def filled_like(cls, spec: EnvSpec, capacity: int, rows: int, frames: int,
+                    newest: bool = True) -> dict[str, Any]:
+        """The template of `filled`'s output; `newest=False`: of a checkpoint of eqxrl before
+        `frames_from`, which kept the first `frames` frames of the ring (no `frames_from`)."""
         full = jax.eval_shape(lambda: cls.create(spec, capacity))
         out = {}
         for name in ROW_FIELDS:
@@ -215,6 +228,8 @@ class FrameReplayBuffer(eqx.Module):
             out[name] = jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype)
         out["frames"] = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct((frames, *x.shape[1:]), x.dtype), full.frames)
+        if newest:
+            out["frames_from"] = jax.ShapeDtypeStruct((), jnp.int32)
         for name in COUNTER_FIELDS:
             x = getattr(full, name)
             out[name] = jax.ShapeDtypeStruct(x.shape, x.dtype)
@@ -223,11 +238,49 @@ class FrameReplayBuffer(eqx.Module):
     @classmethod
     def from_filled(cls, saved: dict[str, Any], spec: EnvSpec, capacity: int
                     ) -> FrameReplayBuffer:
-        """A buffer from `filled`'s output (the rest zeros)."""
+        """A buffer from `filled`'s output (the rest zeros); without `frames_from` (an older
+        checkpoint), its frames are the first of the ring."""
         empty = cls.create(spec, capacity)
         put = lambda buf, x: buf.at[: x.shape[0]].set(x)  # noqa: E731
+        first = saved.get("frames_from")
+
+        def put_frames(ring, x):
+            if first is None:
+                return put(ring, x)
+            return ring.at[(first + jnp.arange(x.shape[0])) % ring.shape[0]].set(x)
+
         return eqx.tree_at(
             lambda b: (b.frames, *[getattr(b, n) for n in ROW_FIELDS + COUNTER_FIELDS]), empty,
-            (jax.tree.map(put, empty.frames, saved["frames"]),
+            (jax.tree.map(put_frames, empty.frames, saved["frames"]),
              *[put(getattr(empty, n), saved[n]) for n in ROW_FIELDS],
              *[saved[n] for n in COUNTER_FIELDS]))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _frames_needed(buffer: FrameReplayBuffer, axis: int) -> Int[Array, ""]:
+    def one(b):
+        oldest = (b.position - b.size) % b.capacity
+        first = jnp.maximum(b.frame[oldest] - (b.stack - 1), b.start[oldest])
+        return jnp.where(b.size > 0, jnp.minimum(b.frames_written - first, b.frame_capacity), 0)
+
+    return jnp.max(jax.vmap(one)(buffer) if axis else one(buffer))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _newest(ring: Array, end: Array, size: int, axis: int) -> Array:
+    def one(ring, end):
+        return ring[(end - size + jnp.arange(size)) % ring.shape[0]]
+
+    return jax.vmap(one)(ring, end) if axis else one(ring, end)
+
+
+def newest_frames(ring: Array, end: Int[Array, "..."], count: int, axis: int) -> Any:
+    """The `count` frames of `ring` (its frames on `axis`) before global index `end`, oldest
+    first, for a checkpoint. As `head_rows`: on this process they come back as numpy,
+    gathered in a power-of-two number and cut on the host (one compiled program per power of
+    two, not one per checkpoint); a global array spread over processes is gathered exactly."""
+    if not (isinstance(ring, jax.Array) and ring.is_fully_addressable):
+        return _newest(ring, end, count, axis)
+    size = min(ring.shape[axis], 1 << max(count - 1, 0).bit_length())
+    cut = (slice(None),) * axis + (slice(size - count, size),)
+    return np.asarray(_newest(ring, end, size, axis))[cut]

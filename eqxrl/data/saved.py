@@ -49,18 +49,26 @@ def make_buffer(spec: EnvSpec, capacity: int) -> ReplayBuffer | FrameReplayBuffe
 def buffer_saved(buffer: ReplayBuffer | FrameReplayBuffer, rows: int
                  ) -> tuple[dict[str, Any], dict[str, int]]:
     """What a checkpoint keeps of a replay buffer whose first `rows` rows are filled, and the
-    sizes (`buffer_rows`, `buffer_frames`) its metadata needs to read it back."""
+    sizes (`buffer_rows`, `buffer_frames`) its metadata needs to read it back. A frame buffer
+    keeps only the frames its rows can still read (`buffer_format` 2: the newest frames)."""
     if isinstance(buffer, FrameReplayBuffer):
-        frames = buffer.frames_in_use()
-        return buffer.filled(rows, frames), {"buffer_rows": rows, "buffer_frames": frames}
+        frames = buffer.frames_needed()
+        return buffer.filled(rows, frames), {"buffer_rows": rows, "buffer_frames": frames,
+                                             "buffer_format": 2}
     return filled_rows(buffer, rows), {"buffer_rows": rows}
 
 
 def buffer_saved_like(spec: EnvSpec, capacity: int, meta: dict[str, Any]) -> dict[str, Any]:
-    """The template of `buffer_saved`'s tree, from the checkpoint's metadata."""
+    """The template of `buffer_saved`'s tree, from the checkpoint's metadata (a frame
+    buffer's checkpoint without `buffer_format` kept the first frames of its ring)."""
     if spec.frame_stack > 1:
+        layout = meta.get("buffer_format", 1)
+        if layout not in (1, 2):
+            raise ValueError(f"the checkpoint's replay buffer has buffer_format {layout}, which "
+                             "this version of eqxrl cannot read (1 or 2); was it written by a "
+                             "newer one?")
         return FrameReplayBuffer.filled_like(spec, capacity, meta["buffer_rows"],
-                                             meta["buffer_frames"])
+                                             meta["buffer_frames"], newest=layout == 2)
     return filled_rows_like(spec.example_transition(), meta["buffer_rows"])
 
 
