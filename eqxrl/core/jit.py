@@ -94,6 +94,23 @@ def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
 
     Use it like `eqx.filter_jit` on functions of Equinox modules. Donated arguments must not be
     used after the call (their buffers are reused for the outputs).
+
+    As with `eqx.filter_jit`, only arrays are traced: a Python `float`, `int` or `bool`
+    argument is static, so each new value compiles a new program. Pass values that change
+    from call to call (an env's reward, a step count) as arrays: `jnp.float32(reward)`.
+
+    Args:
+        fn: the function; any PyTree arguments and outputs (Equinox modules included).
+        donate: positions of the arguments whose buffers the outputs may reuse.
+
+    Returns:
+        The compiled function, which returns as soon as the work is dispatched.
+
+    Example:
+        ```python
+        step = eqxrl.jit(lambda state, batch, key: sac.update(state, batch, key, config))
+        state, metrics = step(state, batch, key)  # config is closed over, so static
+        ```
     """
     if fn is None:
         return functools.partial(jit, donate=donate)
