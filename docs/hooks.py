@@ -78,8 +78,10 @@ def about(algo: str) -> str:
         if ":" in paragraph and " " not in first.strip() or first in ("Lagrange-tuned α (as the "
                                                                       "paper does for AntMaze)",):
             out.append("```text\n" + paragraph + "\n```")
-        else:
-            out.append(paragraph)
+        else:  # maths such as `a*` is not emphasis: escape `*` outside code spans
+            parts = paragraph.split("`")
+            out.append("`".join(p if i % 2 else p.replace("*", "\\*")
+                                for i, p in enumerate(parts)))
     return "\n\n".join(out)
 
 

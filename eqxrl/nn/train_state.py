@@ -45,6 +45,11 @@ class TrainState(eqx.Module):
 
         `hyperparams` (for example `learning_rate=3e-4`) overwrite the values that
         `optax.inject_hyperparams` stored, and may be traced arrays inside `jax.vmap`.
+
+        Example:
+            ```python
+            critic = eqxrl.TrainState.create(q_net, eqxrl.ADAM, learning_rate=1e-3, b1=0.5)
+            ```
         """
         opt_state = tx.init(trainable(model))
         if hyperparams:
@@ -75,6 +80,15 @@ class TrainState(eqx.Module):
         """Differentiate `loss_fn(model, *args, **kwargs) -> (loss, aux)` and step.
 
         Returns the new state and `{"loss": loss, "grad_norm": ..., **aux}`.
+
+        Example:
+            ```python
+            def loss(critic, obs, action, target):  # -> (scalar, metrics dict)
+                q = eqxrl.ensemble_q(critic, obs, action)  # (ensemble, batch)
+                return jnp.mean((q - target) ** 2), {"q_mean": jnp.mean(q)}
+
+            state, metrics = state.apply_loss_fn(loss, batch.obs, batch.action, target)
+            ```
         """
         (loss, aux), grads = value_and_grad(loss_fn, self.model, *args, **kwargs)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(trainable(grads)), **aux}

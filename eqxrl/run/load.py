@@ -171,6 +171,21 @@ def load_policy(
 
     `obs` is one observation or a batch (leading axes); the action has the same batch axes.
     `agent` picks one agent of a run of several (see `load_run`).
+
+    Args:
+        run_dir: a run folder (online or offline), from any working directory.
+        step: the checkpoint's step; None takes the newest.
+        algorithm: the algorithm module, for a run of your own module (eqxrl imports only
+            `eqxrl.algorithms.*` from a `config.json`).
+        agent: which agent of a run of several seeds or grid points.
+
+    Example:
+        ```python
+        policy, config = eqxrl.load_policy("runs/sac__Pendulum-v1__s0__...")
+        env = eqxrl.make_env(config.run.env_id)
+        obs, _ = env.reset(seed=0)
+        action = policy(obs)  # (1,) for Pendulum; policy(batch) gives (batch, 1)
+        ```
     """
     run = load_run(run_dir, step, algorithm, agent=agent)
     ndim = jax.tree.map(lambda s: len(s.shape), run.spec.obs_structure)
