@@ -74,9 +74,7 @@ def about(algo: str) -> str:
     text = inspect.getdoc(_module(algo)) or ""
     out = []
     for paragraph in text.split("\n\n"):
-        first = paragraph.lstrip().split(":", 1)[0]
-        if ":" in paragraph and " " not in first.strip() or first in ("Lagrange-tuned α (as the "
-                                                                      "paper does for AntMaze)",):
+        if "python algorithms/" in paragraph:  # the Run:/Help: lines
             out.append("```text\n" + paragraph + "\n```")
         else:  # maths such as `a*` is not emphasis: escape `*` outside code spans
             parts = paragraph.split("`")

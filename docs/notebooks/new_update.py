@@ -15,8 +15,8 @@
 # %% [markdown]
 # # Writing a new update function against typed state
 #
-# This notebook writes a small variant of SAC, following the README's "Writing an
-# algorithm" and "Building on another algorithm": SAC whose critics minimise a Huber loss of
+# This notebook writes a small variant of SAC, following the guide "Writing an algorithm"
+# and its part "Building on another algorithm": SAC whose critics minimise a Huber loss of
 # the TD error instead of its square, so that large errors early in training give bounded
 # gradients. It reuses SAC's named steps (`critic_target`, `policy_step`) and replaces only
 # the critics' loss. Then it makes two deliberate shape mistakes and shows how the jaxtyping
@@ -25,7 +25,7 @@
 #
 # The training run at the end is tiny, so that the notebook runs in CI; it shows that the
 # variant runs, not that it learns. For a budget that learns Pendulum-v1 with SAC, the
-# README's Results section gives 15k env steps with 1k random ones (−120.0 with seed 0,
+# Results page gives 15k env steps with 1k random ones (−120.0 with seed 0,
 # against about −1200 for a random policy).
 
 # %% [markdown]

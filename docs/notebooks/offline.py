@@ -21,10 +21,10 @@
 # noise: what the project calls a "medium" dataset, from a policy part-way trained.
 #
 # Everything is tiny (3,000 SAC steps, 5,000 transitions, 1,000 IQL updates, 64×64 networks)
-# so that the notebook runs in CI in well under a minute. The offline results in
-# `benchmarks/README.md` show what a real budget looks like: the usual D4RL protocol is 1M
-# updates; on hopper-medium (200,000 transitions) IQL scored 19.8 after 30k updates and 114.8
-# after 100k (normalised, 100 = the expert SAC policy).
+# so that the notebook runs in CI in well under a minute. The offline results on the
+# Benchmarks page (`benchmarks/README.md`) show what a real budget looks like: the usual D4RL
+# protocol is 1M updates; on hopper-medium (200,000 transitions) IQL scored 19.8 after 30k
+# updates and 114.8 after 100k (normalised, 100 = the expert SAC policy).
 
 # %%
 import os
@@ -44,7 +44,7 @@ work = tempfile.mkdtemp()
 #
 # A short SAC run (see the notebook on training SAC), with learning rates of 1e-3 so that 5,000
 # steps get somewhere, gives a policy much better than random and short of the −120.0 that the
-# README reports for 15,000 steps. Its run folder is all that the collection needs.
+# Results page reports for 15,000 steps. Its run folder is all that the collection needs.
 
 # %%
 sac_dir = os.path.join(work, "sac")

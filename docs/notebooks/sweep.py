@@ -16,11 +16,11 @@
 # # A hyperparameter sweep as one vmapped run
 #
 # This notebook trains SAC on Pendulum-v1 at three critic learning rates with two seeds each:
-# six agents in one run, as one compiled program vmapped over the agents (README: "Many seeds,
-# a grid, many devices"). It then plots the evaluation curve of each grid point.
+# six agents in one run, as one compiled program vmapped over the agents (the guide "Many seeds
+# and grids"). It then plots the evaluation curve of each grid point.
 #
 # The budget is tiny (5,000 env steps per agent, 1,000 of them random, 64×64 networks) so that
-# the notebook runs in about a minute on a CPU. The README's Results section gives a budget that
+# the notebook runs in about a minute on a CPU. The Results page gives a budget that
 # learns: SAC with its default 256×256 networks reached −120.0 on Pendulum-v1 after 15,000
 # steps (1,000 random; seed 0), where a random policy scores about −1200.
 

@@ -21,8 +21,8 @@
 # which writes a run folder with logs, evaluations and checkpoints.
 #
 # The step counts are tiny so that the notebook runs in a minute on a CPU (it is executed
-# when the documentation is built). They are not enough to learn Pendulum. The README's
-# Results section gives a budget that does: SAC with its default 256×256 networks,
+# when the documentation is built). They are not enough to learn Pendulum. The Results
+# page gives a budget that does: SAC with its default 256×256 networks,
 # `--total-steps 15000 --start-steps 1000`, reached a mean evaluation return of −120.0 over
 # 10 episodes with seed 0 (a random policy scores about −1200).
 
@@ -184,5 +184,5 @@ plt.show()
 
 # %% [markdown]
 # The same run compiles end to end, env included, with `env_id="gymnax:Pendulum-v1"` (the
-# `gymnax` extra): the README reports −84.2 after 6,000 steps (1,000 random) in 32 s on 2 CPU
-# cores with the default networks.
+# `gymnax` extra): the guide "Compiled loops" reports −84.2 after 6,000 steps (1,000 random)
+# in 32 s on 2 CPU cores with the default networks.

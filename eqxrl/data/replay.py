@@ -131,11 +131,12 @@ class ReplayBuffer(eqx.Module):
 
         Returns:
             An `NStepTransition` whose leaves have `batch_size` rows: `obs` and `next_obs`
-            `(batch_size, *obs_shape)` (each leaf of a dict observation alike), `action`
-            `(batch_size, *action_shape)`, `rewards` `(batch_size, n)` (zero after a window's
-            last step), `terminated` `(batch_size,)` bool and `steps` `(batch_size,)` int32,
-            1 to `n`. `next_obs` is where step `steps` went; `returns(discount)` gives the n-step
-            return and the bootstrap factor, both `(batch_size,)`.
+                `(batch_size, *obs_shape)` (each leaf of a dict observation alike), `action`
+                `(batch_size, *action_shape)`, `rewards` `(batch_size, n)` (zero after a
+                window's last step), `terminated` `(batch_size,)` bool and `steps`
+                `(batch_size,)` int32, 1 to `n`. `next_obs` is where step `steps` went;
+                `returns(discount)` gives the n-step return and the bootstrap factor, both
+                `(batch_size,)`.
 
         Example:
             ```python

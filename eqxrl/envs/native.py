@@ -98,7 +98,7 @@ class JaxEnv(eqx.Module):
 
         Returns:
             The next observation and state, the reward and flags, the observation reached
-            (`final_obs`) and, if an episode ended, its return and length.
+                (`final_obs`) and, if an episode ended, its return and length.
 
         Raises:
             ValueError: if `action` has another shape (a batch: vmap `step` instead).
