@@ -139,8 +139,49 @@ def _example(algo: str):
     return module, spec, config, batch
 
 
+# What each metric name means, by its last part (and, where that is ambiguous, its full name).
+MEANING = {
+    "loss": "the loss this group's optimiser step minimised (mean over the batch)",
+    "grad_norm": "global L2 norm of that step's gradients",
+    "critic/q_mean": "mean Q(s, a) of the batch's actions (over critics and batch)",
+    "actor/q_mean": "mean Q(s, μ(s)) of the actor's actions",
+    "q/q_mean": "mean Q(s, a) of the batch's actions",
+    "target_q_mean": "mean TD target",
+    "target_mean": "mean TD target of the n-step windows",
+    "td_abs": "mean absolute TD error",
+    "actor/entropy": "entropy estimate −mean log π(a|s) of the actions sampled for the loss",
+    "entropy": "mean entropy of the policy's distribution",
+    "temperature/value": "the entropy temperature α",
+    "advantage_mean": "mean advantage min Q̄(s, a) − V(s) over the batch",
+    "log_prob": "mean log π(a|s) of the dataset's actions",
+    "weight_mean": "mean advantage weight min(exp(β·(Q − V)), max weight)",
+    "weight_max": "largest advantage weight in the batch",
+    "v_mean": "mean V(s)", "v_min": "smallest V(s)", "v_max": "largest V(s)",
+    "cql_gap": "the conservative gap: soft maximum of Q over actions minus Q of the data's",
+    "td_loss": "the TD part of the critic loss, without the conservative term",
+    "logsumexp": "mean logsumexp over actions of Q(s, ·)",
+    "accuracy": "fraction of states whose most likely (greedy) action is the dataset's",
+    "bc_mse": "mean squared distance of μ(s) to the dataset's action",
+    "lambda": "λ = α / mean |Q(s, μ(s))|, the weight of the Q term",
+    "mse": "mean squared distance of the policy's mode to the dataset's action",
+    "policy_loss": "the clipped surrogate loss", "value_loss": "the value loss",
+    "approx_kl": "approximate KL divergence of the new policy from the old, mean((ρ − 1) − log ρ)",
+    "clip_fraction": "fraction of probability ratios ρ outside [1 − ε, 1 + ε]",
+    "explained_variance": "1 − Var(G − V) / Var(G) over the rollout, G its value targets (GAE)",
+    "learning_rate": "the learning rate of this update (linear to 0 with --anneal-lr, the default)",
+}
+
+
+def _meaning(name: str) -> str:
+    last = name.rsplit("/", 1)[-1]
+    text = MEANING.get(name) or MEANING.get(last)
+    if text is None:
+        raise ValueError(f"docs/hooks.py: no meaning for the metric {name!r}; add it to MEANING")
+    return text
+
+
 def metrics(algo: str) -> str:
-    """The metric names an algorithm's `update` returns, as a list."""
+    """The metric names an algorithm's `update` returns, each with its meaning."""
     module, spec, config, batch = _example(algo)
     key = jax.random.key(0)
 
@@ -149,7 +190,7 @@ def metrics(algo: str) -> str:
         return module.update(state, batch, key, config)[1]
 
     shapes = jax.eval_shape(names)
-    return "\n".join(f"- `{name}`" for name in sorted(shapes))
+    return "\n".join(f"- `{name}`: {_meaning(name)}" for name in sorted(shapes))
 
 
 def _is_submodule(path: str) -> bool:
