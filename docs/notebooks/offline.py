@@ -20,7 +20,7 @@
 # episode with it. The data comes from a short SAC run on Pendulum-v1, rolled out with a little
 # noise: what the project calls a "medium" dataset, from a policy part-way trained.
 #
-# Everything is tiny (3,000 SAC steps, 5,000 transitions, 1,000 IQL updates, 64×64 networks)
+# Everything is tiny (5,000 SAC steps, 5,000 transitions, 2,000 IQL updates, 64×64 networks)
 # so that the notebook runs in CI in well under a minute. The offline results on the
 # Benchmarks page (`benchmarks/README.md`) show what a real budget looks like: the usual D4RL
 # protocol is 1M updates; on hopper-medium (200,000 transitions) IQL scored 19.8 after 30k
