@@ -44,6 +44,13 @@ def _first(x: jax.Array, size: int, axis: int) -> jax.Array:
     return jax.lax.slice_in_dim(x, 0, size, axis=axis)
 
 
+def rounded_rows(rows: int, limit: int) -> int:
+    """The smallest power of two ≥ `rows`, at most `limit`: how many entries `head_rows` and
+    `FrameReplayBuffer`'s checkpoint copy from the device, so that one compiled program serves
+    every size up to it."""
+    return min(limit, 1 << max(rows - 1, 0).bit_length())
+
+
 def head_rows(x: Any, axis: int, rows: int) -> Any:
     """The first `rows` entries of `x` along `axis`, for a checkpoint.
 
@@ -56,5 +63,4 @@ def head_rows(x: Any, axis: int, rows: int) -> Any:
     cut = (slice(None),) * axis + (slice(0, rows),)
     if not (isinstance(x, jax.Array) and x.is_fully_addressable):
         return x[cut]
-    size = min(x.shape[axis], 1 << max(rows - 1, 0).bit_length())
-    return np.asarray(_first(x, size, axis))[cut]
+    return np.asarray(_first(x, rounded_rows(rows, x.shape[axis]), axis))[cut]

@@ -27,7 +27,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Int, PRNGKeyArray, PyTree
 
 from eqxrl.core.spec import EnvSpec
-from eqxrl.core.tree import head_rows
+from eqxrl.core.tree import head_rows, rounded_rows
 from eqxrl.core.types import NStepTransition, Transition
 from eqxrl.data.dataset import Dataset
 from eqxrl.data.replay import n_step_windows
@@ -281,6 +281,6 @@ def newest_frames(ring: Array, end: Int[Array, "..."], count: int, axis: int) ->
     two, not one per checkpoint); a global array spread over processes is gathered exactly."""
     if not (isinstance(ring, jax.Array) and ring.is_fully_addressable):
         return _newest(ring, end, count, axis)
-    size = min(ring.shape[axis], 1 << max(count - 1, 0).bit_length())
+    size = rounded_rows(count, ring.shape[axis])
     cut = (slice(None),) * axis + (slice(size - count, size),)
     return np.asarray(_newest(ring, end, size, axis))[cut]
