@@ -113,7 +113,6 @@ def flags(algo: str) -> str:
 
 def _example(algo: str):
     """A tiny spec, config and batch on which the algorithm's update can be traced."""
-    import eqxrl
     from eqxrl.core import EnvSpec, NStepTransition, Rollout
 
     module = _module(algo)
@@ -135,7 +134,6 @@ def _example(algo: str):
         batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (4, 2) + jnp.shape(x)), row)
     else:
         batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (4,) + jnp.shape(x)), row)
-    del eqxrl
     return module, spec, config, batch
 
 
@@ -213,7 +211,7 @@ def exports(package: str) -> str:
         if home is None:
             raise ValueError(f"{package}.{name} is in no subpackage's __all__")
         target = f"{package}.{home}.{name}"
-        if importlib.util.find_spec(target.rsplit(".", 1)[0]) and _is_submodule(target):
+        if _is_submodule(target):
             target += "." + name  # a function named as its module (`eqxrl.core.jit.jit`)
         rows.append(f"| `{package}.{name}` | [`{package}.{home}.{name}`][{target}] |")
     return "\n".join(rows)
