@@ -54,6 +54,8 @@ class Config:
     """critic updates per actor (and target) update"""
     exploration_noise: eqxrl.Swept[float] = 0.1
     """std of the Gaussian noise `act` adds to μ(s) while training"""
+    critic_layer_norm: bool = False
+    """LayerNorm in the critics' hidden layers (ReBRAC)"""
 
     def __post_init__(self):
         layer_sizes(self)
@@ -63,6 +65,7 @@ class Config:
         within(self, "tau", 0, 1, open_low=True)
         within(self, "discount", 0, 1)
         self.net.refuse_mlp_sizes(self, "hidden_dims")
+        self.net.refuse_mlp_options(critic_layer_norm=self.critic_layer_norm)
 
 
 # ---------------------------------------------------------------------------- state
@@ -106,7 +109,8 @@ def init(
     actor_hidden, actor_kwargs = net.actor(config.hidden_dims, trunk=False)
     actor = eqxrl.DeterministicPolicy(spec.obs_dim, spec.action_dim, actor_hidden, key=k_actor,
                                       **actor_kwargs)
-    critic_hidden, critic_kwargs = net.critic(config.hidden_dims)
+    critic_hidden, critic_kwargs = net.critic(config.hidden_dims,
+                                              layer_norm=config.critic_layer_norm)
     critic = eqxrl.q_ensemble(spec, critic_hidden, key=k_critic, **critic_kwargs)
     return State(
         actor=net.train_state(actor, hyper.actor_lr),

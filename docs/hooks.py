@@ -160,7 +160,11 @@ MEANING = {
     "logsumexp": "mean logsumexp over actions of Q(s, ·)",
     "accuracy": "fraction of states whose most likely (greedy) action is the dataset's",
     "bc_mse": "mean squared distance of μ(s) to the dataset's action",
-    "lambda": "λ = α / mean |Q(s, μ(s))|, the weight of the Q term",
+    "lambda": "the weight λ of the actor's Q term: α / mean |Q(s, μ(s))| (TD3+BC), "
+              "1 / mean |min Q(s, μ(s))| (ReBRAC with --normalize-q)",
+    "bc_penalty": "mean of ‖μ(s) − a‖² (summed over action dimensions) to the dataset's action",
+    "next_bc_penalty": "mean of ‖ã' − a'‖² between the smoothed target action and the data's "
+                       "next action (0 on rows without one)",
     "mse": "mean squared distance of the policy's mode to the dataset's action",
     "policy_loss": "the clipped surrogate loss", "value_loss": "the value loss",
     "approx_kl": "approximate KL divergence of the new policy from the old, mean((ρ − 1) − log ρ)",

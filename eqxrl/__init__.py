@@ -17,6 +17,7 @@ from .core import Metrics as Metrics
 from .core import NStepTransition as NStepTransition
 from .core import Obs as Obs
 from .core import Rollout as Rollout
+from .core import SarsaTransition as SarsaTransition
 from .core import Swept as Swept
 from .core import Transition as Transition
 from .core import hyper_of as hyper_of
@@ -112,7 +113,8 @@ __version__ = "0.1.0"
 
 # The public names of this package (the API reference documents these).
 __all__ = [
-    "EnvSpec", "Hyper", "Metrics", "NStepTransition", "Obs", "Rollout", "Swept", "Transition",
+    "EnvSpec", "Hyper", "Metrics", "NStepTransition", "Obs", "Rollout", "SarsaTransition", "Swept",
+    "Transition",
     "hyper_of", "jit", "prefixed", "tree_stack", "tree_unstack", "Dataset", "Normalizer",
     "ReplayBuffer", "RunningNormalizer", "DatasetError", "DatasetInfo", "episode_ends",
     "episode_returns", "load_dataset", "preprocess", "save_dataset", "JaxEnv", "evaluate",

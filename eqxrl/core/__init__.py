@@ -33,6 +33,7 @@ from .types import Metrics as Metrics
 from .types import NStepTransition as NStepTransition
 from .types import Obs as Obs
 from .types import Rollout as Rollout
+from .types import SarsaTransition as SarsaTransition
 from .types import Transition as Transition
 
 # The public names of this package (the API reference documents these).
@@ -41,5 +42,5 @@ __all__ = [
     "ordered", "positive", "within", "SWEPT", "Hyper", "Swept", "hyper_of", "swept_fields", "jit",
     "merge", "split", "prefixed", "derived_seed", "EnvSpec", "tree_stack", "tree_unstack",
     "FloatScalar", "HyperValue", "Key", "Metrics", "NStepTransition", "Obs", "Rollout",
-    "Transition"
+    "SarsaTransition", "Transition"
 ]

@@ -64,6 +64,30 @@ class Transition(eqx.Module):
         return jnp.shape(self.reward)
 
 
+class SarsaTransition(Transition):
+    """A `Transition` with the action the data took next: (s, a, r, s′, a′), as SARSA uses it.
+
+    Offline methods that regularise toward the data's next action (ReBRAC's critic penalty)
+    read it. `has_next_action` is False on rows where the data has none (the last row of an
+    episode); `next_action` there repeats the row's own action and a loss must mask it.
+    `eqxrl.datasets.with_next_actions` builds these from a dataset's episodes.
+    """
+
+    next_action: Shaped[Array, "..."]
+    has_next_action: Bool[Array, "*batch"]
+
+    def __check_init__(self):
+        batch = jnp.shape(self.reward)
+        if jnp.shape(self.has_next_action) != batch:
+            raise ValueError(
+                f"SarsaTransition.has_next_action has shape {jnp.shape(self.has_next_action)} "
+                f"but reward has shape {batch}; they must share the batch shape.")
+        if jnp.shape(self.next_action) != jnp.shape(self.action):
+            raise ValueError(
+                f"SarsaTransition.next_action has shape {jnp.shape(self.next_action)} but action "
+                f"has shape {jnp.shape(self.action)}; a′ is laid out like a.")
+
+
 class Rollout(eqx.Module):
     """`num_steps` steps of `num_envs` envs, collected by an on-policy loop: every field has
     the leading axes `(num_steps, num_envs)`.

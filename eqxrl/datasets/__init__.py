@@ -22,6 +22,7 @@ from .episodes import rescale_actions as rescale_actions
 from .episodes import scale_rewards_by_return_range as scale_rewards_by_return_range
 from .episodes import shift_rewards as shift_rewards
 from .episodes import with_episode_cuts as with_episode_cuts
+from .episodes import with_next_actions as with_next_actions
 from .files import check_writable as check_writable
 from .files import load_dataset as load_dataset
 from .files import save_dataset as save_dataset
@@ -42,7 +43,8 @@ __all__ = [
     "D4RL_REFERENCE", "REQUIRED_KEYS", "d4rl_reference", "from_d4rl_dict", "named_leaves",
     "to_d4rl_dict", "PRESETS", "check_unit_actions", "clip_actions", "concatenate", "episode_cuts",
     "episode_ends", "episode_returns", "obs_normalizer", "preprocess", "rescale_actions",
-    "scale_rewards_by_return_range", "shift_rewards", "with_episode_cuts", "check_writable",
+    "scale_rewards_by_return_range", "shift_rewards", "with_episode_cuts", "with_next_actions",
+    "check_writable",
     "load_dataset", "save_dataset", "load_hdf5", "save_hdf5", "DatasetError", "DatasetInfo",
     "load_minari", "save_minari", "add_noise", "collect_episodes", "env_spec", "episode_seed",
     "random_policy"

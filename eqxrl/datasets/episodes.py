@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from eqxrl.core.types import SarsaTransition
 from eqxrl.data.dataset import Dataset, Normalizer
 from eqxrl.datasets.info import DatasetError
 
@@ -76,6 +77,34 @@ def episode_ends(dataset: Dataset) -> Bool[Array, " n"]:
     ends = np.asarray(dataset.data.terminated) | np.asarray(dataset.data.truncated)
     ends[-1] = True
     return jnp.asarray(ends)
+
+
+def with_next_actions(dataset: Dataset) -> Dataset:
+    """The dataset with each row's next action a′: its rows become `SarsaTransition`s.
+
+    a′ is the following row's action when that row continues the episode. A row that ends its
+    episode (flagged terminated or truncated, the last row, or a `next_obs` that is not the
+    following row's `obs`) has no a′ in the data: `has_next_action` is False there. A dataset
+    that already has next actions is returned as it is.
+
+    Raises:
+        DatasetError: for a dataset whose images are still in their file (lazy_images).
+    """
+    data = dataset.data
+    if isinstance(data, SarsaTransition):
+        return dataset
+    if dataset.images is not None:
+        raise DatasetError(
+            "with_next_actions compares observations, but this dataset's images are still in "
+            f"{dataset.images.path}; load it without lazy_images.")
+    ends = np.asarray(episode_ends(dataset)) | episode_cuts(data.obs, data.next_obs)
+    action = np.asarray(data.action)
+    following = np.concatenate([action[1:], action[-1:]])
+    ends_rows = ends.reshape((-1,) + (1,) * (action.ndim - 1))
+    next_action = np.where(ends_rows, action, following)
+    fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    return dataclasses.replace(dataset, data=SarsaTransition(
+        **fields, next_action=jnp.asarray(next_action), has_next_action=jnp.asarray(~ends)))
 
 
 def episode_returns(dataset: Dataset) -> Float[Array, " episodes"]:

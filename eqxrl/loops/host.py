@@ -38,6 +38,7 @@ from eqxrl.loops.common import fresh_copy, random_action, stack_rows
 from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
 from eqxrl.loops.nan_check import check_action, check_env_output
+from eqxrl.loops.offline_mix import load_offline_data
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for
@@ -106,8 +107,11 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
             state_key, buffer, action = jit(placed_init)()
             obs = [env.reset(seed=derived_seed(agents.seeds[i], 0))[0]
                    for env, i in zip(envs, mine, strict=True)]
+        offline = load_offline_data(config, spec)
+        if offline is not None and agents.mesh is not None:
+            offline = agents.place(offline, rows_axis=0)
         random_step, train_step, _, _, sk, buf = make_step_functions(
-            spec, config, algorithm, state_key, buffer, agents, hooks
+            spec, config, algorithm, state_key, buffer, agents, hooks, offline
         )
         flat = (sk.flatten(state_key), buf.flatten(buffer))  # donated from here on
         del state_key, buffer

@@ -15,8 +15,10 @@ import numpy as np
 from eqxrl.core.jit import merge, split
 from eqxrl.core.spec import EnvSpec
 from eqxrl.core.types import Transition
+from eqxrl.data.dataset import Dataset
 from eqxrl.loops.common import batch_sampler, explorer, random_action
 from eqxrl.loops.contract import OffPolicyHooks
+from eqxrl.loops.offline_mix import mixed_sampler
 from eqxrl.run.agents import Agents
 from eqxrl.vision.obs_encoder import has_images
 
@@ -59,6 +61,7 @@ class StepFunctions(NamedTuple):
 def make_step_functions(
     spec: EnvSpec, config: Any, algorithm: ModuleType, state_key: Any, buffer: Any, agents: Agents,
     hooks: OffPolicyHooks = OffPolicyHooks(),  # noqa: B008 (a frozen record)
+    offline: Dataset | None = None,
 ):
     """The loop's compiled calls on flat `(state-and-key arrays, buffer arrays)` carries.
 
@@ -69,7 +72,8 @@ def make_step_functions(
     to learn) runs `config.run.utd` updates per agent and returns their metrics (averaged over
     the updates) and whether all of them are finite, per agent. Its
     parts `act(state-and-key arrays, obs)` and `learn(state-and-key arrays, buffer arrays)` are
-    returned too (`benchmarks/sac_online.py` times `learn` alone).
+    returned too (`benchmarks/sac_online.py` times `learn` alone). With an `offline` dataset
+    (`--offline-data`), every batch mixes its rows with the buffer's (`eqxrl.loops.offline_mix`).
     """
     sk, buf = Flat(state_key), Flat(buffer)
     utd = config.run.utd
@@ -105,14 +109,18 @@ def make_step_functions(
         k_act = jax.random.split(key, 3)[2]
         return explore(state, jax.tree.map(lambda x: x[None], obs), k_act, env_step)[0]
 
-    def learn_one(sk_arrays: list, buffer_arrays: list):
+    if offline is not None:
+        mixed = mixed_sampler(config.run.offline_fraction, config.run.batch_size)
+
+    def learn_one(sk_arrays: list, buffer_arrays: list, offline: Dataset | None):
         state, key = sk.rebuild(sk_arrays)
         data = buf.rebuild(buffer_arrays)
         key, k_update, _ = jax.random.split(key, 3)
 
         def one_update(state, k):
             k_sample, k_loss = jax.random.split(k)
-            batch = agents.split_batch(sample(data, k_sample))
+            rows = sample(data, k_sample) if offline is None else mixed(data, offline, k_sample)
+            batch = agents.split_batch(rows)
             return algorithm.update(state, batch, k_loss, config)
 
         keys = jax.random.split(k_update, utd)
@@ -132,7 +140,10 @@ def make_step_functions(
         return sk.flatten((state, key)), metrics, finite
 
     act = jax.jit(agents.over(act_one, (0, 0, None)))
-    learn = jax.jit(agents.over(learn_one), donate_argnums=0)
+    learn_jit = jax.jit(agents.over(learn_one, (0, 0, None)), donate_argnums=0)
+
+    def learn(sk_arrays: list, buffer_arrays: list):
+        return learn_jit(sk_arrays, buffer_arrays, offline)  # the dataset: an argument, shared
 
     def train_step(flat: tuple[list, list], transition: tuple, obs, env_step: int,
                    learns: bool = True):

@@ -13,6 +13,7 @@ from eqxrl.envs.native import is_jax_env_id
 from eqxrl.loops.compiled import train_compiled
 from eqxrl.loops.contract import OffPolicyAlgorithm, OffPolicyHooks, check_algorithm
 from eqxrl.loops.host import train_host
+from eqxrl.loops.offline_mix import check_offline_data
 from eqxrl.run.record import resolve_resume
 
 
@@ -35,6 +36,7 @@ def train_online(
     """
     config = resolve_resume(config)
     check_algorithm(algorithm, OffPolicyAlgorithm)
+    check_offline_data(config, hooks)
     if is_jax_env_id(config.run.env_id):  # gymnax:..., brax:...: the whole loop is compiled
         if make_env is not default_make_env:
             raise ValueError(

@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from eqxrl.core.checks import ConfigError, at_least, fail
+from eqxrl.core.checks import ConfigError, at_least, fail, only_with, within
 from eqxrl.run.processes import check_processes
 
 
@@ -145,6 +145,11 @@ class OnlineRun(RunConfig):
     update_every: int = 1
     """env steps between learning calls: the update-to-data ratio is utd / update_every
     (DQN's classic one update every 4 steps is --utd 1 --update-every 4)"""
+    offline_data: str = ""
+    """a D4RL-style HDF5 file or Minari dataset that fills --offline-fraction of every batch,
+    the rest coming from the replay buffer (RLPD's symmetric sampling); empty: none"""
+    offline_fraction: float = 0.5
+    """fraction of each batch drawn from --offline-data"""
 
     def __post_init__(self):
         RunConfig.__post_init__(self)
@@ -152,6 +157,8 @@ class OnlineRun(RunConfig):
             fail("env_id", "a gymnasium environment id", self.env_id)
         at_least(self, 1, "total_steps", "start_steps", "batch_size", "buffer_size", "utd",
                  "update_every")
+        within(self, "offline_fraction", 0, 1)
+        only_with(self, bool(self.offline_data), "--offline-data PATH", "offline_fraction")
         if self.resume is not None and self.run_dir != self.resume:
             return  # flags beside --resume: checked once merged with the saved run's config
         agents = len(self.seed_list) * math.prod(len(v) for _, v in self.grid)

@@ -1,0 +1,93 @@
+"""Offline data in the online off-policy loop (`--offline-data`): every batch is part dataset,
+part replay buffer, as RLPD samples them (Ball, Smith, Kostrikov and Levine, 2023).
+
+The dataset is read once when the run starts (again when it resumes: the same file, from the
+folder the run started in), checked against the env, and passed to each compiled learning
+call as an argument shared by all agents, never saved in checkpoints. A batch of B rows holds
+round(fraction · B) dataset rows first, then the replay rows; both draws use the update's
+sampling key, so a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from eqxrl import datasets
+from eqxrl.core.spec import EnvSpec
+from eqxrl.data.dataset import Dataset
+from eqxrl.envs.native import is_jax_env_id
+from eqxrl.loops.contract import OffPolicyHooks
+from eqxrl.run.record import dataset_path, read_record
+from eqxrl.vision.obs_encoder import has_images
+
+
+def check_offline_data(config: Any, hooks: OffPolicyHooks) -> None:
+    """Refuse --offline-data where the loop cannot honour it, before any work starts.
+
+    Raises:
+        ValueError: for a JAX-native env, or an algorithm that samples its own batches.
+    """
+    settings = config.run
+    if not getattr(settings, "offline_data", ""):
+        return
+    if is_jax_env_id(settings.env_id):
+        raise ValueError(
+            f"--offline-data mixes a dataset into the host loop's batches; --env-id "
+            f"{settings.env_id} is trained by the compiled loop, which does not take one. Use "
+            "the gymnasium env the data was collected in.")
+    if hooks.sample_batch is not None:
+        raise ValueError(
+            "--offline-data draws single transitions, but this algorithm samples its own "
+            "batches (DQN's n-step windows); drop --offline-data.")
+
+
+def load_offline_data(config: Any, spec: EnvSpec) -> Dataset | None:
+    """The `--offline-data` dataset, checked against `spec`, on the device (None without it).
+
+    Raises:
+        ValueError: if its observations or actions do not fit the env, or its actions lie
+            outside [-1, 1].
+    """
+    settings = config.run
+    if not settings.offline_data:
+        return None
+    started = read_record(settings.resume).get("cwd") if settings.resume else None
+    path = dataset_path(settings.offline_data, started)
+    dataset, _ = datasets.load_dataset(path)
+    if has_images(spec):
+        raise ValueError(
+            "--offline-data takes vector observations: mixing pixel datasets into the frame "
+            "buffer's batches is not built yet. Drop --offline-data, or train on the pixels "
+            "offline (algorithms/bc.py, cql_discrete.py).")
+    where = f"--offline-data {settings.offline_data}"
+    try:
+        spec.check_batch(dataset.data, name="offline data")
+    except ValueError as err:
+        raise ValueError(
+            f"{where} does not fit --env-id {settings.env_id}: {err} Give a dataset collected "
+            "in this env, or the env the data was collected in.") from None
+    datasets.check_unit_actions(dataset, where)
+    return jax.device_put(Dataset(dataset.data))
+
+
+def mixed_sampler(fraction: float, batch_size: int) -> Callable[[Any, Dataset, jax.Array], Any]:
+    """`sample(buffer, offline, key)`: a batch of `batch_size` rows, round(fraction ·
+    batch_size) of them from `offline` first, the rest from the replay buffer."""
+    n_offline = round(fraction * batch_size)
+    n_online = batch_size - n_offline
+
+    def mixed(buffer: Any, offline: Dataset, key: jax.Array) -> Any:
+        k_offline, k_online = jax.random.split(key)
+        if n_online == 0:
+            return offline.sample(k_offline, n_offline)
+        online = buffer.sample(k_online, n_online)
+        if n_offline == 0:
+            return online
+        rows = offline.sample(k_offline, n_offline)
+        return jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), rows, online)
+
+    return mixed
