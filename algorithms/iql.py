@@ -12,6 +12,10 @@ twin critics regress to r + γ·(1 − terminated)·V(s'); the Gaussian actor is
 advantage-weighted regression −E[min(exp(β·(min Q̄ − V)), 100)·log π(a|s)]. The actor's
 learning rate follows a cosine decay to 0 over training. Defaults are those of the IQL paper
 and jaxrl_m for MuJoCo locomotion (rewards scaled by 1000 / (max − min episode return)).
+
+Offline → online: `--finetune-steps N` continues the trained agents online for N env steps
+(one update each, in `<run-dir>/finetune`), half of every batch from the dataset
+(`--finetune-fraction`), with the dataset's reward scaling applied to the online rewards too.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ class Config:
     """Implicit Q-Learning on a D4RL-style offline dataset with continuous actions."""
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun(preset="locomotion")
+    finetune: Annotated[eqxrl.Finetune, tyro.conf.arg(name="")] = eqxrl.Finetune()
     hidden_dims: tuple[int, ...] = (256, 256)
     """hidden layer sizes of actor, critics and value network"""
     actor_lr: eqxrl.Swept[float] = 3e-4
-    """initial actor learning rate (cosine-decayed to 0 over --total-updates)"""
+    """initial actor learning rate (cosine-decayed to 0 over --total-updates, plus
+    --finetune-steps)"""
     critic_lr: eqxrl.Swept[float] = 3e-4
     """critic learning rate"""
     value_lr: eqxrl.Swept[float] = 3e-4
@@ -68,6 +74,14 @@ class Config:
         within(self, "expectile", 0, 1, open_low=True, open_high=True)
         within(self, "tau", 0, 1, open_low=True)
         within(self, "discount", 0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(Config):
+    """IQL's online fine-tuning phase (--finetune-steps): the offline run's hyperparameters with
+    online run settings (`eqxrl.run.finetuning.online_settings` derives them)."""
+
+    run: eqxrl.OnlineRun = eqxrl.OnlineRun()
 
 
 # ---------------------------------------------------------------------------- state
@@ -157,8 +171,11 @@ def init(
     critic = eqxrl.q_ensemble(spec, config.hidden_dims, config.num_critics, key=k_critic)
     value = eqxrl.ValueFunction(spec.obs_dim, config.hidden_dims, key=k_value)
     return State(
-        actor=eqxrl.TrainState.create(actor, ADAM_COSINE, learning_rate=hyper.actor_lr,
-                                      decay_steps=float(config.run.total_updates)),
+        # The decay spans the offline updates and the fine-tuning steps, as in IQL's code (a
+        # fine-tuning phase takes its state, schedule included, from the offline run).
+        actor=eqxrl.TrainState.create(
+            actor, ADAM_COSINE, learning_rate=hyper.actor_lr,
+            decay_steps=float(config.run.budget + config.finetune.finetune_steps)),
         critic=eqxrl.TrainState.create(critic, eqxrl.ADAM, learning_rate=hyper.critic_lr),
         target_critic=critic,
         value=eqxrl.TrainState.create(value, eqxrl.ADAM, learning_rate=hyper.value_lr),
@@ -218,8 +235,8 @@ def act(
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
-    """Train IQL on the dataset and return the run's summary."""
-    return eqxrl.train_offline(config, sys.modules[__name__])
+    """Train IQL on the dataset (then online, with --finetune-steps); return the summary."""
+    return eqxrl.train_offline_online(config, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ SECTIONS = {  # nested config class -> its section heading and the reference pag
     "OfflineRun": "Run settings (`eqxrl.OfflineRun`)",
     "OnPolicyRun": "Run settings (`eqxrl.OnPolicyRun`)",
     "Networks": "Network family, weight decay and resets (`eqxrl.Networks`)",
+    "Finetune": "Offline → online fine-tuning (`eqxrl.Finetune`)",
     "EncoderConfig": "Image encoder (`eqxrl.vision.EncoderConfig`)",
 }
 

@@ -48,6 +48,7 @@ from .loops import OffPolicyHooks as OffPolicyHooks
 from .loops import check_algorithm as check_algorithm
 from .loops import train_compiled as train_compiled
 from .loops import train_offline as train_offline
+from .loops import train_offline_online as train_offline_online
 from .loops import train_on_policy as train_on_policy
 from .loops import train_online as train_online
 from .nn import ADAM as ADAM
@@ -98,6 +99,7 @@ from .rl import temperature_loss as temperature_loss
 from .rl import truncated_quantiles as truncated_quantiles
 from .rl import value_loss as value_loss
 from .run import CheckpointError as CheckpointError
+from .run import Finetune as Finetune
 from .run import LoadedRun as LoadedRun
 from .run import Logger as Logger
 from .run import OfflineRun as OfflineRun
@@ -114,21 +116,21 @@ __version__ = "0.1.0"
 # The public names of this package (the API reference documents these).
 __all__ = [
     "EnvSpec", "Hyper", "Metrics", "NStepTransition", "Obs", "Rollout", "SarsaTransition", "Swept",
-    "Transition",
-    "hyper_of", "jit", "prefixed", "tree_stack", "tree_unstack", "Dataset", "Normalizer",
-    "ReplayBuffer", "RunningNormalizer", "DatasetError", "DatasetInfo", "episode_ends",
-    "episode_returns", "load_dataset", "preprocess", "save_dataset", "JaxEnv", "evaluate",
-    "make_env", "make_eval_envs", "make_jax_env", "normalized_score", "spec_from_env",
+    "Transition", "hyper_of", "jit", "prefixed", "tree_stack", "tree_unstack", "Dataset",
+    "Normalizer", "ReplayBuffer", "RunningNormalizer", "DatasetError", "DatasetInfo",
+    "episode_ends", "episode_returns", "load_dataset", "preprocess", "save_dataset", "JaxEnv",
+    "evaluate", "make_env", "make_eval_envs", "make_jax_env", "normalized_score", "spec_from_env",
     "OfflineHooks", "OffPolicyHooks", "check_algorithm", "train_compiled", "train_offline",
-    "train_on_policy", "train_online", "ADAM", "ADAMW", "MLP", "BatchRenorm", "BatchRenormMLP",
-    "CategoricalPolicy", "DeterministicPolicy", "DiscreteQFunction", "Ensemble", "GaussianPolicy",
-    "QFunction", "QuantileQFunction", "RunningStats", "SimbaMLP", "TanhMultivariateNormalDiag",
-    "TrainState", "ValueFunction", "WithEncoder", "check_one_agent", "flatten_obs", "polyak",
-    "value_and_grad", "LogScalar", "Networks", "clipped_policy_loss", "critic_td_loss",
-    "discrete_q", "ensemble_q", "ensemble_quantiles", "every", "gae", "greedy_actions",
-    "normalised", "observe_batch", "policy_actions", "q_ensemble", "quantile_huber_loss",
-    "quantile_midpoints", "quantile_td_target", "reset_networks", "sample_actions",
-    "scheduled_reset", "smoothed_target_action", "td_target", "temperature_loss",
-    "truncated_quantiles", "value_loss", "CheckpointError", "LoadedRun", "Logger", "OfflineRun",
-    "OnlineRun", "OnPolicyRun", "RunConfig", "cli", "load_policy", "load_run", "print_summary"
+    "train_offline_online", "train_on_policy", "train_online", "ADAM", "ADAMW", "MLP",
+    "BatchRenorm", "BatchRenormMLP", "CategoricalPolicy", "DeterministicPolicy",
+    "DiscreteQFunction", "Ensemble", "GaussianPolicy", "QFunction", "QuantileQFunction",
+    "RunningStats", "SimbaMLP", "TanhMultivariateNormalDiag", "TrainState", "ValueFunction",
+    "WithEncoder", "check_one_agent", "flatten_obs", "polyak", "value_and_grad", "LogScalar",
+    "Networks", "clipped_policy_loss", "critic_td_loss", "discrete_q", "ensemble_q",
+    "ensemble_quantiles", "every", "gae", "greedy_actions", "normalised", "observe_batch",
+    "policy_actions", "q_ensemble", "quantile_huber_loss", "quantile_midpoints",
+    "quantile_td_target", "reset_networks", "sample_actions", "scheduled_reset",
+    "smoothed_target_action", "td_target", "temperature_loss", "truncated_quantiles", "value_loss",
+    "CheckpointError", "LoadedRun", "Logger", "Finetune", "OfflineRun", "OnlineRun", "OnPolicyRun",
+    "RunConfig", "cli", "load_policy", "load_run", "print_summary"
 ]

@@ -18,6 +18,7 @@ from .episodes import episode_ends as episode_ends
 from .episodes import episode_returns as episode_returns
 from .episodes import obs_normalizer as obs_normalizer
 from .episodes import preprocess as preprocess
+from .episodes import preset_rewards as preset_rewards
 from .episodes import rescale_actions as rescale_actions
 from .episodes import scale_rewards_by_return_range as scale_rewards_by_return_range
 from .episodes import shift_rewards as shift_rewards
@@ -42,10 +43,9 @@ from .rollouts import random_policy as random_policy
 __all__ = [
     "D4RL_REFERENCE", "REQUIRED_KEYS", "d4rl_reference", "from_d4rl_dict", "named_leaves",
     "to_d4rl_dict", "PRESETS", "check_unit_actions", "clip_actions", "concatenate", "episode_cuts",
-    "episode_ends", "episode_returns", "obs_normalizer", "preprocess", "rescale_actions",
-    "scale_rewards_by_return_range", "shift_rewards", "with_episode_cuts", "with_next_actions",
-    "check_writable",
-    "load_dataset", "save_dataset", "load_hdf5", "save_hdf5", "DatasetError", "DatasetInfo",
-    "load_minari", "save_minari", "add_noise", "collect_episodes", "env_spec", "episode_seed",
-    "random_policy"
+    "episode_ends", "episode_returns", "obs_normalizer", "preprocess", "preset_rewards",
+    "rescale_actions", "scale_rewards_by_return_range", "shift_rewards", "with_episode_cuts",
+    "with_next_actions", "check_writable", "load_dataset", "save_dataset", "load_hdf5", "save_hdf5",
+    "DatasetError", "DatasetInfo", "load_minari", "save_minari", "add_noise", "collect_episodes",
+    "env_spec", "episode_seed", "random_policy"
 ]

@@ -152,8 +152,8 @@ def clip_actions(dataset: Dataset, limit: float = 1.0 - 1e-5) -> Dataset:
     return _with(dataset, action=jnp.clip(data.action, -limit, limit))
 
 
-def scale_rewards_by_return_range(dataset: Dataset, target: float = 1000.0) -> Dataset:
-    """Multiply rewards by `target / (max episode return − min episode return)` (IQL)."""
+def return_range_scale(dataset: Dataset, target: float = 1000.0) -> float:
+    """`target / (max episode return − min episode return)`: IQL's reward scale for locomotion."""
     returns = np.asarray(episode_returns(dataset), np.float64)
     spread = float(returns.max() - returns.min())
     if not spread > 0:
@@ -161,9 +161,21 @@ def scale_rewards_by_return_range(dataset: Dataset, target: float = 1000.0) -> D
             f"Reward scaling by the return range needs episodes with different returns, but the "
             f"{returns.size} episode(s) all return {returns.max()} (max − min = {spread})."
         )
-    data = dataset.data
-    reward = (data.reward * jnp.float32(target / spread)).astype(jnp.float32)
-    return _with(dataset, reward=reward)
+    return target / spread
+
+
+def scale_rewards_by_return_range(dataset: Dataset, target: float = 1000.0) -> Dataset:
+    """Multiply rewards by `target / (max episode return − min episode return)` (IQL)."""
+    scale = return_range_scale(dataset, target)
+    return _with(dataset, reward=(dataset.data.reward * jnp.float32(scale)).astype(jnp.float32))
+
+
+def preset_rewards(dataset: Dataset, preset: str) -> tuple[float, float]:
+    """`(scale, shift)` such that `preprocess(dataset, preset)` maps each reward r to
+    r·scale + shift: what rewards collected later (fine-tuning online) need to match it."""
+    if preset == "locomotion":
+        return return_range_scale(dataset), 0.0
+    return (1.0, -1.0) if preset == "antmaze" else (1.0, 0.0)
 
 
 def shift_rewards(dataset: Dataset, shift: float = -1.0) -> Dataset:

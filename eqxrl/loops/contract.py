@@ -91,6 +91,12 @@ class OffPolicyHooks:
     sample_batch: Callable[[Any, Any, int, Any], Any] | None = None
     """`sample_batch(buffer, key, batch_size, config) -> batch` instead of `buffer.sample`
     (DQN draws n-step windows with `ReplayBuffer.sample_n_step`)"""
+    start_from: str | None = None
+    """a run folder of the same algorithm and agents whose newest checkpoint's state the agents
+    start from, instead of `init` (fine-tuning an offline run); the replay buffer starts empty"""
+    offline_preset: str = "none"
+    """the preprocessing preset of `--offline-data` (`eqxrl.datasets.preprocess`); its reward
+    transform is applied to the online rows too, so both halves of a batch agree"""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ from eqxrl.loops.common import fresh_copy, random_action, stack_rows
 from eqxrl.loops.contract import OffPolicyHooks
 from eqxrl.loops.host_steps import make_step_functions
 from eqxrl.loops.nan_check import check_action, check_env_output
-from eqxrl.loops.offline_mix import load_offline_data
+from eqxrl.loops.offline_mix import load_offline_data, trained_states
 from eqxrl.run.agents import tree_bytes
 from eqxrl.run.drive import Advanced, drive
 from eqxrl.run.grid import agents_for
@@ -105,13 +105,16 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
                         agents.place(action))
 
             state_key, buffer, action = jit(placed_init)()
+            if hooks.start_from is not None:  # fine-tuning: the trained agents, a new key
+                state_key = (agents.place(trained_states(hooks.start_from, agents, algorithm)),
+                             state_key[1])
             obs = [env.reset(seed=derived_seed(agents.seeds[i], 0))[0]
                    for env, i in zip(envs, mine, strict=True)]
-        offline = load_offline_data(config, spec)
+        offline, rewards = load_offline_data(config, spec, hooks.offline_preset)
         if offline is not None and agents.mesh is not None:
             offline = agents.place(offline, rows_axis=0)
         random_step, train_step, _, _, sk, buf = make_step_functions(
-            spec, config, algorithm, state_key, buffer, agents, hooks, offline
+            spec, config, algorithm, state_key, buffer, agents, hooks, offline, rewards
         )
         flat = (sk.flatten(state_key), buf.flatten(buffer))  # donated from here on
         del state_key, buffer

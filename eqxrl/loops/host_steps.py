@@ -61,7 +61,7 @@ class StepFunctions(NamedTuple):
 def make_step_functions(
     spec: EnvSpec, config: Any, algorithm: ModuleType, state_key: Any, buffer: Any, agents: Agents,
     hooks: OffPolicyHooks = OffPolicyHooks(),  # noqa: B008 (a frozen record)
-    offline: Dataset | None = None,
+    offline: Dataset | None = None, offline_rewards: tuple[float, float] = (1.0, 0.0),
 ):
     """The loop's compiled calls on flat `(state-and-key arrays, buffer arrays)` carries.
 
@@ -110,7 +110,8 @@ def make_step_functions(
         return explore(state, jax.tree.map(lambda x: x[None], obs), k_act, env_step)[0]
 
     if offline is not None:
-        mixed = mixed_sampler(config.run.offline_fraction, config.run.batch_size)
+        mixed = mixed_sampler(config.run.offline_fraction, config.run.batch_size,
+                              offline_rewards)
 
     def learn_one(sk_arrays: list, buffer_arrays: list, offline: Dataset | None):
         state, key = sk.rebuild(sk_arrays)

@@ -10,7 +10,9 @@ sampling key, so a resumed run draws the same batches.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -18,9 +20,12 @@ import jax.numpy as jnp
 
 from eqxrl import datasets
 from eqxrl.core.spec import EnvSpec
+from eqxrl.core.tree import tree_stack
 from eqxrl.data.dataset import Dataset
 from eqxrl.envs.native import is_jax_env_id
 from eqxrl.loops.contract import OffPolicyHooks
+from eqxrl.run.agents import Agents
+from eqxrl.run.load import load_run
 from eqxrl.run.record import dataset_path, read_record
 from eqxrl.vision.obs_encoder import has_images
 
@@ -45,8 +50,12 @@ def check_offline_data(config: Any, hooks: OffPolicyHooks) -> None:
             "batches (DQN's n-step windows); drop --offline-data.")
 
 
-def load_offline_data(config: Any, spec: EnvSpec) -> Dataset | None:
-    """The `--offline-data` dataset, checked against `spec`, on the device (None without it).
+def load_offline_data(
+    config: Any, spec: EnvSpec, preset: str = "none"
+) -> tuple[Dataset | None, tuple[float, float]]:
+    """The `--offline-data` dataset, checked against `spec`, preprocessed with `preset`, on
+    the device (None without it); and the preset's `(scale, shift)` of rewards, which the
+    online rows get too.
 
     Raises:
         ValueError: if its observations or actions do not fit the env, or its actions lie
@@ -54,7 +63,7 @@ def load_offline_data(config: Any, spec: EnvSpec) -> Dataset | None:
     """
     settings = config.run
     if not settings.offline_data:
-        return None
+        return None, (1.0, 0.0)
     started = read_record(settings.resume).get("cwd") if settings.resume else None
     path = dataset_path(settings.offline_data, started)
     dataset, _ = datasets.load_dataset(path)
@@ -71,23 +80,48 @@ def load_offline_data(config: Any, spec: EnvSpec) -> Dataset | None:
             f"{where} does not fit --env-id {settings.env_id}: {err} Give a dataset collected "
             "in this env, or the env the data was collected in.") from None
     datasets.check_unit_actions(dataset, where)
-    return jax.device_put(Dataset(dataset.data))
+    rewards = datasets.preset_rewards(dataset, preset)
+    dataset = datasets.preprocess(dataset, preset)
+    return jax.device_put(Dataset(dataset.data)), rewards
 
 
-def mixed_sampler(fraction: float, batch_size: int) -> Callable[[Any, Dataset, jax.Array], Any]:
+def mixed_sampler(
+    fraction: float, batch_size: int, rewards: tuple[float, float] = (1.0, 0.0)
+) -> Callable[[Any, Dataset, jax.Array], Any]:
     """`sample(buffer, offline, key)`: a batch of `batch_size` rows, round(fraction ·
-    batch_size) of them from `offline` first, the rest from the replay buffer."""
+    batch_size) of them from `offline` first, the rest from the replay buffer, whose rewards r
+    become r·scale + shift with `rewards` = (scale, shift) (the dataset's preset)."""
     n_offline = round(fraction * batch_size)
     n_online = batch_size - n_offline
+    scale, shift = rewards
 
     def mixed(buffer: Any, offline: Dataset, key: jax.Array) -> Any:
         k_offline, k_online = jax.random.split(key)
         if n_online == 0:
             return offline.sample(k_offline, n_offline)
         online = buffer.sample(k_online, n_online)
+        if (scale, shift) != (1.0, 0.0):
+            online = dataclasses.replace(
+                online, reward=online.reward * jnp.float32(scale) + jnp.float32(shift))
         if n_offline == 0:
             return online
         rows = offline.sample(k_offline, n_offline)
         return jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), rows, online)
 
     return mixed
+
+
+def trained_states(run_dir: str, agents: Agents, algorithm: ModuleType) -> Any:
+    """The newest checkpoint's state of every agent of `run_dir`, with the agent axis first:
+    where fine-tuning starts. Its agents (seeds, grid points) must be this run's, in order.
+
+    Raises:
+        ValueError: if `run_dir` is a run of another algorithm.
+    """
+    n = agents.n
+    try:
+        states = [load_run(run_dir, algorithm=algorithm, agent=i if n > 1 else None).state
+                  for i in range(n)]
+    except ValueError as err:
+        raise ValueError(f"Fine-tuning cannot start from {run_dir}: {err}") from None
+    return tree_stack(states)

@@ -37,6 +37,9 @@ def train_online(
     config = resolve_resume(config)
     check_algorithm(algorithm, OffPolicyAlgorithm)
     check_offline_data(config, hooks)
+    if hooks.start_from is not None and is_jax_env_id(config.run.env_id):
+        raise ValueError(f"Fine-tuning starts host-loop agents; --env-id {config.run.env_id} is "
+                         "trained by the compiled loop. Use the gymnasium env of the dataset.")
     if is_jax_env_id(config.run.env_id):  # gymnax:..., brax:...: the whole loop is compiled
         if make_env is not default_make_env:
             raise ValueError(

@@ -15,6 +15,7 @@ from .config_io import to_dict as to_dict
 from .drive import Advanced as Advanced
 from .drive import drive as drive
 from .drive import run_loop as run_loop
+from .finetuning import Finetune as Finetune
 from .grid import agents_for as agents_for
 from .grid import make_agents as make_agents
 from .harness import Run as Run
@@ -40,6 +41,6 @@ __all__ = [
     "Agents", "tree_bytes", "CheckpointError", "cli", "parse_flags", "flat_fields", "from_dict",
     "identity", "to_dict", "Advanced", "drive", "run_loop", "agents_for", "make_agents", "Run",
     "LoadedRun", "load_policy", "load_run", "Logger", "read_metrics", "connect", "AgentProgress",
-    "Progress", "read_record", "resolve_resume", "OfflineRun", "OnlineRun", "OnPolicyRun",
-    "RunConfig", "StopFlag", "print_summary"
+    "Progress", "read_record", "resolve_resume", "Finetune", "OfflineRun", "OnlineRun",
+    "OnPolicyRun", "RunConfig", "StopFlag", "print_summary"
 ]

@@ -135,6 +135,8 @@ class Run:
             self.created = True
         saved = dataclasses.replace(config, run=dataclasses.replace(run, resume=None))
         record = {"algorithm": self.name, "module": self.module, "config": to_dict(saved)}
+        if type(saved).__name__ != "Config":  # a fine-tuning phase's (`config_class`)
+            record["config_class"] = type(saved).__name__
         # what relative paths in the config are relative to: where the run first started
         started = read_record(self.dir).get("cwd") if self.resume else os.getcwd()
         if started:

@@ -108,7 +108,8 @@ def load_run(
     """
     record = read_record(run_dir)
     module = _algorithm(record, algorithm)
-    config = from_dict(module.Config, record["config"], os.path.join(run_dir, "config.json"))
+    config_class = getattr(module, record.get("config_class", "Config"))
+    config = from_dict(config_class, record["config"], os.path.join(run_dir, "config.json"))
     # loaded here, in this one process: where the run was trained is not where it is read
     config = dataclasses.replace(config, run=dataclasses.replace(
         config.run, run_dir=run_dir, num_processes=1, process_id=None, coordinator=None))

@@ -102,6 +102,13 @@ def resolve_resume(config: Any, given: set[str] | None = None) -> Any:
         return config  # a new run, or resolved already
     record = read_record(run.resume)
     _same_algorithm(config, record, run.resume)
+    saved_class = record.get("config_class", "Config")
+    if saved_class != type(config).__name__:
+        parent = os.path.dirname(os.path.normpath(run.resume))
+        raise ConfigError(
+            f"--resume {run.resume}: that folder holds a run of {saved_class} (the fine-tuning "
+            f"phase of the run in {parent}), not of {type(config).__name__}; resume the whole "
+            f"run instead: --resume {parent}.")
     saved = from_dict(type(config), record["config"], "config.json")
     now, before = flat_fields(config), flat_fields(saved)
     if not ("run.env_id" in (given or ()) and now.get("run.env_id") == before.get("run.env_id")):
