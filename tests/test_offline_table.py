@@ -75,3 +75,27 @@ def test_bad_arguments_are_named(tmp_path, kw, match):
     tiny_dataset(path)
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         ot.Args(**({"datasets": (path,), "algos": ("bc",)} | kw))
+
+
+def test_num_seeds_is_one_vmapped_run_whose_agents_and_curve_are_read(tmp_path):
+    path = str(tmp_path / "pendulum-mixed.hdf5")
+    tiny_dataset(path)
+    args = ot.Args(datasets=(path,), algos=("rebrac",), num_seeds=3, total_updates=2000,
+                   eval_interval=1000, out_dir=str(tmp_path / "out"))
+    cmd = ot.command(args, path, "rebrac", -1)
+    assert cmd[1].endswith("rebrac.py") and cmd[4:6] == ["--num-seeds", "3"]
+    directory = ot.run_dir(args, path, "rebrac", -1)
+    assert directory.endswith(os.path.join("pendulum-mixed", "rebrac__n3"))
+    os.makedirs(directory)
+    agents = [{"final_normalized_score": v} for v in (10.0, 20.0, 30.0)]
+    with open(os.path.join(directory, "summary.json"), "w") as f:
+        json.dump({"final_normalized_score": 20.0, "interrupted": False, "agents": agents,
+                   "wall_time_s": 120.0}, f)
+    with open(os.path.join(directory, "eval.csv"), "w") as f:
+        f.write("step,agent,seed,normalized_score_mean\n1000,0,0,4\n1000,1,1,6\n1000,2,2,8\n"
+                "2000,0,0,10\n2000,1,1,20\n2000,2,2,30\n")
+    assert ot.table(args).splitlines()[2].endswith("| 20.0 ± 8.2 (n=3, 2 min) |")
+    assert ot.curves(args) == "- pendulum-mixed rebrac: 1k: 6.0, 2k: 20.0"
+    with pytest.raises(ValueError, match=r"--num-seeds 3 trains seeds 0..2 in one run; drop "
+                                         r"--seeds 1 2"):
+        ot.Args(datasets=(path,), num_seeds=3, seeds=(1, 2))
