@@ -114,7 +114,7 @@ def flags(algo: str) -> str:
 
 def _example(algo: str):
     """A tiny spec, config and batch on which the algorithm's update can be traced."""
-    from eqxrl.core import EnvSpec, NStepTransition, Rollout
+    from eqxrl.core import EnvSpec, NStepTransition, Rollout, SarsaTransition
 
     module = _module(algo)
     discrete = algo in ("dqn", "cql_discrete")
@@ -129,6 +129,10 @@ def _example(algo: str):
     if algo == "dqn":
         row = NStepTransition(row.obs, row.action, jnp.zeros((3,)), row.next_obs,
                               row.terminated, jnp.ones((), jnp.int32))
+    if algo == "rebrac":  # its rows carry the data's next action
+        row = SarsaTransition(*(getattr(row, f) for f in ("obs", "action", "reward", "next_obs",
+                                                           "terminated", "truncated")),
+                              row.action, jnp.ones((), bool))
     if algo == "ppo":
         row = Rollout(row.obs, row.action, row.reward, row.next_obs, row.terminated,
                       row.truncated, {"log_prob": jnp.zeros(()), "value": jnp.zeros(())})
