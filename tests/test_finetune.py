@@ -1,6 +1,7 @@
 """Offline → online fine-tuning (`--finetune-steps`, IQL); the reward presets of mixed batches."""
 
 import dataclasses
+import json
 import os
 import shutil
 
@@ -14,6 +15,7 @@ from eqxrl import Dataset, Finetune, OfflineRun, ReplayBuffer, Transition
 from eqxrl.algorithms import iql, sac
 from eqxrl.datasets import preprocess, preset_rewards
 from eqxrl.loops.offline_mix import mixed_sampler
+from eqxrl.run.config_io import to_dict
 
 from .conftest import assert_trees_equal, pendulum_dataset_file
 
@@ -93,7 +95,10 @@ def test_finetuning_from_a_run_of_another_algorithm_is_refused(tmp_path):
     run = eqxrl.OnlineRun(env_id="Pendulum-v1", total_steps=30, start_steps=10, batch_size=8,
                           eval_interval=30, eval_episodes=1, log_interval=10,
                           run_dir=str(tmp_path / "sac"), tensorboard=False, progress=False)
-    sac.main(sac.Config(run=run, hidden_dims=(8, 8)))
+    os.makedirs(tmp_path / "sac")  # what a SAC run's config.json says (no need to train one)
+    with open(tmp_path / "sac" / "config.json", "w") as f:
+        json.dump({"algorithm": "sac", "module": "eqxrl.algorithms.sac",
+                   "config": to_dict(sac.Config(run=run))}, f)
     online = iql.FinetuneConfig(run=dataclasses.replace(run, run_dir=str(tmp_path / "iql")),
                                 hidden_dims=(8, 8))
     with pytest.raises(ValueError, match=r"Fine-tuning cannot start from .*sac.*trained by 'sac'"):
