@@ -16,6 +16,7 @@ from eqxrl.algorithms import iql, sac
 from eqxrl.datasets import preprocess, preset_rewards
 from eqxrl.loops.offline_mix import mixed_sampler
 from eqxrl.run.config_io import to_dict
+from eqxrl.tools.plot import load_curve
 
 from .conftest import assert_trees_equal, pendulum_dataset_file
 
@@ -77,6 +78,9 @@ def test_finetuning_continues_the_offline_agent_online_and_resumes_across_the_sw
     rows = eqxrl.loops.joined_evals(whole)
     assert [(r["step"], r["phase"]) for r in rows] == [
         (20, 0), (40, 0), (60, 1), (80, 1), (100, 1)]
+    steps, values = load_curve(whole)  # eqxrl-plot draws the same one curve
+    assert list(steps) == [20, 40, 60, 80, 100]
+    np.testing.assert_allclose(values, [r["return_mean"] for r in rows])
     # Interrupted in the online phase (its newest checkpoint lost), the run resumes exactly.
     part = str(tmp_path / "part")
     shutil.copytree(whole, part)

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
+from eqxrl.run.finetuning import FINETUNE_DIR
 from eqxrl.run.logging import read_metrics
 
 # Run settings that do not change what is learned: runs differing only in these are seeds of
@@ -64,12 +65,19 @@ def members(run_dir: str) -> list[tuple[str, int | None]]:
 def load_curve(
     run_dir: str, metric: str = "return_mean", agent: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`(steps, values)` of an evaluation metric of one run (or of one agent of it)."""
+    """`(steps, values)` of an evaluation metric of one run (or of one agent of it). An offline
+    run fine-tuned online (`--finetune-steps`) is one curve: its online evaluations follow the
+    offline ones, at the offline updates plus their env steps."""
     columns = _eval_columns(run_dir)
     if metric not in columns:
         raise KeyError(f"{run_dir}/eval.csv has no column {metric!r}; it has {sorted(columns)}.")
     keep = np.ones(len(columns["step"]), bool) if agent is None else columns["agent"] == agent
-    return columns["step"][keep].astype(np.int64), columns[metric][keep]
+    steps, values = columns["step"][keep].astype(np.int64), columns[metric][keep]
+    online = os.path.join(run_dir, FINETUNE_DIR)
+    if os.path.exists(os.path.join(online, "eval.csv")):
+        more, their = load_curve(online, metric, agent)
+        steps, values = np.concatenate([steps, steps.max() + more]), np.concatenate([values, their])
+    return steps, values
 
 
 def _setting(run_dir: str, agent: int | None = None) -> dict:
