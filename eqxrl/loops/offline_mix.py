@@ -37,7 +37,7 @@ def check_offline_data(config: Any, hooks: OffPolicyHooks) -> None:
         ValueError: for a JAX-native env, or an algorithm that samples its own batches.
     """
     settings = config.run
-    if not getattr(settings, "offline_data", ""):
+    if not settings.offline_data:
         return
     if is_jax_env_id(settings.env_id):
         raise ValueError(
@@ -64,14 +64,14 @@ def load_offline_data(
     settings = config.run
     if not settings.offline_data:
         return None, (1.0, 0.0)
-    started = read_record(settings.resume).get("cwd") if settings.resume else None
-    path = dataset_path(settings.offline_data, started)
-    dataset, _ = datasets.load_dataset(path)
     if has_images(spec):
         raise ValueError(
             "--offline-data takes vector observations: mixing pixel datasets into the frame "
             "buffer's batches is not built yet. Drop --offline-data, or train on the pixels "
             "offline (algorithms/bc.py, cql_discrete.py).")
+    started = read_record(settings.resume).get("cwd") if settings.resume else None
+    path = dataset_path(settings.offline_data, started)
+    dataset, _ = datasets.load_dataset(path)
     where = f"--offline-data {settings.offline_data}"
     try:
         spec.check_batch(dataset.data, name="offline data")
