@@ -93,3 +93,14 @@ def test_a_short_run_resumes_bit_exactly_and_loads_as_a_policy(tmp_path):
     assert isinstance(whole.state, sac.State) and whole.state.critic.model.num == 4
     policy, _ = eqxrl.load_policy(str(tmp_path / "whole"))
     assert policy(np.zeros(3, np.float32)).shape == (1,)
+
+
+def test_pixel_envs_are_refused_before_the_dataset_is_read(tmp_path):
+    from eqxrl import EnvSpec
+    from eqxrl.loops.offline_mix import load_offline_data
+
+    pixels = EnvSpec(jax.ShapeDtypeStruct((84, 84, 9), np.uint8), (1,), action_low=(-1.0,),
+                     action_high=(1.0,), frame_stack=3)
+    config = tiny(tmp_path, dataset=str(tmp_path / "not-read.hdf5"))
+    with pytest.raises(ValueError, match=r"--offline-data takes vector observations"):
+        load_offline_data(config, pixels)
