@@ -49,6 +49,14 @@ def test_paper_defaults():
     assert config.exploration_noise == 0.1 and config.run.start_steps == 25_000
 
 
+def test_critic_layer_norm_is_an_mlp_option():
+    state = td3.init(jax.random.key(0), SPEC, dataclasses.replace(SMALL, critic_layer_norm=True))
+    assert all(m.net.norms is not None for m in state.critic.model.members)
+    assert state.actor.model.net.norms is None
+    with pytest.raises(ValueError, match=r"--critic-layer-norm is an option of the plain MLP"):
+        td3.Config(net=eqxrl.Networks(network="simba"), critic_layer_norm=True)
+
+
 def test_critic_and_actor_losses_by_hand():
     critic = constant_critic([1.0, 3.0], jax.random.key(0))
     batch = make_batch(jax.random.key(1), n=4)
