@@ -180,6 +180,7 @@ def test_vmap_over_seeds_equals_separate_runs():
 
 
 # ---------------------------------------------------------------- the script
+@pytest.mark.slow  # ~10 s; the default run stays within ~6 minutes on 2 cores
 def test_main_trains_on_next_actions_and_resumes(tmp_path):
     path = pendulum_dataset_file(tmp_path / "d.hdf5")
     run_dir = str(tmp_path / "run")
