@@ -137,3 +137,14 @@ def test_head_rows_cuts_exactly_with_one_program_per_power_of_two():
         assert isinstance(cut, np.ndarray) and cut.shape == (2, rows, 3)
         np.testing.assert_array_equal(cut, np.asarray(x)[:, :rows])
     assert tree._first._cache_size() - before <= 8  # sizes 1, 2, 4, ..., 64 and the full 100
+
+
+def test_a_run_setting_added_later_keeps_older_checkpoints_loading():
+    from eqxrl.run.checkpoints import config_differences
+
+    saved = {"run": {"seed": 0}, "lr": 1.0}
+    want = {"run": {"seed": 0, "offline_data": ""}, "lr": 1.0}
+    defaults = {"run": {"seed": 0, "offline_data": ""}, "lr": 1.0}
+    assert config_differences(want, saved, defaults) == {}
+    changed = {"run": {"seed": 0, "offline_data": "d.hdf5"}, "lr": 1.0}  # not its default
+    assert set(config_differences(changed, saved, defaults)) == {"run"}

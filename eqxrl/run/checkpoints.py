@@ -50,8 +50,15 @@ def config_differences(
     """`{field: (saved value, config's value)}` where a checkpoint's config differs from
     `config`. With `defaults` (`config_io.field_defaults`), a field the saved config lacks
     counts as equal while `config` holds its default: the field was added after the checkpoint
-    was written (run folders of earlier versions)."""
+    was written (run folders of earlier versions); so does a field of a nested config (`run`).
+    """
     want, defaults = config_dict(config), defaults or {}
+    saved = dict(saved)
+    for k, value in want.items():  # nested settings (`run`) gain fields the same way
+        default = defaults.get(k)
+        if isinstance(value, dict) and isinstance(saved.get(k), dict) and isinstance(default, dict):
+            saved[k] = saved[k] | {f: v for f, v in value.items()
+                                   if f not in saved[k] and f in default and default[f] == v}
     added = {k for k in want if k not in saved and k in defaults and want[k] == defaults[k]}
     return {k: (saved.get(k), want.get(k)) for k in sorted(set(want) | set(saved))
             if k not in added and saved.get(k) != want.get(k)}

@@ -138,9 +138,7 @@ class Run:
         if type(saved).__name__ != "Config":  # a fine-tuning phase's (`config_class`)
             record["config_class"] = type(saved).__name__
         # what relative paths in the config are relative to: where the run first started
-        started = read_record(self.dir).get("cwd") if self.resume else os.getcwd()
-        if started:
-            record["cwd"] = started
+        record["cwd"] = read_record(self.dir).get("cwd") if self.resume else os.getcwd()
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(record, f, indent=2)
         self.logger = Logger(
