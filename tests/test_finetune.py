@@ -60,6 +60,7 @@ def test_online_rows_get_the_reward_transform_of_the_dataset_preset(tmp_path, pr
 
 
 # ---------------------------------------------------------------- the two phases
+@pytest.mark.slow  # ~20 s: two phases and a resume; the default run stays within ~6 minutes
 def test_finetuning_continues_the_offline_agent_online_and_resumes_across_the_switch(tmp_path):
     config = small(tmp_path, "whole", finetune_steps=60)
     summary = iql.main(dataclasses.replace(config, run=dataclasses.replace(
