@@ -17,6 +17,7 @@ every evaluation step.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import subprocess
@@ -24,11 +25,13 @@ import sys
 import time
 from typing import Literal
 
+import numpy as np
 import tyro
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
-from benchmarks.offline_table import curve, dataset_name, read_summary  # noqa: E402
+from benchmarks.offline_table import dataset_name, read_summary  # noqa: E402
+from eqxrl.datasets import load_dataset  # noqa: E402
 from eqxrl.run.checkpoints import list_checkpoints  # noqa: E402
 
 Method = Literal["sac", "rlpd", "iql"]
@@ -95,8 +98,6 @@ def command(args: Args, method: str) -> list[str]:
 
 
 def dataset_env(path: str) -> str:
-    from eqxrl.datasets import load_dataset
-
     info = load_dataset(path)[1]
     if info.env_id is None:
         raise ValueError(f"--dataset {path!r} names no env id in its metadata.")
@@ -119,19 +120,37 @@ def train(args: Args, method: str) -> tuple[float, int]:
     return time.perf_counter() - start, code
 
 
+def returns(directory: str) -> dict[int, float]:
+    """Mean evaluation return over the run's agents at each step of its eval.csv."""
+    path = os.path.join(directory, "eval.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps: dict[int, list[float]] = {}
+    for r in rows:
+        steps.setdefault(int(float(r["step"])), []).append(float(r["return_mean"]))
+    return {s: float(np.mean(v)) for s, v in sorted(steps.items())}
+
+
 def curves(args: Args) -> dict[str, dict[int, float]]:
-    """Method -> {online env step: mean normalised score}; IQL's step 0 is its offline end."""
+    """Method -> {online env step: mean normalised score}; IQL's step 0 is its offline end.
+
+    Online runs log returns only (their env has no reference returns), so every curve is
+    normalised here with the dataset's random and expert returns.
+    """
+    low, high = load_dataset(args.dataset)[1].reference or (0.0, 100.0)
     out = {}
     for method in args.methods:
         directory = run_dir(args, method)
         if method == "iql":
-            offline = curve(directory)
+            offline = returns(directory)
             points = {0: offline[max(offline)]} if offline else {}
-            points |= curve(os.path.join(directory, "finetune"))
+            points |= returns(os.path.join(directory, "finetune"))
         else:
-            points = curve(directory)
+            points = returns(directory)
         if points:
-            out[method] = points
+            out[method] = {s: 100 * (r - low) / (high - low) for s, r in points.items()}
     return out
 
 

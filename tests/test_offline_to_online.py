@@ -11,9 +11,11 @@ from .conftest import pendulum_dataset_file
 
 
 def write_eval(directory, rows):
+    """An eval.csv whose returns are the given normalised scores under references (−1200,
+    −150) (those of `pendulum_dataset_file`)."""
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "eval.csv"), "w") as f:
-        f.write("step,normalized_score_mean\n" + "".join(f"{s},{v}\n" for s, v in rows))
+        f.write("step,return_mean\n" + "".join(f"{s},{-1200 + 10.5 * v}\n" for s, v in rows))
 
 
 def test_commands_curves_and_table(tmp_path):
@@ -34,7 +36,7 @@ def test_commands_curves_and_table(tmp_path):
     write_eval(o2o.run_dir(args, "iql"), [(2000, 5), (4000, 50)])  # offline: updates
     write_eval(os.path.join(o2o.run_dir(args, "iql"), "finetune"), [(1000, 55), (2000, 60)])
     lines = o2o.curves(args)
-    assert lines["iql"] == {0: 50.0, 1000: 55.0, 2000: 60.0}  # starts at its offline end
+    assert lines["iql"] == pytest.approx({0: 50.0, 1000: 55.0, 2000: 60.0})  # its offline end
     text = o2o.table(args, lines)
     assert "| 1,000 | 10.0 | 40.0 | 55.0 |" in text
     assert "RLPD ahead of SAC at 1 of 2 evaluation steps (not at [2000])." in text
