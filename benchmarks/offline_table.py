@@ -205,16 +205,17 @@ def agent_scores(summary: dict) -> list[float | None]:
     return [summary.get("final_normalized_score")]
 
 
-def curve(directory: str) -> dict[int, float]:
-    """Mean normalised score over the run's agents at each evaluation step of its eval.csv."""
+def curve(directory: str, column: str = "normalized_score_mean") -> dict[int, float]:
+    """Mean of an eval.csv column (the normalised score) over the run's agents at each
+    evaluation step."""
     path = os.path.join(directory, "eval.csv")
     if not os.path.exists(path):
         return {}
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("normalized_score_mean")]
+        rows = [r for r in csv.DictReader(f) if r.get(column)]
     steps: dict[int, list[float]] = {}
     for r in rows:
-        steps.setdefault(int(float(r["step"])), []).append(float(r["normalized_score_mean"]))
+        steps.setdefault(int(float(r["step"])), []).append(float(r[column]))
     return {s: float(np.mean(v)) for s, v in sorted(steps.items())}
 
 

@@ -17,7 +17,6 @@ every evaluation step.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import subprocess
@@ -25,12 +24,11 @@ import sys
 import time
 from typing import Literal
 
-import numpy as np
 import tyro
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
-from benchmarks.offline_table import dataset_name, read_summary  # noqa: E402
+from benchmarks.offline_table import curve, dataset_name, read_summary  # noqa: E402
 from eqxrl.datasets import load_dataset  # noqa: E402
 from eqxrl.run.checkpoints import list_checkpoints  # noqa: E402
 
@@ -120,19 +118,6 @@ def train(args: Args, method: str) -> tuple[float, int]:
     return time.perf_counter() - start, code
 
 
-def returns(directory: str) -> dict[int, float]:
-    """Mean evaluation return over the run's agents at each step of its eval.csv."""
-    path = os.path.join(directory, "eval.csv")
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    steps: dict[int, list[float]] = {}
-    for r in rows:
-        steps.setdefault(int(float(r["step"])), []).append(float(r["return_mean"]))
-    return {s: float(np.mean(v)) for s, v in sorted(steps.items())}
-
-
 def curves(args: Args) -> dict[str, dict[int, float]]:
     """Method -> {online env step: mean normalised score}; IQL's step 0 is its offline end.
 
@@ -144,11 +129,11 @@ def curves(args: Args) -> dict[str, dict[int, float]]:
     for method in args.methods:
         directory = run_dir(args, method)
         if method == "iql":
-            offline = returns(directory)
+            offline = curve(directory, "return_mean")
             points = {0: offline[max(offline)]} if offline else {}
-            points |= returns(os.path.join(directory, "finetune"))
+            points |= curve(os.path.join(directory, "finetune"), "return_mean")
         else:
-            points = returns(directory)
+            points = curve(directory, "return_mean")
         if points:
             out[method] = {s: 100 * (r - low) / (high - low) for s, r in points.items()}
     return out
