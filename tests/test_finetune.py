@@ -57,6 +57,8 @@ def test_online_rows_get_the_reward_transform_of_the_dataset_preset(tmp_path, pr
     online = np.asarray(batch.reward[4:])
     raw = (online - shift) / scale
     np.testing.assert_allclose(raw, np.round(raw), atol=1e-4)  # r·scale + shift of r in 0..7
+    with pytest.raises(ValueError, match=r"preset='walker' is not known"):
+        preset_rewards(data, "walker")
 
 
 # ---------------------------------------------------------------- the two phases

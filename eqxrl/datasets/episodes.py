@@ -172,7 +172,13 @@ def scale_rewards_by_return_range(dataset: Dataset, target: float = 1000.0) -> D
 
 def preset_rewards(dataset: Dataset, preset: str) -> tuple[float, float]:
     """`(scale, shift)` such that `preprocess(dataset, preset)` maps each reward r to
-    r·scale + shift: what rewards collected later (fine-tuning online) need to match it."""
+    r·scale + shift: what rewards collected later (fine-tuning online) need to match it.
+
+    Raises:
+        ValueError: for a preset that is not one of `PRESETS`.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is not known; choose one of {list(PRESETS)}.")
     if preset == "locomotion":
         return return_range_scale(dataset), 0.0
     return (1.0, -1.0) if preset == "antmaze" else (1.0, 0.0)
@@ -191,13 +197,16 @@ def preprocess(dataset: Dataset, preset: str) -> Dataset:
     scale rewards by 1000 / (max − min episode return). 'antmaze' (IQL on AntMaze): clip
     actions and subtract 1 from every reward.
     """
+    scale, shift = preset_rewards(dataset, preset)  # the one definition of each preset
     if preset == "none":
         return dataset
-    if preset == "locomotion":
-        return scale_rewards_by_return_range(clip_actions(dataset))
-    if preset == "antmaze":
-        return shift_rewards(clip_actions(dataset))
-    raise ValueError(f"preset={preset!r} is not known; choose one of {list(PRESETS)}.")
+    dataset = clip_actions(dataset)
+    reward = dataset.data.reward
+    if scale != 1.0:
+        reward = (reward * jnp.float32(scale)).astype(jnp.float32)
+    if shift:
+        reward = reward + jnp.float32(shift)
+    return _with(dataset, reward=reward)
 
 
 def obs_normalizer(dataset: Dataset, eps: float = 1e-3) -> Normalizer:
