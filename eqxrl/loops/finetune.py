@@ -12,8 +12,8 @@ evaluation curve across the switch.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
+import math
 import os
 from types import ModuleType
 from typing import Any
@@ -22,6 +22,7 @@ from eqxrl.loops.contract import OfflineHooks, OffPolicyHooks
 from eqxrl.loops.offline import train_offline
 from eqxrl.loops.online import train_online
 from eqxrl.run.finetuning import FINETUNE_DIR, online_settings
+from eqxrl.run.logging import read_metrics
 from eqxrl.run.record import resolve_resume
 
 
@@ -55,10 +56,9 @@ def joined_evals(run_dir: str) -> list[dict[str, float]]:
     the online rows' `step` is the offline updates plus their env steps, and each row says
     its `phase` (0 offline, 1 online)."""
     def rows(path: str) -> list[dict[str, float]]:
-        if not os.path.exists(path):
-            return []
-        with open(path, newline="") as f:
-            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        columns = read_metrics(path) if os.path.exists(path) else {}
+        return [{k: float(v[i]) for k, v in columns.items() if not math.isnan(v[i])}
+                for i in range(len(columns.get("step", ())))]
 
     offline = [r | {"phase": 0.0} for r in rows(os.path.join(run_dir, "eval.csv"))]
     switch = max((r["step"] for r in offline), default=0.0)

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from eqxrl.run.finetuning import FINETUNE_DIR
+from eqxrl.loops.finetune import joined_evals
 from eqxrl.run.logging import read_metrics
 
 # Run settings that do not change what is learned: runs differing only in these are seeds of
@@ -71,13 +71,9 @@ def load_curve(
     columns = _eval_columns(run_dir)
     if metric not in columns:
         raise KeyError(f"{run_dir}/eval.csv has no column {metric!r}; it has {sorted(columns)}.")
-    keep = np.ones(len(columns["step"]), bool) if agent is None else columns["agent"] == agent
-    steps, values = columns["step"][keep].astype(np.int64), columns[metric][keep]
-    online = os.path.join(run_dir, FINETUNE_DIR)
-    if os.path.exists(os.path.join(online, "eval.csv")):
-        more, their = load_curve(online, metric, agent)
-        steps, values = np.concatenate([steps, steps.max() + more]), np.concatenate([values, their])
-    return steps, values
+    rows = [r for r in joined_evals(run_dir) if agent is None or r["agent"] == agent]
+    return (np.array([r["step"] for r in rows], np.int64),
+            np.array([r.get(metric, np.nan) for r in rows]))
 
 
 def _setting(run_dir: str, agent: int | None = None) -> dict:
