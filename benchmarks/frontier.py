@@ -16,6 +16,9 @@ Both sides use sbx's defaults for each algorithm, which eqxrl's flags reproduce:
   residual blocks of 256 (sbx's net_arch), AdamW with optax's default weight decay 1e-4, no
   observation normalisation (sbx has none), log-std clipped at −20, lr 3e-4, batch 256.
 Both sample `--learning-starts` uniform random actions first (sbx's `learning_starts`).
+- SimbaV2 (`simbav2`) is eqxrl's alone: sbx has none, so it runs with `--only eqxrl` and its
+  update is timed at the paper's sizes (critics 2 blocks of 512, actor 1 of 128, batch 256),
+  or at `--simbav2-critic-width`; its training runs use `--simbav2-utd` (the paper's 2).
 
 `update` times one update on the same fixed batch of random transitions: eqxrl's compiled
 `update` against sbx's jitted `_train` with `gradient_steps=1` (what its `train` calls after
@@ -51,7 +54,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 class Args:
     mode: Literal["update", "train"] = "update"
     """`update`: the update alone on one batch; `train`: whole training runs"""
-    algorithms: tuple[Literal["crossq", "tqc", "sac_simba"], ...] = ("crossq", "tqc")
+    algorithms: tuple[Literal["crossq", "tqc", "sac_simba", "simbav2"], ...] = ("crossq", "tqc")
     env_id: str = "HalfCheetah-v5"
     steps: int = 3000
     """env steps per training run (`train`)"""
@@ -66,14 +69,23 @@ class Args:
     calls: int = 200
     """timed update calls per framework (`update`)"""
     only: tuple[Literal["eqxrl", "sbx"], ...] = ("eqxrl", "sbx")
+    """the frameworks to run (simbav2 runs on eqxrl only)"""
+    simbav2_critic_width: int = 512
+    """SimbaV2's critic width (the paper's 512)"""
+    simbav2_utd: int = 2
+    """SimbaV2's updates per env step in `train` (the paper's 2)"""
     out: str | None = None
     """write the results as JSON here"""
 
 
-def eqxrl_config(name: str, run: dict):
+def eqxrl_config(name: str, run: dict, a: Args | None = None):
     import eqxrl
-    from eqxrl.algorithms import crossq, sac, tqc
+    from eqxrl.algorithms import crossq, sac, simbav2, tqc
 
+    a = Args() if a is None else a
+    if name == "simbav2":
+        settings = eqxrl.OnlineRun(batch_size=256, utd=a.simbav2_utd, **run)
+        return simbav2, simbav2.Config(run=settings, critic_width=a.simbav2_critic_width)
     settings = eqxrl.OnlineRun(batch_size=256, **run)
     if name == "crossq":
         return crossq, crossq.Config(run=settings, critic_hidden_dims=(1024, 1024))
@@ -134,13 +146,13 @@ def time_interleaved(fns: dict, calls: int, block: int = 6) -> dict:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def update_eqxrl(name: str, env, batch: dict):
+def update_eqxrl(name: str, env, batch: dict, a: Args):
     import jax
     import jax.numpy as jnp
 
     import eqxrl
 
-    module, config = eqxrl_config(name, {})
+    module, config = eqxrl_config(name, {}, a)
     spec = eqxrl.spec_from_env(env)
     state = module.init(jax.random.key(0), spec, config)
     transition = eqxrl.Transition(
@@ -217,8 +229,8 @@ def run_update(a: Args) -> dict:
     for name in a.algorithms:
         fns, flops = {}, 0.0
         if "eqxrl" in a.only:
-            fns["eqxrl"], flops = update_eqxrl(name, env, batch)
-        if "sbx" in a.only:
+            fns["eqxrl"], flops = update_eqxrl(name, env, batch, a)
+        if "sbx" in a.only and name != "simbav2":
             fns["sbx"] = update_sbx(name, env, batch)
         seconds = time_interleaved(fns, a.calls)
         row = {k: {"seconds": v} for k, v in seconds.items()}
@@ -250,7 +262,7 @@ def train_eqxrl(name: str, a: Args) -> dict:
             start_steps=a.learning_starts, eval_interval=a.eval_interval or a.steps,
             eval_episodes=a.eval_episodes, checkpoint_interval=a.steps, run_dir=run_dir,
             progress=False, tensorboard=False,
-        ))
+        ), a)
         start = time.perf_counter()
         summary = module.main(config)
         seconds = time.perf_counter() - start
@@ -313,7 +325,7 @@ def run_train(a: Args) -> dict:
         row = {}
         if "eqxrl" in a.only:
             row["eqxrl"] = train_eqxrl(name, a)
-        if "sbx" in a.only:
+        if "sbx" in a.only and name != "simbav2":
             row["sbx"] = train_sbx(name, a)
         results[name] = row
         parts = [f"{k} {v['steps_per_second']:.1f} env steps/s, final eval "

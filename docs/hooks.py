@@ -175,6 +175,8 @@ MEANING = {
     "approx_kl": "approximate KL divergence of the new policy from the old, mean((ρ − 1) − log ρ)",
     "clip_fraction": "fraction of probability ratios ρ outside [1 − ε, 1 + ε]",
     "explained_variance": "1 − Var(G − V) / Var(G) over the rollout, G its value targets (GAE)",
+    "reward_scale": "what rewards are divided by: max(√(Var G + ε), max |G| / g_max) over the "
+                    "discounted returns G of the env steps so far (SimbaV2)",
     "learning_rate": "the learning rate of this update (linear to 0 with --anneal-lr, the default)",
 }
 

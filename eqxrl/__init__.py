@@ -28,6 +28,7 @@ from .core import tree_unstack as tree_unstack
 from .data import Dataset as Dataset
 from .data import Normalizer as Normalizer
 from .data import ReplayBuffer as ReplayBuffer
+from .data import ReturnScaler as ReturnScaler
 from .data import RunningNormalizer as RunningNormalizer
 from .datasets import DatasetError as DatasetError
 from .datasets import DatasetInfo as DatasetInfo
@@ -52,6 +53,7 @@ from .loops import train_offline_online as train_offline_online
 from .loops import train_on_policy as train_on_policy
 from .loops import train_online as train_online
 from .nn import ADAM as ADAM
+from .nn import ADAM_LINEAR_DECAY as ADAM_LINEAR_DECAY
 from .nn import ADAMW as ADAMW
 from .nn import MLP as MLP
 from .nn import BatchRenorm as BatchRenorm
@@ -61,6 +63,9 @@ from .nn import DeterministicPolicy as DeterministicPolicy
 from .nn import DiscreteQFunction as DiscreteQFunction
 from .nn import Ensemble as Ensemble
 from .nn import GaussianPolicy as GaussianPolicy
+from .nn import HyperCategoricalQ as HyperCategoricalQ
+from .nn import HyperGaussianPolicy as HyperGaussianPolicy
+from .nn import HyperTrunk as HyperTrunk
 from .nn import QFunction as QFunction
 from .nn import QuantileQFunction as QuantileQFunction
 from .nn import RunningStats as RunningStats
@@ -72,12 +77,18 @@ from .nn import WithEncoder as WithEncoder
 from .nn import check_one_agent as check_one_agent
 from .nn import flatten_obs as flatten_obs
 from .nn import polyak as polyak
+from .nn import project_weights as project_weights
 from .nn import value_and_grad as value_and_grad
 from .rl import LogScalar as LogScalar
 from .rl import Networks as Networks
+from .rl import categorical_projection as categorical_projection
+from .rl import categorical_support as categorical_support
+from .rl import categorical_td_loss as categorical_td_loss
+from .rl import categorical_value as categorical_value
 from .rl import clipped_policy_loss as clipped_policy_loss
 from .rl import critic_td_loss as critic_td_loss
 from .rl import discrete_q as discrete_q
+from .rl import ensemble_logits as ensemble_logits
 from .rl import ensemble_q as ensemble_q
 from .rl import ensemble_quantiles as ensemble_quantiles
 from .rl import every as every
@@ -117,20 +128,22 @@ __version__ = "0.1.0"
 __all__ = [
     "EnvSpec", "Hyper", "Metrics", "NStepTransition", "Obs", "Rollout", "SarsaTransition", "Swept",
     "Transition", "hyper_of", "jit", "prefixed", "tree_stack", "tree_unstack", "Dataset",
-    "Normalizer", "ReplayBuffer", "RunningNormalizer", "DatasetError", "DatasetInfo",
-    "episode_ends", "episode_returns", "load_dataset", "preprocess", "save_dataset", "JaxEnv",
-    "evaluate", "make_env", "make_eval_envs", "make_jax_env", "normalized_score", "spec_from_env",
-    "OfflineHooks", "OffPolicyHooks", "check_algorithm", "train_compiled", "train_offline",
-    "train_offline_online", "train_on_policy", "train_online", "ADAM", "ADAMW", "MLP",
-    "BatchRenorm", "BatchRenormMLP", "CategoricalPolicy", "DeterministicPolicy",
-    "DiscreteQFunction", "Ensemble", "GaussianPolicy", "QFunction", "QuantileQFunction",
-    "RunningStats", "SimbaMLP", "TanhMultivariateNormalDiag", "TrainState", "ValueFunction",
-    "WithEncoder", "check_one_agent", "flatten_obs", "polyak", "value_and_grad", "LogScalar",
-    "Networks", "clipped_policy_loss", "critic_td_loss", "discrete_q", "ensemble_q",
-    "ensemble_quantiles", "every", "gae", "greedy_actions", "normalised", "observe_batch",
-    "policy_actions", "q_ensemble", "quantile_huber_loss", "quantile_midpoints",
+    "Normalizer", "ReplayBuffer", "ReturnScaler", "RunningNormalizer", "DatasetError",
+    "DatasetInfo", "episode_ends", "episode_returns", "load_dataset", "preprocess", "save_dataset",
+    "JaxEnv", "evaluate", "make_env", "make_eval_envs", "make_jax_env", "normalized_score",
+    "spec_from_env", "OfflineHooks", "OffPolicyHooks", "check_algorithm", "train_compiled",
+    "train_offline", "train_offline_online", "train_on_policy", "train_online", "ADAM",
+    "ADAM_LINEAR_DECAY", "ADAMW", "MLP", "BatchRenorm", "BatchRenormMLP", "CategoricalPolicy",
+    "DeterministicPolicy", "DiscreteQFunction", "Ensemble", "GaussianPolicy", "HyperCategoricalQ",
+    "HyperGaussianPolicy", "HyperTrunk", "QFunction", "QuantileQFunction", "RunningStats",
+    "SimbaMLP", "TanhMultivariateNormalDiag", "TrainState", "ValueFunction", "WithEncoder",
+    "check_one_agent", "flatten_obs", "polyak", "project_weights", "value_and_grad", "LogScalar",
+    "Networks", "categorical_projection", "categorical_support", "categorical_td_loss",
+    "categorical_value", "clipped_policy_loss", "critic_td_loss", "discrete_q", "ensemble_logits",
+    "ensemble_q", "ensemble_quantiles", "every", "gae", "greedy_actions", "normalised",
+    "observe_batch", "policy_actions", "q_ensemble", "quantile_huber_loss", "quantile_midpoints",
     "quantile_td_target", "reset_networks", "sample_actions", "scheduled_reset",
     "smoothed_target_action", "td_target", "temperature_loss", "truncated_quantiles", "value_loss",
-    "CheckpointError", "LoadedRun", "Logger", "Finetune", "OfflineRun", "OnlineRun", "OnPolicyRun",
+    "CheckpointError", "Finetune", "LoadedRun", "Logger", "OfflineRun", "OnlineRun", "OnPolicyRun",
     "RunConfig", "cli", "load_policy", "load_run", "print_summary"
 ]

@@ -468,8 +468,8 @@ def _stacked_case(name):
     return module, config, _vector_spec(discrete=name in ("dqn", "cql_discrete"))
 
 
-@pytest.mark.parametrize("name", ["sac", "td3", "crossq", "tqc", "dqn", "ppo", "iql", "cql",
-                                  "bc", "td3_bc", "cql_discrete"])
+@pytest.mark.parametrize("name", ["sac", "td3", "crossq", "tqc", "simbav2", "dqn", "ppo", "iql",
+                                  "cql", "bc", "td3_bc", "cql_discrete"])
 def test_a_stacked_state_without_vmap_names_the_agents_and_the_fix(name):
     module, config, spec = _stacked_case(name)
     keys = jax.random.split(jax.random.key(0), 3)

@@ -14,6 +14,7 @@ from .image_rows import decode_jpeg as decode_jpeg
 from .image_rows import is_image_node as is_image_node
 from .replay import ReplayBuffer as ReplayBuffer
 from .replay import n_step_windows as n_step_windows
+from .reward_scale import ReturnScaler as ReturnScaler
 from .running_norm import RunningNormalizer as RunningNormalizer
 from .saved import buffer_from_saved as buffer_from_saved
 from .saved import buffer_saved as buffer_saved
@@ -25,8 +26,8 @@ from .saved import make_buffer as make_buffer
 
 # The public names of this package (the API reference documents these).
 __all__ = [
-    "Dataset", "Normalizer", "FrameReplayBuffer", "frame_capacity", "EpisodeImageRows",
-    "ImageRows", "decode_jpeg", "is_image_node", "ReplayBuffer", "n_step_windows",
+    "Dataset", "Normalizer", "FrameReplayBuffer", "frame_capacity", "EpisodeImageRows", "ImageRows",
+    "decode_jpeg", "is_image_node", "ReplayBuffer", "n_step_windows", "ReturnScaler",
     "RunningNormalizer", "buffer_from_saved", "buffer_saved", "buffer_saved_like", "filled_rows",
     "filled_rows_like", "from_filled_rows", "make_buffer"
 ]

@@ -121,8 +121,11 @@ def train_compiled(config: Any, algorithm: ModuleType,
             t < start_steps, lambda: random_action(spec, k_random),
             lambda: explore(state, jax.tree.map(lambda x: x[None], obs), k_act, t)[0])
         out = env.step(k_env, carry["env"], action)
-        buffer = carry["buffer"].add(Transition(obs, action, out.reward, out.final_obs,
-                                                out.terminated, out.truncated))
+        transition = Transition(obs, action, out.reward, out.final_obs, out.terminated,
+                                out.truncated)
+        if hooks.observe is not None:
+            state = hooks.observe(state, jax.tree.map(lambda x: x[None], transition))
+        buffer = carry["buffer"].add(transition)
         learns = (t + 1 >= start_steps) & ((t + 1) % every == 0)
 
         def skip(state, batches, key):

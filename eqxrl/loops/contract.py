@@ -91,6 +91,11 @@ class OffPolicyHooks:
     sample_batch: Callable[[Any, Any, int, Any], Any] | None = None
     """`sample_batch(buffer, key, batch_size, config) -> batch` instead of `buffer.sample`
     (DQN draws n-step windows with `ReplayBuffer.sample_n_step`)"""
+    observe: Callable[[Any, Any], Any] | None = None
+    """`observe(state, transition) -> state` after every env step (random ones too), given that
+    step's `Transition` as a batch of one row, before it is stored: statistics that follow the
+    env's stream rather than the training batches (SimbaV2's observation statistics and return
+    scale). None: the state changes only in `update`"""
     start_from: str | None = None
     """a run folder of the same algorithm and agents whose newest checkpoint's state the agents
     start from, instead of `init` (fine-tuning an offline run); the replay buffer starts empty"""

@@ -17,6 +17,11 @@ from .critics import greedy_actions as greedy_actions
 from .critics import q_ensemble as q_ensemble
 from .critics import smoothed_target_action as smoothed_target_action
 from .critics import td_target as td_target
+from .distributional import categorical_projection as categorical_projection
+from .distributional import categorical_support as categorical_support
+from .distributional import categorical_td_loss as categorical_td_loss
+from .distributional import categorical_value as categorical_value
+from .distributional import ensemble_logits as ensemble_logits
 from .networks import Networks as Networks
 from .networks import normalised as normalised
 from .networks import observe_batch as observe_batch
@@ -37,8 +42,9 @@ from .schedules import every as every
 __all__ = [
     "LogScalar", "policy_actions", "sample_actions", "temperature_loss", "CriticFn",
     "critic_td_loss", "discrete_q", "ensemble_q", "greedy_actions", "q_ensemble",
-    "smoothed_target_action", "td_target", "Networks", "normalised", "observe_batch",
-    "reset_networks", "scheduled_reset", "clipped_policy_loss", "gae", "value_loss",
-    "ensemble_quantiles", "quantile_huber_loss", "quantile_midpoints", "quantile_td_target",
-    "truncated_quantiles", "AGENTS", "every"
+    "smoothed_target_action", "td_target", "categorical_projection", "categorical_support",
+    "categorical_td_loss", "categorical_value", "ensemble_logits", "Networks", "normalised",
+    "observe_batch", "reset_networks", "scheduled_reset", "clipped_policy_loss", "gae",
+    "value_loss", "ensemble_quantiles", "quantile_huber_loss", "quantile_midpoints",
+    "quantile_td_target", "truncated_quantiles", "AGENTS", "every"
 ]
