@@ -1,6 +1,7 @@
 import dataclasses
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,14 @@ def test_project_weights_puts_rows_back_on_the_sphere_and_leaves_the_rest():
     np.testing.assert_allclose(np.linalg.norm(w, axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(back.members.head.bias, moved.members.head.bias)
     np.testing.assert_allclose(back.members.head.scaler.value, moved.members.head.scaler.value)
+
+
+def test_init_of_several_agents_has_no_qr_factorisation():
+    # XLA:CPU deadlocked running the batched QRs of an orthogonal init for 2 agents at once
+    # (a 2-agent HalfCheetah run hung before its first step); the rows are drawn on the sphere.
+    keys = jax.random.split(jax.random.key(0), 2)
+    jaxpr = jax.make_jaxpr(jax.vmap(lambda k: simbav2.init(k, SPEC, simbav2.Config())))(keys)
+    assert not re.findall(r"\b(qr|geqrf|householder_product)\[", str(jaxpr))
 
 
 def test_policy_log_std_is_squashed_into_its_range():

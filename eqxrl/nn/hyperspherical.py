@@ -39,15 +39,17 @@ def l2_normalize(x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
 class HyperLinear(eqx.Module):
     """`x @ Wᵀ` without bias, whose weight rows (one per output) are unit vectors.
 
-    Initialised orthogonal, then projected to the sphere. Gradient steps move the rows off the
-    sphere: call `project_weights` on the model after each optimiser step.
+    Each row starts uniform on the sphere (a Gaussian row, normalised). The authors initialise
+    orthogonally; for the widths used, independent rows on the sphere are orthogonal up to
+    O(1/√in_size). A QR factorisation is avoided on purpose: XLA:CPU (jax 0.10) deadlocked
+    running the batched QRs of several agents' initialisations at once. Gradient steps move
+    the rows off the sphere: call `project_weights` on the model after each optimiser step.
     """
 
     weight: Float[Array, "out_size in_size"]
 
     def __init__(self, in_size: int, out_size: int, *, key: PRNGKeyArray):
-        weight = jax.nn.initializers.orthogonal()(key, (out_size, in_size), jnp.float32)
-        self.weight = l2_normalize(weight)
+        self.weight = l2_normalize(jax.random.normal(key, (out_size, in_size), jnp.float32))
 
     def __call__(self, x: Float[Array, "*batch in_size"]) -> Float[Array, "*batch out_size"]:
         """`x @ Wᵀ` for one input or a batch (leading axes)."""
