@@ -23,10 +23,13 @@ Both sample `--learning-starts` uniform random actions first (sbx's `learning_st
 `update` times one update on the same fixed batch of random transitions: eqxrl's compiled
 `update` against sbx's jitted `_train` with `gradient_steps=1` (what its `train` calls after
 sampling, with its policy-delay offset cycling as `train` does), each called from Python and
-blocked on, the two frameworks in alternating blocks of 6 calls (median over blocks), so the
-delayed actor updates are in every block and drift falls on both alike. The ratio is sbx's time over
-eqxrl's. It also reports the update's matmul FLOPs from XLA's cost analysis over the machine's
-measured float32 matmul peak.
+blocked on, the frameworks in alternating blocks of 6 calls (median over blocks), so the
+delayed actor updates are in every block and drift falls on all alike. The ratio is sbx's time
+over eqxrl's. eqxrl is timed twice: called on its `State` (as from a notebook), and
+`eqxrl_flat`, as its host loop calls it: on the state's flat list of arrays, donated, so no
+Python flattening of the Equinox modules per call. It also reports the update's matmul FLOPs
+from XLA's cost analysis over the machine's measured float32 matmul peak (at `eqxrl_flat`'s
+time).
 
 `train` runs each framework from scratch for `--steps` env steps at UTD 1 in this invocation,
 one after the other, timed end to end (compilation and evaluations included), then evaluates
@@ -170,7 +173,27 @@ def update_eqxrl(name: str, env, batch: dict, a: Args):
         box["state"], metrics = compiled(box["state"], transition, k)
         jax.block_until_ready(metrics)
 
-    return call, flops
+    # As eqxrl's host loop calls it: the state and key held as their flat list of arrays
+    # (eqxrl.core.jit.split/merge), donated from call to call, so no Python flattening of the
+    # Equinox modules per call.
+    from eqxrl.core.jit import merge, split
+
+    dynamic, static = split((state, jax.random.key(1)))
+
+    def flat_update(dynamic, transition):
+        state, key = merge(dynamic, static)
+        key, k = jax.random.split(key)
+        state, metrics = module.update(state, transition, k, config)
+        return split((state, key))[0], metrics
+
+    flat = jax.jit(flat_update, donate_argnums=0).lower(dynamic, transition).compile()
+    box["dynamic"] = jax.tree.map(jnp.copy, dynamic)
+
+    def call_flat():
+        box["dynamic"], metrics = flat(box["dynamic"], transition)
+        jax.block_until_ready(metrics)
+
+    return call, call_flat, flops
 
 
 def update_sbx(name: str, env, batch: dict):
@@ -229,13 +252,13 @@ def run_update(a: Args) -> dict:
     for name in a.algorithms:
         fns, flops = {}, 0.0
         if "eqxrl" in a.only:
-            fns["eqxrl"], flops = update_eqxrl(name, env, batch, a)
+            fns["eqxrl"], fns["eqxrl_flat"], flops = update_eqxrl(name, env, batch, a)
         if "sbx" in a.only and name != "simbav2":
             fns["sbx"] = update_sbx(name, env, batch)
         seconds = time_interleaved(fns, a.calls)
         row = {k: {"seconds": v} for k, v in seconds.items()}
         if "eqxrl" in row:
-            row["eqxrl"]["flops"] = flops
+            row["eqxrl"]["flops"] = row["eqxrl_flat"]["flops"] = flops
         results[name] = row
         print_update(name, row, results["peak_flops"])
     return results
@@ -244,9 +267,10 @@ def run_update(a: Args) -> dict:
 def print_update(name: str, row: dict, peak: float) -> None:
     parts = [f"{k} {v['seconds'] * 1e3:.2f} ms/update" for k, v in row.items()]
     if {"eqxrl", "sbx"} <= set(row):
-        parts.append(f"eqxrl ÷ sbx speed {row['sbx']['seconds'] / row['eqxrl']['seconds']:.2f}×")
+        parts.append(f"eqxrl ÷ sbx speed {row['sbx']['seconds'] / row['eqxrl']['seconds']:.2f}×"
+                     f" (flat: {row['sbx']['seconds'] / row['eqxrl_flat']['seconds']:.2f}×)")
     if "eqxrl" in row and row["eqxrl"]["flops"]:
-        fraction = row["eqxrl"]["flops"] / row["eqxrl"]["seconds"] / peak
+        fraction = row["eqxrl"]["flops"] / row["eqxrl_flat"]["seconds"] / peak
         gflop = row["eqxrl"]["flops"] / 1e9
         parts.append(f"{gflop:.2f} GFLOP, {100 * fraction:.0f}% of matmul peak")
     print(f"{name:7s} " + "; ".join(parts), flush=True)
