@@ -2,12 +2,10 @@ import dataclasses
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 
 import equinox as eqx
-import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +16,7 @@ from eqxrl import EnvSpec
 from eqxrl.algorithms import simbav2
 
 from .conftest import assert_trees_equal, assert_vmap_equals_separate_runs, make_batch
+from .test_sac import InterruptAt
 
 SPEC = EnvSpec(jax.ShapeDtypeStruct((3,), np.dtype("float32")), (2,), action_low=(-1.0, -1.0),
                action_high=(1.0, 1.0))
@@ -218,20 +217,6 @@ def test_main_observes_every_env_step_and_loads_as_a_policy(tmp_path):
     assert policy(np.zeros(3, np.float32)).shape == (1,)
 
 
-class CtrlCAt(gymnasium.Wrapper):
-    """An env that sends the process a real Ctrl-C at its `at`-th step."""
-
-    def __init__(self, env, at):
-        super().__init__(env)
-        self.at, self.steps = at, 0
-
-    def step(self, action):
-        self.steps += 1
-        if self.steps == self.at:
-            signal.raise_signal(signal.SIGINT)
-        return self.env.step(action)
-
-
 @pytest.mark.slow  # ~20 s
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     # Interrupted, not shortened: the learning rate decays over the run's planned updates, so a
@@ -239,7 +224,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     simbav2.main(tiny(tmp_path, "whole"))
     hooks = eqxrl.OffPolicyHooks(observe=simbav2.observe)
     summary = eqxrl.train_online(tiny(tmp_path, "part"), simbav2, hooks,
-                                 make_env=lambda env_id: CtrlCAt(eqxrl.make_env(env_id), 170))
+                                 make_env=lambda env_id: InterruptAt(eqxrl.make_env(env_id), 170))
     assert summary["interrupted"] and summary["steps"] == 170
     config = tiny(tmp_path, "part")
     simbav2.main(dataclasses.replace(config, run=dataclasses.replace(
