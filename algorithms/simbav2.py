@@ -216,10 +216,10 @@ def observe(state: State, transition: eqxrl.Transition) -> State:
 
 def prepared(state: State, batch: eqxrl.Transition) -> eqxrl.Transition:
     """The batch as the networks see it: observations normalised, rewards scaled."""
-    obs = eqxrl.normalised(state.obs_norm, batch.obs)
-    next_obs = eqxrl.normalised(state.obs_norm, batch.next_obs)
-    reward = batch.reward if state.returns is None else state.returns(batch.reward)
-    return dataclasses.replace(batch, obs=obs, next_obs=next_obs, reward=reward)
+    batch = eqxrl.normalised_batch(state.obs_norm, batch)
+    if state.returns is None:
+        return batch
+    return dataclasses.replace(batch, reward=state.returns(batch.reward))
 
 
 def projected(train_state: eqxrl.TrainState) -> eqxrl.TrainState:

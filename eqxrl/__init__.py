@@ -95,6 +95,7 @@ from .rl import every as every
 from .rl import gae as gae
 from .rl import greedy_actions as greedy_actions
 from .rl import normalised as normalised
+from .rl import normalised_batch as normalised_batch
 from .rl import observe_batch as observe_batch
 from .rl import policy_actions as policy_actions
 from .rl import q_ensemble as q_ensemble
@@ -141,9 +142,10 @@ __all__ = [
     "Networks", "categorical_projection", "categorical_support", "categorical_td_loss",
     "categorical_value", "clipped_policy_loss", "critic_td_loss", "discrete_q", "ensemble_logits",
     "ensemble_q", "ensemble_quantiles", "every", "gae", "greedy_actions", "normalised",
-    "observe_batch", "policy_actions", "q_ensemble", "quantile_huber_loss", "quantile_midpoints",
-    "quantile_td_target", "reset_networks", "sample_actions", "scheduled_reset",
-    "smoothed_target_action", "td_target", "temperature_loss", "truncated_quantiles", "value_loss",
-    "CheckpointError", "Finetune", "LoadedRun", "Logger", "OfflineRun", "OnlineRun", "OnPolicyRun",
-    "RunConfig", "cli", "load_policy", "load_run", "print_summary"
+    "normalised_batch", "observe_batch", "policy_actions", "q_ensemble", "quantile_huber_loss",
+    "quantile_midpoints", "quantile_td_target", "reset_networks", "sample_actions",
+    "scheduled_reset", "smoothed_target_action", "td_target", "temperature_loss",
+    "truncated_quantiles", "value_loss", "CheckpointError", "Finetune", "LoadedRun", "Logger",
+    "OfflineRun", "OnlineRun", "OnPolicyRun", "RunConfig", "cli", "load_policy", "load_run",
+    "print_summary"
 ]

@@ -96,7 +96,8 @@ class HyperBlock(eqx.Module):
     """One residual block on the sphere: `ℓ2(h + α ⊙ (ℓ2(W₂·relu(s ⊙ W₁h)) − h))`.
 
     `α` starts at `1 / (blocks + 1)` for a trunk of `blocks` blocks, with Adam's steps scaled
-    by `1 / √width` relative to that; `s` keeps the width's `√(2 / width)` He scale.
+    by `1 / √width` relative to that; `s` starts at `√(2 / inner)`, the He scale of the 4× wide
+    layer it follows.
     """
 
     up: HyperLinear
@@ -107,7 +108,7 @@ class HyperBlock(eqx.Module):
     def __init__(self, width: int, blocks: int = 1, *, key: PRNGKeyArray):
         k_up, k_down = jax.random.split(key)
         inner = EXPANSION * width
-        he = math.sqrt(2 / width) / math.sqrt(EXPANSION)
+        he = math.sqrt(2 / inner)
         self.up = HyperLinear(width, inner, key=k_up)
         self.scaler = Scaler(inner, he, he)
         self.down = HyperLinear(inner, width, key=k_down)

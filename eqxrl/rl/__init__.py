@@ -24,6 +24,7 @@ from .distributional import categorical_value as categorical_value
 from .distributional import ensemble_logits as ensemble_logits
 from .networks import Networks as Networks
 from .networks import normalised as normalised
+from .networks import normalised_batch as normalised_batch
 from .networks import observe_batch as observe_batch
 from .networks import reset_networks as reset_networks
 from .networks import scheduled_reset as scheduled_reset
@@ -44,7 +45,7 @@ __all__ = [
     "critic_td_loss", "discrete_q", "ensemble_q", "greedy_actions", "q_ensemble",
     "smoothed_target_action", "td_target", "categorical_projection", "categorical_support",
     "categorical_td_loss", "categorical_value", "ensemble_logits", "Networks", "normalised",
-    "observe_batch", "reset_networks", "scheduled_reset", "clipped_policy_loss", "gae",
-    "value_loss", "ensemble_quantiles", "quantile_huber_loss", "quantile_midpoints",
+    "normalised_batch", "observe_batch", "reset_networks", "scheduled_reset", "clipped_policy_loss",
+    "gae", "value_loss", "ensemble_quantiles", "quantile_huber_loss", "quantile_midpoints",
     "quantile_td_target", "truncated_quantiles", "AGENTS", "every"
 ]

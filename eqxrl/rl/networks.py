@@ -183,7 +183,15 @@ def observe_batch(
     if norm is None:
         return None, batch
     norm = norm.observe(batch.obs)
-    return norm, dataclasses.replace(batch, obs=norm(batch.obs), next_obs=norm(batch.next_obs))
+    return norm, normalised_batch(norm, batch)
+
+
+def normalised_batch(norm: RunningNormalizer | None, batch: Transition) -> Transition:
+    """`batch` with `obs` and `next_obs` through the running normaliser, if there is one (its
+    statistics unchanged)."""
+    if norm is None:
+        return batch
+    return dataclasses.replace(batch, obs=norm(batch.obs), next_obs=norm(batch.next_obs))
 
 
 def normalised(norm: RunningNormalizer | None, obs: Obs) -> Obs:
