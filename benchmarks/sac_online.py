@@ -11,11 +11,11 @@ in this invocation, and is timed end to end (compilation included for the two JA
 eqxrl's time also includes one final evaluation episode, which its loop always runs.
 Frameworks that are not installed are reported as skipped.
 
-For eqxrl it also reports the loop's steady rate (from its train.csv, between the second
-log row after `learning_starts` and the end: compilation excluded) and, in the same
-invocation, the rate of the loop's own compiled `learn` call (sample a batch, update; the
-same program the loop runs) called back to back on a filled 1M-row buffer with no env,
-store or Python in between: "loop ÷ update-only" is what the loop's own overhead leaves.
+For eqxrl it also reports the loop's steady rate (from its train.csv over the log intervals
+after the first log row after `learning_starts`, `run_rate.steady_rate`: compilation excluded)
+and, in the same invocation, the rate of the loop's own compiled `learn` call (sample a batch,
+update; the same program the loop runs) called back to back on a filled 1M-row buffer with no
+env, store or Python in between: "loop ÷ update-only" is what the loop's own overhead leaves.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import time
 import tyro
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from run_rate import steady_rate  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +60,6 @@ def eqxrl_config(a: Args, run_dir: str):
 
 
 def run_eqxrl(a: Args) -> float:
-    import csv
-
     from eqxrl.algorithms import sac
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,15 +67,10 @@ def run_eqxrl(a: Args) -> float:
         start = time.perf_counter()
         sac.main(config)
         seconds = time.perf_counter() - start
-        with open(os.path.join(tmp, "run", "train.csv")) as f:
-            rows = [(int(r["step"]), int(r["step"]) / float(r["steps_per_second"]))
-                    for r in csv.DictReader(f)]
-    # Steady training rate: from the second log row after learning starts (the first one
-    # includes compiling the update) to the last.
-    rows = [r for r in rows if r[0] >= a.learning_starts + a.log_interval]
-    if len(rows) >= 2:
-        (s0, t0), (s1, t1) = rows[0], rows[-1]
-        STEADY["eqxrl"] = (s1 - s0) / (t1 - t0)
+        # Steady training rate: over the log intervals from the first log row after learning
+        # starts (the interval up to that row includes compiling the update).
+        STEADY["eqxrl"] = steady_rate(os.path.join(tmp, "run"),
+                                      a.learning_starts + a.log_interval)
     return seconds
 
 

@@ -6,10 +6,10 @@ Run:  python benchmarks/seeds.py                       (about 10 minutes on 2 CP
 For each N in `--agents`, trains N agents as one vmapped program (`--num-seeds N`) with the
 library's loops: online SAC (256×256, batch 256, UTD 1) on each env of `--envs`, and offline
 IQL (256×256, batch 256) on a random HalfCheetah-shaped dataset this script makes. The rate is
-the steady one, read from the run's own training log between two log rows after learning has
-begun (compilation, random steps and the final evaluation are outside the window). Total agent
-rate = N × the loop's rate. N sequential runs take N times as long as one, so their total rate
-is the N = 1 rate: the ratio column is (N-agent total rate) / (one agent's rate).
+the steady one, read from the run's own training log over the log intervals after learning has
+begun (`run_rate.steady_rate`: compilation, random steps and the final evaluation are outside).
+Total agent rate = N × the loop's rate. N sequential runs take N times as long as one, so their
+total rate is the N = 1 rate: the ratio column is (N-agent total rate) / (one agent's rate).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from run_rate import steady_rate  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,24 +41,6 @@ class Args:
     log_interval: int = 250
     """steps (updates) between log rows: the rate is measured between rows"""
     skip_offline: bool = False
-
-
-def steady_rate(run_dir: str, begin: int) -> float:
-    """Steps per second between the first log row at or after `begin` and the last row.
-
-    Each row holds the session's mean rate up to its step, so its time is step / rate.
-    """
-    from eqxrl.run.logging import read_metrics
-
-    rows = read_metrics(os.path.join(run_dir, "train.csv"))
-    rate_key = next(k for k in rows if k.endswith("s_per_second"))
-    steps, rates = rows["step"], rows[rate_key]
-    if "agent" in rows:  # one row per agent and step: keep agent 0's
-        keep = rows["agent"] == 0
-        steps, rates = steps[keep], rates[keep]
-    first = int(np.argmax(steps >= begin))
-    times = steps / rates
-    return float((steps[-1] - steps[first]) / (times[-1] - times[first]))
 
 
 def online(env_id: str, n: int, a: Args, out: str) -> float:

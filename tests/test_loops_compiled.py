@@ -107,6 +107,23 @@ def test_gymnax_specs_and_action_rescaling():
     assert returns.shape == (3,) and np.all(np.asarray(lengths) == 200)
 
 
+@pytest.mark.parametrize("env_id", ["gymnax:Pendulum-v1", "gymnax:CartPole-v1"])
+def test_a_reset_state_has_the_types_of_a_stepped_one(env_id):
+    """gymnax starts `time` as a Python int and Pendulum's `last_u` as a weakly typed float;
+    if `reset` kept them so, a step would change the state's types and every compiled call
+    that takes the state (the compiled loop's chunk) would compile a second time."""
+    env = make_jax_env(env_id)
+    action = jnp.zeros(env.spec.action_shape, jnp.int32 if env.spec.discrete else jnp.float32)
+
+    def types(state):
+        return [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(state)]
+
+    _, reset = jax.eval_shape(env.reset, jax.random.key(0))
+    stepped = jax.eval_shape(lambda k: env.step(k, env.reset(k)[1], action), jax.random.key(0))
+    assert types(reset) == types(stepped.state)
+    assert not any(weak for _, _, weak in types(reset))
+
+
 def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="not a JAX-native env.*gymnax:"):
         make_jax_env("Pendulum-v1")
