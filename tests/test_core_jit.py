@@ -1,6 +1,7 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import eqxrl
@@ -127,6 +128,11 @@ def test_split_merge_round_trip():
     assert back["m"].w is tree["m"].w
     assert hash(static) == hash(split(tree)[1]) and static == split(tree)[1]
     assert static != split({**tree, "n": 4})[1]
+    # NumPy arrays and scalars are arrays, Python numbers are not; a tracer is an array too
+    # (split decides by the leaf's type, remembered across calls)
+    mixed, mixed_static = split([np.zeros(2), np.float32(1.0), 1.0, True])
+    assert len(mixed) == 2 and mixed_static[1][2:] == (1.0, True)
+    assert int(jax.jit(lambda x: jnp.int32(len(split([x, 2.0])[0])))(jnp.ones(2))) == 1
     # the flat list goes through jax.jit, and comes back as the same tree
     out = merge(jax.jit(lambda d: [x for x in d])(dynamic), static)
     assert out["m"].activation is jax.nn.relu

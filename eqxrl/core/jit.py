@@ -25,6 +25,10 @@ from typing import Any
 import equinox as eqx
 import jax
 
+# `eqx.is_array` by leaf type: the isinstance test against `jax.Array` (an ABC) costs ~0.3 µs a
+# leaf, a fifth of what flattening SAC's state costs; a dict lookup by type ~0.05 µs.
+_IS_ARRAY: dict[type, bool] = {}
+
 # Marks an array's place among the static leaves. `None` is never a leaf (JAX flattens it to
 # an empty subtree), so it cannot be confused with a static value.
 _ARRAY = None
@@ -72,8 +76,17 @@ def split(tree: Any) -> tuple[list, tuple]:
     same places (for instance the outputs of a compiled call).
     """
     leaves, treedef = jax.tree.flatten(tree)
-    static = tuple([_ARRAY if eqx.is_array(x) else x for x in leaves])  # one is_array per leaf
-    return [x for x, s in zip(leaves, static, strict=True) if s is _ARRAY], (treedef, static)
+    kinds, dynamic, static = _IS_ARRAY, [], []
+    for x in leaves:
+        kind = kinds.get(type(x))
+        if kind is None:  # `eqx.is_array` is an isinstance test: a leaf's type decides it
+            kind = kinds.setdefault(type(x), eqx.is_array(x))
+        if kind:
+            dynamic.append(x)
+            static.append(_ARRAY)
+        else:
+            static.append(x)
+    return dynamic, (treedef, tuple(static))
 
 
 def merge(dynamic: Sequence, static: tuple) -> Any:
