@@ -83,9 +83,8 @@ class JaxEnv(eqx.Module):
     def reset(self, key: PRNGKeyArray) -> tuple[Obs, EnvState]:
         """Start an episode: its first observation (float32) and the state, return and length 0."""
         obs, inner = self._reset(key)
-        # As arrays of fixed dtype: gymnax starts `time` as a Python int and `last_u` as a
-        # weakly typed float, which its step makes strong. A state whose types change after
-        # one step makes every compiled caller (the compiled loop's chunk) compile twice.
+        # Fixed dtypes: gymnax starts `time` and `last_u` weakly typed and its step makes them
+        # strong, so the compiled loop's chunk would compile twice (test_loops_compiled.py).
         inner = jax.tree.map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), inner)
         return _float32(obs), EnvState(inner, jnp.float32(0.0), jnp.int32(0))
 
