@@ -69,8 +69,9 @@ def run_eqxrl(a: Args) -> float:
         seconds = time.perf_counter() - start
         # Steady training rate: over the log intervals from the first log row after learning
         # starts (the interval up to that row includes compiling the update).
-        STEADY["eqxrl"] = steady_rate(os.path.join(tmp, "run"),
-                                      a.learning_starts + a.log_interval)
+        if a.steps >= a.learning_starts + 2 * a.log_interval:  # else no such interval
+            STEADY["eqxrl"] = steady_rate(os.path.join(tmp, "run"),
+                                          a.learning_starts + a.log_interval)
     return seconds
 
 
