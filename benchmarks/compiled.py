@@ -104,26 +104,32 @@ def rejax_algo(name: str, steps: int):
         agent_kwargs={"activation": "tanh", "hidden_layer_sizes": (64, 64)})
 
 
-def rejax_call(name: str, steps: int, agents: int) -> tuple[float, float, str]:
-    """(seconds of one call training `agents` agents for `steps` env steps, compiled ahead of
-    time; seconds to compile it; compile seconds as "trace+lower / XLA")."""
+def rejax_compiled(name: str, steps: int, agents: int):
+    """(rejax training `agents` agents for `steps` env steps, compiled ahead of time; its keys;
+    seconds to compile it; compile seconds as "trace+lower / XLA")."""
     keys = jax.random.split(jax.random.key(0), agents)
     compile_seconds.update(trace=0.0, xla=0.0)
     start = time.perf_counter()
     train = jax.jit(jax.vmap(rejax_algo(name, steps).train)).lower(keys).compile()
     compiling = time.perf_counter() - start
-    compiled = f"{compile_seconds['trace']:.1f} / {compile_seconds['xla']:.1f}"
+    return train, keys, compiling, f"{compile_seconds['trace']:.1f} / {compile_seconds['xla']:.1f}"
+
+
+def timed(train, keys) -> float:
+    """Seconds of one call of a compiled rejax `train`."""
     start = time.perf_counter()
     jax.block_until_ready(train(keys))
-    return time.perf_counter() - start, compiling, compiled
+    return time.perf_counter() - start
 
 
 def rejax_train(name: str, steps: int, short: int, agents: int) -> tuple[float, float, str]:
     """(rejax's steady env steps per second per agent, end-to-end seconds of the `steps`
     run, compile seconds of it): the rate from the calls at `short` and `steps` steps."""
-    rejax_call(name, short, agents)  # rejax's first call in a process carries one-off work
-    seconds_short, _, _ = rejax_call(name, short, agents)
-    seconds, compiling, compiled = rejax_call(name, steps, agents)
+    train_short, keys, _, _ = rejax_compiled(name, short, agents)
+    timed(train_short, keys)  # rejax's first call in a process carries one-off work
+    seconds_short = timed(train_short, keys)
+    train, keys, compiling, compiled = rejax_compiled(name, steps, agents)
+    seconds = timed(train, keys)
     return (steps - short) / (seconds - seconds_short), seconds + compiling, compiled
 
 
@@ -149,14 +155,15 @@ def eqxrl_train(name: str, steps: int, agents: int) -> tuple[float, float, str]:
             config = sac.Config(run=eqxrl.OnlineRun(
                 env_id="gymnax:Pendulum-v1", start_steps=2048, batch_size=256,
                 buffer_size=131_072, log_interval=1000, **common))
+            learns_from = config.run.start_steps
             eqxrl.train_online(config, sac)
         else:
             config = ppo.Config(run=eqxrl.OnPolicyRun(
                 env_id="gymnax:CartPole-v1", log_interval=16_384, **common))
+            learns_from = 1  # from the second row: the first includes compilation
             eqxrl.train_on_policy(config, ppo)
     seconds = time.perf_counter() - start
     compiled = f"{compile_seconds['trace']:.1f} / {compile_seconds['xla']:.1f}"
-    learns_from = 2048 if name == "sac" else 1  # PPO: from the second row (compiled)
     return steady_rate(run_dir, learns_from), seconds, compiled
 
 
@@ -184,6 +191,7 @@ def main() -> None:
             print(f"{label:<20} {agents:>6} {ours:>13.1f} {theirs:>13.1f} {ours / theirs:>6.2f} "
                   f"{ours_seconds:>8.1f} {theirs_seconds:>8.1f} {ours_setup:>15} "
                   f"{theirs_setup:>15}", flush=True)
+
 
 if __name__ == "__main__":
     main()
