@@ -2,6 +2,7 @@
 to Offline Reinforcement Learning", TD3+BC with separate actor and critic penalties.
 
 Run:   python algorithms/rebrac.py --dataset data/hopper-medium-v2.hdf5
+Fine-tune online afterwards:  add --finetune-steps 100000
 Help:  python algorithms/rebrac.py --help
 Resume an interrupted run:  python algorithms/rebrac.py --resume runs/<name>
 
@@ -16,6 +17,13 @@ target updates) trained on a dataset with two behaviour-cloning penalties:
 critics, three hidden layers of 256, learning rates 1e-3, batch 1024, no observation
 normalisation, 1M updates. The penalties are tuned per dataset in the paper (its Table 9);
 the defaults β₁ 0.001 and β₂ 0.01 are its halfcheetah-medium values.
+
+Offline → online: `--finetune-steps N` continues the trained agents online for N env steps
+(one update each, in `<run-dir>/finetune`), half of every batch from the dataset
+(`--finetune-fraction`), as CORL's fine-tuning ReBRAC (Tarasov et al., 2023;
+`algorithms/finetune/rebrac.py` of CORL) does it: the critic's penalty is off online, the
+actor's β₁ decays linearly over the N steps to `--finetune-bc-floor` (0.5) of itself, and
+the policy acts without exploration noise unless `--exploration-noise` says otherwise.
 """
 
 from __future__ import annotations
@@ -28,22 +36,21 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import tyro
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import eqxrl
 from eqxrl.algorithms import td3
-from eqxrl.core import non_negative
+from eqxrl.core import non_negative, only_with, within
 
 
 # ---------------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
 class Config(td3.Config):
-    """ReBRAC on a D4RL-style offline dataset: TD3's hyperparameters, plus the two penalties.
-
-    (TD3's --exploration-noise does not apply offline: evaluation acts deterministically.)
-    """
+    """ReBRAC on a D4RL-style offline dataset: TD3's hyperparameters, plus the two penalties;
+    then, with --finetune-steps, online."""
 
     run: Annotated[eqxrl.OfflineRun, tyro.conf.arg(name="")] = eqxrl.OfflineRun(batch_size=1024)
+    finetune: Annotated[eqxrl.Finetune, tyro.conf.arg(name="")] = eqxrl.Finetune()
     net: tyro.conf.Suppress[eqxrl.Networks] = eqxrl.Networks()  # SAC's/TD3's network
     # options do not apply here (require_default refuses them)
     hidden_dims: tuple[int, ...] = (256, 256, 256)
@@ -62,11 +69,28 @@ class Config(td3.Config):
     """divide the actor's Q term by E|Q| (λ = 1/E|Q|); off: λ = 1"""
     normalize_obs: bool = False
     """normalise observations with the dataset's mean and std (off in the paper)"""
+    exploration_noise: eqxrl.Swept[float] = 0.0
+    """std of the Gaussian noise on μ(s) while fine-tuning online (--finetune-steps; CORL's
+    fine-tuning ReBRAC: 0); offline, evaluation acts deterministically"""
+    finetune_bc_floor: float = 0.5
+    """with --finetune-steps: β₁ decays linearly over the fine-tuning steps to this fraction of
+    itself (CORL: 0.5); β₂ is 0 online"""
 
     def __post_init__(self):
         td3.Config.__post_init__(self)
         self.net.require_default("ReBRAC")
         non_negative(self, "actor_bc", "critic_bc")
+        within(self, "finetune_bc_floor", 0, 1)
+        online = self.finetune.finetune_steps > 0 or isinstance(self.run, eqxrl.OnlineRun)
+        only_with(self, online, "--finetune-steps N", "exploration_noise", "finetune_bc_floor")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(Config):
+    """ReBRAC's online fine-tuning phase (--finetune-steps): the offline run's hyperparameters
+    with online run settings (`eqxrl.run.finetuning.online_settings` derives them)."""
+
+    run: eqxrl.OnlineRun = eqxrl.OnlineRun()
 
 
 # ---------------------------------------------------------------------------- state
@@ -77,6 +101,7 @@ class State(eqx.Module):
     obs_norm: eqxrl.Normalizer  # dataset statistics (--normalize-obs), else the identity
     actor_bc: Float[Array, ""]
     critic_bc: Float[Array, ""]
+    online_updates: Int[Array, ""]  # updates of the fine-tuning phase so far (β₁'s decay)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -95,6 +120,13 @@ def actor_loss(
     bc = jnp.sum((pi - action) ** 2, axis=-1)
     loss = jnp.mean(actor_bc * bc - lam * q)
     return loss, {"lambda": lam, "bc_penalty": jnp.mean(bc), "q_mean": jnp.mean(q)}
+
+
+def finetune_actor_bc(state: State, config: Config) -> Float[Array, ""]:
+    """β₁ of the fine-tuning phase's next update: β₁·max(floor, 1 − k/N) after k of its N
+    updates (CORL's linear decay, `--finetune-bc-floor` the floor)."""
+    done = state.online_updates / max(config.finetune.finetune_steps, 1)
+    return state.actor_bc * jnp.maximum(config.finetune_bc_floor, 1.0 - done)
 
 
 def critic_target(
@@ -140,19 +172,25 @@ def init(
         obs_norm = eqxrl.datasets.obs_normalizer(dataset)
     else:
         obs_norm = eqxrl.Normalizer.identity(spec.example_obs())
-    return State(td3=base, obs_norm=obs_norm, actor_bc=hyper.actor_bc, critic_bc=hyper.critic_bc)
+    return State(td3=base, obs_norm=obs_norm, actor_bc=hyper.actor_bc, critic_bc=hyper.critic_bc,
+                 online_updates=jnp.int32(0))
 
 
 def update(
-    state: State, batch: eqxrl.SarsaTransition, key: PRNGKeyArray, config: Config
+    state: State, batch: eqxrl.SarsaTransition | eqxrl.Transition, key: PRNGKeyArray,
+    config: Config,
 ) -> tuple[State, eqxrl.Metrics]:
     """TD3's step with the penalised critic target and the penalised actor loss.
 
+    With a `FinetuneConfig` (the online phase), the batch may be plain `Transition`s: the
+    critic's target is TD3's, unpenalised, and the actor's β₁ decays (`finetune_actor_bc`).
+
     Raises:
-        TypeError: if `batch` has no next actions (a plain `Transition`).
+        TypeError: if an offline `batch` has no next actions (a plain `Transition`).
     """
     eqxrl.check_one_agent(state, "rebrac.update")
-    if not isinstance(batch, eqxrl.SarsaTransition):
+    online = isinstance(config, FinetuneConfig)
+    if not online and not isinstance(batch, eqxrl.SarsaTransition):
         raise TypeError(
             f"rebrac.update: batch is a {type(batch).__name__}, but ReBRAC's critic penalty needs "
             "the data's next actions: sample from eqxrl.datasets.with_next_actions(dataset), "
@@ -162,35 +200,40 @@ def update(
         batch, obs=state.obs_norm(batch.obs), next_obs=state.obs_norm(batch.next_obs)
     )
     base = state.td3  # TD3's named steps, with ReBRAC's target and actor loss
-    target, penalty = critic_target(state, batch, key)
+    if online:
+        target, penalty = td3.critic_target(base, batch, key), jnp.float32(0)
+        actor_bc = finetune_actor_bc(state, config)
+    else:
+        target, penalty = critic_target(state, batch, key)
+        actor_bc = state.actor_bc
     critic, critic_info = td3.critic_step(base, batch, target)
     critic_info = {**critic_info, "next_bc_penalty": penalty}
 
     def actor_step():
         return base.actor.apply_loss_fn(actor_loss, critic.model, batch.obs, batch.action,
-                                        state.actor_bc, config.normalize_q)
+                                        actor_bc, config.normalize_q)
 
     new, metrics = td3.delayed_step(base, critic, critic_info, config, actor_step)
-    return dataclasses.replace(state, td3=new), metrics
+    new_state = dataclasses.replace(state, td3=new,
+                                    online_updates=state.online_updates + int(online))
+    return new_state, metrics | {"actor/bc_weight": actor_bc}
 
 
 def act(
     state: State, obs: eqxrl.Obs, key: PRNGKeyArray, deterministic: bool = False
 ) -> Float[Array, "batch action_dim"]:
-    """μ(s) in [-1, 1] for a batch of observations, normalised as in training.
-
-    The policy is deterministic offline: `key` and `deterministic` change nothing.
-    """
+    """μ(s) in [-1, 1] for a batch of observations, normalised as in training, plus
+    `--exploration-noise` (0 by default) unless `deterministic`."""
     eqxrl.check_one_agent(state, "rebrac.act")
     state.td3.spec.batch_size(obs, "obs")
-    return td3.act(state.td3, state.obs_norm(obs), key, deterministic=True)
+    return td3.act(state.td3, state.obs_norm(obs), key, deterministic=deterministic)
 
 
 # ---------------------------------------------------------------------------- main
 def main(config: Config) -> dict:
-    """Train ReBRAC on the dataset and return the run's summary."""
+    """Train ReBRAC on the dataset (then online, with --finetune-steps); return the summary."""
     hooks = eqxrl.OfflineHooks(init=init, prepare=prepare)  # a' from the data; statistics
-    return eqxrl.train_offline(config, sys.modules[__name__], hooks)
+    return eqxrl.train_offline_online(config, sys.modules[__name__], hooks)
 
 
 if __name__ == "__main__":

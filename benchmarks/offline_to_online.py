@@ -1,6 +1,6 @@
 """Offline → online, side by side: SAC from scratch, RLPD (SAC with the dataset in every batch),
-and IQL trained offline then fine-tuned online, on one env and dataset, for the same online
-env steps. Prints the evaluation curves as a table and writes them to a PNG.
+and IQL and ReBRAC trained offline then fine-tuned online, on one env and dataset, for the same
+online env steps. Prints the evaluation curves as a table and writes them to a PNG.
 
 Run:  python benchmarks/offline_to_online.py --dataset data/halfcheetah-medium.hdf5
       python benchmarks/offline_to_online.py --dataset data/pendulum-mixed.hdf5 \
@@ -8,8 +8,8 @@ Run:  python benchmarks/offline_to_online.py --dataset data/halfcheetah-medium.h
 
 Each method is one run of `algorithms/<algo>.py` in a subprocess (with --num-seeds, one
 vmapped run of seeds 0..N−1), written to `<out-dir>/<dataset name>/<method>/`; a finished run
-is not run again and an interrupted one continues with --resume. IQL's curve starts at its
-offline evaluation (online step 0) and follows its fine-tuning phase
+is not run again and an interrupted one continues with --resume. A fine-tuned method's curve
+starts at its last offline evaluation (online step 0) and follows its fine-tuning phase
 (`<run>/finetune/eval.csv`). The table gives the mean normalised score over the seeds at each
 evaluation, with the dataset's reference returns, and says whether RLPD is ahead of SAC at
 every evaluation step.
@@ -32,7 +32,8 @@ from benchmarks.offline_table import curve, dataset_name, read_summary  # noqa: 
 from eqxrl.datasets import load_dataset  # noqa: E402
 from eqxrl.run.checkpoints import list_checkpoints  # noqa: E402
 
-Method = Literal["sac", "rlpd", "iql"]
+Method = Literal["sac", "rlpd", "iql", "rebrac"]
+FINETUNED = ("iql", "rebrac")  # trained offline, then online with --finetune-steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Args:
     """a D4RL-style .hdf5 file with reference returns (as `eqxrl-collect` writes)"""
     online_steps: int = 50_000
     """online env steps of every method"""
-    methods: tuple[Method, ...] = ("sac", "rlpd", "iql")
+    methods: tuple[Method, ...] = ("sac", "rlpd", "iql", "rebrac")
     """methods to run, one curve each"""
     num_seeds: int = 1
     """seeds 0..N−1 of every method, as one vmapped run"""
@@ -55,6 +56,10 @@ class Args:
     """RLPD's updates per env step (the paper's 20)"""
     iql_offline_updates: int = 100_000
     """IQL's offline updates before fine-tuning"""
+    rebrac_offline_updates: int = 100_000
+    """ReBRAC's offline updates before fine-tuning"""
+    rebrac_actor_bc: float = 0.001
+    """ReBRAC's β₁ (--actor-bc; the paper tunes it per dataset)"""
     out_dir: str = "runs/offline_to_online"
     """where the runs, table.md and curves.png go"""
     table_only: bool = False
@@ -64,7 +69,7 @@ class Args:
         if not os.path.isfile(self.dataset):
             raise FileNotFoundError(f"--dataset: no file {self.dataset!r}.")
         for name in ("online_steps", "num_seeds", "eval_interval", "eval_episodes", "utd",
-                     "iql_offline_updates", "start_steps"):
+                     "iql_offline_updates", "rebrac_offline_updates", "start_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
                                  f"{getattr(self, name)}.")
@@ -83,10 +88,11 @@ def command(args: Args, method: str) -> list[str]:
               "--eval-episodes", str(args.eval_episodes), "--run-dir", run_dir(args, method),
               "--no-progress"]
     script = [sys.executable, os.path.join(ROOT, "algorithms", f"{method}.py")]
-    if method == "iql":
-        return [*script, "--dataset", args.dataset, "--total-updates",
-                str(args.iql_offline_updates), "--finetune-steps", str(args.online_steps),
-                *common]
+    if method in FINETUNED:
+        updates = getattr(args, f"{method}_offline_updates")
+        extra = ["--actor-bc", str(args.rebrac_actor_bc)] if method == "rebrac" else []
+        return [*script, "--dataset", args.dataset, "--total-updates", str(updates),
+                "--finetune-steps", str(args.online_steps), *extra, *common]
     online = ["--total-steps", str(args.online_steps), "--start-steps", str(args.start_steps)]
     env_id = dataset_env(args.dataset)
     if method == "rlpd":
@@ -105,7 +111,7 @@ def dataset_env(path: str) -> str:
 def train(args: Args, method: str) -> tuple[float, int]:
     """Run one method (unless finished before); return (seconds, exit code)."""
     directory = run_dir(args, method)
-    finished = os.path.join(directory, "finetune") if method == "iql" else directory
+    finished = os.path.join(directory, "finetune") if method in FINETUNED else directory
     if read_summary(finished) is not None:
         return 0.0, 0
     cmd = command(args, method)
@@ -119,7 +125,8 @@ def train(args: Args, method: str) -> tuple[float, int]:
 
 
 def curves(args: Args) -> dict[str, dict[int, float]]:
-    """Method -> {online env step: mean normalised score}; IQL's step 0 is its offline end.
+    """Method -> {online env step: mean normalised score}; a fine-tuned method's step 0 is its
+    offline end.
 
     Online runs log returns only (their env has no reference returns), so every curve is
     normalised here with the dataset's random and expert returns.
@@ -128,7 +135,7 @@ def curves(args: Args) -> dict[str, dict[int, float]]:
     out = {}
     for method in args.methods:
         directory = run_dir(args, method)
-        if method == "iql":
+        if method in FINETUNED:
             offline = curve(directory, "return_mean")
             points = {0: offline[max(offline)]} if offline else {}
             points |= curve(os.path.join(directory, "finetune"), "return_mean")
@@ -183,7 +190,8 @@ def main(args: Args) -> None:
     lines = curves(args)
     text = (f"Mean normalised score over seeds 0..{args.num_seeds - 1} at each evaluation "
             f"({args.eval_episodes} episodes) of {dataset_name(args.dataset)}; RLPD at UTD "
-            f"{args.utd}, IQL after {args.iql_offline_updates:,} offline updates.\n\n"
+            f"{args.utd}, IQL after {args.iql_offline_updates:,} offline updates, ReBRAC "
+            f"(β₁ {args.rebrac_actor_bc}) after {args.rebrac_offline_updates:,}.\n\n"
             f"{table(args, lines)}\n")
     folder = os.path.join(args.out_dir, dataset_name(args.dataset))
     os.makedirs(folder, exist_ok=True)

@@ -72,6 +72,11 @@ def test_sarsa_transition_refuses_a_next_action_unlike_the_action():
         ("actor_bc", -1.0, r"--actor-bc must be a finite number >= 0, got -1.0"),
         ("critic_bc", float("nan"), r"--critic-bc must be a finite number >= 0, got nan"),
         ("policy_delay", 0, r"--policy-delay must be >= 1, got 0"),
+        ("finetune_bc_floor", 1.5, r"--finetune-bc-floor must be .*in \[0, 1\], got 1.5"),
+        # Offline, the policy acts only in evaluation (deterministic): refused, not ignored.
+        ("exploration_noise", 0.1, r"--exploration-noise take\(s\) effect only with "
+                                   r"--finetune-steps N"),
+        ("finetune_bc_floor", 0.2, r"--finetune-bc-floor take\(s\) effect only with"),
     ],
 )
 def test_invalid_config_names_the_flag(field, value, message):
@@ -161,6 +166,58 @@ def test_update_compiles_once_and_learns_something():
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert losses[-1] < losses[0]
     assert int(state.td3.step) == 30 and int(state.td3.actor.step) == 15
+
+
+# ---------------------------------------------------------------- the online phase
+def test_finetune_actor_bc_decays_linearly_to_its_floor_by_hand():
+    config = rebrac.FinetuneConfig(hidden_dims=(8, 8), finetune=eqxrl.Finetune(finetune_steps=10))
+    state = dataclasses.replace(rebrac.init(jax.random.key(0), SPEC, SMALL),
+                                actor_bc=jnp.float32(0.4))
+    weights = [float(rebrac.finetune_actor_bc(
+        dataclasses.replace(state, online_updates=jnp.int32(k)), config)) for k in (0, 3, 6, 20)]
+    np.testing.assert_allclose(weights, [0.4, 0.4 * 0.7, 0.4 * 0.5, 0.4 * 0.5], rtol=1e-6)
+
+
+def test_an_online_update_is_tds_target_without_the_critic_penalty():
+    config = rebrac.FinetuneConfig(hidden_dims=(32, 32), finetune=eqxrl.Finetune(finetune_steps=4))
+    state = dataclasses.replace(rebrac.init(jax.random.key(0), SPEC, SMALL),
+                                critic_bc=jnp.float32(5.0))  # would change the target offline
+    batch, key = make_batch(jax.random.key(1)), jax.random.key(2)  # plain rows: online replay
+    new, metrics = rebrac.update(state, batch, key, config)
+    target = rebrac.td3.critic_target(state.td3, batch, key)
+    critic, _ = rebrac.td3.critic_step(state.td3, batch, target)
+    for a, b in zip(jax.tree.leaves(new.td3.critic.model), jax.tree.leaves(critic.model),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert float(metrics["critic/next_bc_penalty"]) == 0.0
+    assert float(metrics["actor/bc_weight"]) == pytest.approx(0.001)  # β₁ before any decay
+    assert int(new.online_updates) == 1
+    _, offline = rebrac.update(state, sarsa_batch(jax.random.key(1)), key, SMALL)
+    assert int(_.online_updates) == 0 and float(offline["critic/next_bc_penalty"]) > 0
+
+
+@pytest.mark.slow  # ~12 s: two phases; the default run stays within ~6 minutes on 2 cores
+def test_finetuning_continues_offline_rebrac_online(tmp_path):
+    path = pendulum_dataset_file(tmp_path / "d.hdf5")
+    run_dir = str(tmp_path / "run")
+    run = OfflineRun(dataset=path, total_updates=20, updates_per_call=10, batch_size=16,
+                     eval_interval=20, eval_episodes=1, log_interval=10, run_dir=run_dir,
+                     tensorboard=False, progress=False)
+    config = dataclasses.replace(SMALL, run=run, hidden_dims=(16, 16), exploration_noise=0.1,
+                                 finetune=eqxrl.Finetune(finetune_steps=30))
+    summary = rebrac.main(config)
+    assert summary["status"] == "done" and summary["offline"]["steps"] == 20
+    offline, online = eqxrl.load_run(run_dir), eqxrl.load_run(f"{run_dir}/finetune")
+    assert isinstance(online.config, rebrac.FinetuneConfig)
+    assert int(offline.state.online_updates) == 0 and int(offline.state.td3.step) == 20
+    assert int(online.state.online_updates) == 30  # one update per env step
+    assert int(online.state.td3.step) == 20 + 30
+    with open(f"{run_dir}/finetune/train.csv") as f:
+        rows = [line.strip().split(",") for line in f]
+    column = rows[0].index("actor/bc_weight")
+    weights = [float(r[column]) for r in rows[1:]]
+    np.testing.assert_allclose(weights, [0.001 * 0.7, 0.0005, 0.0005], rtol=1e-5)  # k = 9, 19, 29
+    assert [r["phase"] for r in eqxrl.loops.joined_evals(run_dir)] == [0, 1, 1]
 
 
 def test_act_is_deterministic_and_checks_observations():
