@@ -131,6 +131,28 @@ def test_drq_runs_on_rendered_frames_and_resumes_exactly(tmp_path):
     assert_trees_equal(eqx.filter(a.state, eqx.is_array), eqx.filter(b.state, eqx.is_array))
 
 
+@pytest.mark.slow  # ~1 min, as the test above
+def test_drq_takes_a_pixel_dataset_in_every_batch_and_resumes_exactly(tmp_path):
+    env, rng, rows = eqxrl.make_env("pixels:Pendulum-v1"), np.random.default_rng(0), []
+    obs, _ = env.reset(seed=0)
+    for t in range(64):  # the env's own stacked frames, as eqxrl-collect would store them
+        action = rng.uniform(-1, 1, (1,)).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rows.append((obs, action, np.float32(reward), next_obs, terminated, truncated or t == 63))
+        obs = next_obs
+    env.close()
+    obs, action, reward, next_obs, terminated, truncated = map(np.stack, zip(*rows, strict=True))
+    path = str(tmp_path / "frames.hdf5")
+    eqxrl.save_dataset(path, eqxrl.Dataset(Transition(
+        jnp.asarray(obs), jnp.asarray(action), jnp.asarray(reward), jnp.asarray(next_obs),
+        jnp.asarray(terminated), jnp.asarray(truncated))),
+        eqxrl.DatasetInfo(env_id="pixels:Pendulum-v1"))
+    a, b = whole_and_resumed(drq, lambda tmp, name, **kw: small_run(
+        tmp, name, offline_data=path, **kw), tmp_path, 45)
+    assert a.config.run.offline_data == path and a.buffer.frame_capacity < 2 * 100
+    assert_trees_equal(eqx.filter(a.state, eqx.is_array), eqx.filter(b.state, eqx.is_array))
+
+
 @pytest.mark.slow  # 28 s (two compilations of a 2-update learn call); the default suite is full
 def test_pixel_updates_written_out_equal_the_scanned_ones(monkeypatch):
     """At --utd 2 the online loop's learn call runs a pixel agent's updates one after another

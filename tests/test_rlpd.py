@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,12 +97,58 @@ def test_a_short_run_resumes_bit_exactly_and_loads_as_a_policy(tmp_path):
     assert policy(np.zeros(3, np.float32)).shape == (1,)
 
 
-def test_pixel_envs_are_refused_before_the_dataset_is_read(tmp_path):
-    from eqxrl import EnvSpec
+# ---------------------------------------------------------------- pixel data
+PIXELS = eqxrl.EnvSpec(jax.ShapeDtypeStruct((8, 8, 6), np.dtype("uint8")), (1,),
+                       action_low=(-1.0,), action_high=(1.0,), frame_stack=2)
+
+
+def pixel_rows(n, reward, key=0):
+    """`n` transitions of stacked 8×8 frames (2 × 3 channels) whose rewards say where they came
+    from; each row's next frames follow its frames, as an env's do."""
+    frames = jax.random.randint(jax.random.key(key), (n + 2, 8, 8, 3), 0, 256).astype(jnp.uint8)
+    stack = jnp.concatenate([frames[:-1], frames[1:]], axis=-1)  # (n + 1, 8, 8, 6)
+    return Transition(obs=stack[:-1], action=jnp.zeros((n, 1)),
+                      reward=jnp.full((n,), reward, jnp.float32), next_obs=stack[1:],
+                      terminated=jnp.zeros(n, bool), truncated=jnp.zeros(n, bool))
+
+
+def test_a_pixel_dataset_is_counted_before_its_images_are_read_and_mixes_with_frames(tmp_path):
+    from eqxrl.data.frames import FrameReplayBuffer
     from eqxrl.loops.offline_mix import load_offline_data
 
-    pixels = EnvSpec(jax.ShapeDtypeStruct((84, 84, 9), np.uint8), (1,), action_low=(-1.0,),
-                     action_high=(1.0,), frame_stack=3)
-    config = tiny(tmp_path, dataset=str(tmp_path / "not-read.hdf5"))
-    with pytest.raises(ValueError, match=r"--offline-data takes vector observations"):
-        load_offline_data(config, pixels)
+    path = str(tmp_path / "pixels.hdf5")
+    data = pixel_rows(40, 7.0)
+    eqxrl.save_dataset(path, Dataset(data), eqxrl.DatasetInfo(env_id="pixels:Pendulum-v1"))
+    config = tiny(tmp_path, dataset=path)
+    seen = []
+    offline, _ = load_offline_data(config, PIXELS, fits=seen.append)
+    assert seen == [40 * (2 * 8 * 8 * 6 + 4 + 4 + 2)]  # obs, next_obs, action, reward, flags
+    np.testing.assert_array_equal(offline.data.obs, data.obs)
+    assert offline.data.obs.dtype == jnp.uint8 and offline.images is None
+
+    class TooBig(Exception):
+        pass
+
+    def too_big(nbytes):
+        raise TooBig(nbytes)
+
+    with pytest.raises(TooBig, match=r"^31120$"):  # raised before the images are read
+        load_offline_data(config, PIXELS, fits=too_big)
+    wrong = dataclasses.replace(PIXELS, observation=jax.ShapeDtypeStruct((8, 8, 9), np.uint8),
+                                frame_stack=3)
+    with pytest.raises(ValueError, match=r"does not fit --env-id Pendulum-v1: .*obs has shape "
+                                         r"\(40, 8, 8, 6\), expected \(\.\.\., 8, 8, 9\)"):
+        load_offline_data(config, wrong)
+
+    buffer = FrameReplayBuffer.create(PIXELS, capacity=16)
+    online = pixel_rows(6, -1.0, key=1)
+    for i in range(6):
+        buffer = buffer.add(jax.tree.map(lambda x, i=i: x[i], online))
+    batch = mixed_sampler(0.5, 8)(buffer, offline, jax.random.key(0))
+    np.testing.assert_array_equal(batch.reward, [7.0] * 4 + [-1.0] * 4)
+    assert batch.obs.shape == (8, 8, 8, 6) and batch.obs.dtype == jnp.uint8
+    for obs, next_obs in zip(batch.obs[4:], batch.next_obs[4:], strict=True):  # rebuilt stacks
+        i = [j for j in range(6) if np.array_equal(online.obs[j], obs)]
+        assert len(i) == 1 and np.array_equal(online.next_obs[i[0]], next_obs)
+
+

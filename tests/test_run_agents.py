@@ -309,3 +309,15 @@ def test_td3_agents_keep_the_delayed_actor_update_a_cond(tmp_path):
     one = td3.main(config("one", seed=1))
     assert_close_states(eqxrl.load_run(many["run_dir"], agent=1).state,
                         eqxrl.load_run(one["run_dir"]).state)
+
+
+def test_the_memory_check_counts_the_offline_data_once_for_all_agents(monkeypatch):
+    from eqxrl.run import agents as agents_module
+
+    agents = agents_module.Agents((0, 1, 2), ((), (), ()))
+    monkeypatch.setattr(agents_module, "_memory_bytes", lambda mesh: 10 * 2**30)
+    agents.check_memory(2**30, shared_bytes=5 * 2**30)  # 3 + 5 GiB of 10: fits
+    with pytest.raises(ConfigError, match=r"3 agents need about 10\.0 GiB \(1024 MiB each: state "
+                                          r"and replay buffer, and 7\.0 GiB of --offline-data "
+                                          r"that they share\).*use a smaller dataset"):
+        agents.check_memory(2**30, shared_bytes=7 * 2**30)

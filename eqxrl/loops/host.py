@@ -74,6 +74,9 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
 
         one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, hyper_of(config))
         agents.check_memory(tree_bytes(one))
+        offline, rewards = load_offline_data(  # (refused if it does not fit beside the agents)
+            config, spec, hooks.offline_preset,
+            fits=lambda nbytes: agents.check_memory(tree_bytes(one), shared_bytes=nbytes))
         if run.resume:
             (state_like, key_like), _, action_like = one
 
@@ -110,7 +113,6 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
                              state_key[1])
             obs = [env.reset(seed=derived_seed(agents.seeds[i], 0))[0]
                    for env, i in zip(envs, mine, strict=True)]
-        offline, rewards = load_offline_data(config, spec, hooks.offline_preset)
         if offline is not None and agents.mesh is not None:
             offline = agents.place(offline, rows_axis=0)
         random_step, train_step, _, _, sk, buf = make_step_functions(

@@ -24,7 +24,7 @@ from eqxrl.core.tree import tree_stack
 from eqxrl.data.dataset import Dataset
 from eqxrl.envs.native import is_jax_env_id
 from eqxrl.loops.contract import OffPolicyHooks
-from eqxrl.run.agents import Agents
+from eqxrl.run.agents import Agents, tree_bytes
 from eqxrl.run.load import load_run
 from eqxrl.run.record import dataset_path, read_record
 from eqxrl.vision.obs_encoder import has_images
@@ -51,11 +51,17 @@ def check_offline_data(config: Any, hooks: OffPolicyHooks) -> None:
 
 
 def load_offline_data(
-    config: Any, spec: EnvSpec, preset: str = "none"
+    config: Any, spec: EnvSpec, preset: str = "none",
+    fits: Callable[[int], None] = lambda nbytes: None,
 ) -> tuple[Dataset | None, tuple[float, float]]:
     """The `--offline-data` dataset, checked against `spec`, preprocessed with `preset`, on
     the device (None without it); and the preset's `(scale, shift)` of rewards, which the
     online rows get too.
+
+    The whole dataset is held in device memory, pixel datasets too (frame-stacked observations
+    as the env gives them, `obs` and `next_obs`). `fits(nbytes)` is called with its size
+    before any image is read, so that a dataset too large for the devices is refused
+    (`Agents.check_memory`) without filling the host's memory first.
 
     Raises:
         ValueError: if its observations or actions do not fit the env, or its actions lie
@@ -64,14 +70,15 @@ def load_offline_data(
     settings = config.run
     if not settings.offline_data:
         return None, (1.0, 0.0)
-    if has_images(spec):
-        raise ValueError(
-            "--offline-data takes vector observations: mixing pixel datasets into the frame "
-            "buffer's batches is not built yet. Drop --offline-data, or train on the pixels "
-            "offline (algorithms/bc.py, cql_discrete.py).")
     started = read_record(settings.resume).get("cwd") if settings.resume else None
     path = dataset_path(settings.offline_data, started)
-    dataset, _ = datasets.load_dataset(path)
+    try:  # a pixel env's dataset: counted with its images on disk, when they can stay there
+        dataset, _ = datasets.load_dataset(path, lazy_images=has_images(spec))
+    except datasets.DatasetError:  # no image leaves (another env's data), or a format that
+        dataset, _ = datasets.load_dataset(path)  # cannot leave them on disk: read it whole
+    fits(in_memory_bytes(dataset))
+    if dataset.images is not None:  # read the images now that they are known to fit
+        dataset = Dataset(jax.device_put(dataset.images.fetch(dataset.data)))
     where = f"--offline-data {settings.offline_data}"
     try:
         spec.check_batch(dataset.data, name="offline data")
@@ -83,6 +90,13 @@ def load_offline_data(
     rewards = datasets.preset_rewards(dataset, preset)
     dataset = datasets.preprocess(dataset, preset)
     return jax.device_put(Dataset(dataset.data)), rewards
+
+
+def in_memory_bytes(dataset: Dataset) -> int:
+    """Bytes of `dataset` with its images in memory (a lazily loaded one's images counted at
+    the size `fetch` gives them)."""
+    return tree_bytes(dataset.data if dataset.images is None else
+                      dataset.images.like(dataset.data))
 
 
 def mixed_sampler(

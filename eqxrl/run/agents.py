@@ -239,16 +239,20 @@ class Agents:
         hypers = tree_stack([hyper_of(config, dict(p)) for p in self.points])
         return jax.vmap(lambda k, h: fresh(k, config, h))(keys, hypers)
 
-    def check_memory(self, per_agent_bytes: int) -> None:
-        """Refuse a run whose agents cannot fit: name the settings that set their size."""
-        need = per_agent_bytes * self.n
+    def check_memory(self, per_agent_bytes: int, shared_bytes: int = 0) -> None:
+        """Refuse a run whose agents (and `shared_bytes` of `--offline-data`, one copy for all
+        agents) cannot fit: name the settings that set their size."""
+        need = per_agent_bytes * self.n + shared_bytes
         have = _memory_bytes(self.mesh)
         if have is not None and need > 0.9 * have:
+            shared = (f", and {shared_bytes / 2**30:.1f} GiB of --offline-data that they share"
+                      if shared_bytes else "")
             raise ConfigError(
                 f"{self.n} agents need about {need / 2**30:.1f} GiB ({per_agent_bytes / 2**20:.0f} "
-                f"MiB each: state and replay buffer), more than the {have / 2**30:.1f} GiB of "
-                f"{self.devices} device(s). Lower --num-seeds (or the grid), --buffer-size, or "
-                "use more devices (--devices)."
+                f"MiB each: state and replay buffer{shared}), more than the {have / 2**30:.1f} "
+                f"GiB of {self.devices} device(s). Lower --num-seeds (or the grid), "
+                f"--buffer-size{', use a smaller dataset' if shared_bytes else ''}, or use more "
+                "devices (--devices)."
             )
 
 
