@@ -2,10 +2,14 @@
 
 Run:  python benchmarks/seeds.py                       (about 10 minutes on 2 CPU cores)
       python benchmarks/seeds.py --agents 1 2 5 --online-steps 3000 --offline-updates 6000
+      python benchmarks/seeds.py --envs Pendulum-v1 --online-algos td3 tqc crossq \
+          --offline-algos bc td3_bc cql rebrac
 
 For each N in `--agents`, trains N agents as one vmapped program (`--num-seeds N`) with the
-library's loops: online SAC (256×256, batch 256, UTD 1) on each env of `--envs`, and offline
-IQL (256×256, batch 256) on a random HalfCheetah-shaped dataset this script makes. The rate is
+library's loops and each algorithm's default hyperparameters: the online algorithms of
+`--online-algos` (SAC: 256×256, batch 256, UTD 1) on each env of `--envs`, and the offline ones
+of `--offline-algos` (IQL: 256×256, batch 256) on a random HalfCheetah-shaped dataset this
+script makes. The rate is
 the steady one, read from the run's own training log over the log intervals after learning has
 begun (`run_rate.steady_rate`: compilation, random steps and the final evaluation are outside).
 Total agent rate = N × the loop's rate. N sequential runs take N times as long as one, so their
@@ -15,6 +19,7 @@ total rate is the N = 1 rate: the ratio column is (N-agent total rate) / (one ag
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import sys
 import tempfile
@@ -31,7 +36,11 @@ class Args:
     agents: tuple[int, ...] = (1, 2, 5)
     """numbers of agents to compare (1 is the sequential baseline)"""
     envs: tuple[str, ...] = ("Pendulum-v1", "HalfCheetah-v5")
-    """gymnasium envs for online SAC"""
+    """gymnasium envs of the online algorithms"""
+    online_algos: tuple[str, ...] = ("sac",)
+    """online off-policy algorithms (algorithms/<name>.py), each at its defaults"""
+    offline_algos: tuple[str, ...] = ("iql",)
+    """offline algorithms (algorithms/<name>.py), each at its defaults"""
     online_steps: int = 2500
     """env steps per online run (learning starts at --start-steps)"""
     start_steps: int = 1000
@@ -43,42 +52,39 @@ class Args:
     skip_offline: bool = False
 
 
-def online(env_id: str, n: int, a: Args, out: str) -> float:
-    import eqxrl
-    from eqxrl.algorithms import sac
-
-    run = eqxrl.OnlineRun(
-        env_id=env_id, num_seeds=n, total_steps=a.online_steps, start_steps=a.start_steps,
-        eval_interval=a.online_steps, eval_episodes=1, checkpoint_interval=a.online_steps,
-        log_interval=a.log_interval, tensorboard=False, progress=False,
-        run_dir=os.path.join(out, f"sac_{env_id}_{n}"),
-    )
-    summary = sac.main(sac.Config(run=run))
+def online(env_id: str, algo: str, n: int, a: Args, out: str) -> float:
+    module = importlib.import_module(f"eqxrl.algorithms.{algo}")
+    default = module.Config()
+    run = dataclasses.replace(  # the algorithm's own run defaults (batch size, UTD) otherwise
+        default.run, env_id=env_id, num_seeds=n, total_steps=a.online_steps,
+        start_steps=a.start_steps, eval_interval=a.online_steps, eval_episodes=1,
+        checkpoint_interval=a.online_steps, log_interval=a.log_interval, tensorboard=False,
+        progress=False, run_dir=os.path.join(out, f"{algo}_{env_id}_{n}"))
+    summary = module.main(dataclasses.replace(default, run=run))
     return n * steady_rate(summary["run_dir"], a.start_steps + a.log_interval)
 
 
-def offline(n: int, a: Args, out: str, dataset) -> float:
-    import eqxrl
-    from eqxrl.algorithms import iql
-
-    run = eqxrl.OfflineRun(
-        env_id="HalfCheetah-v5", num_seeds=n, total_updates=a.offline_updates,
+def offline(algo: str, n: int, a: Args, out: str, dataset: str) -> float:
+    module = importlib.import_module(f"eqxrl.algorithms.{algo}")
+    default = module.Config()
+    run = dataclasses.replace(
+        default.run, dataset=dataset, num_seeds=n, total_updates=a.offline_updates,
         updates_per_call=a.log_interval, eval_interval=a.offline_updates, eval_episodes=1,
         checkpoint_interval=a.offline_updates, log_interval=a.log_interval,
-        tensorboard=False, progress=False, run_dir=os.path.join(out, f"iql_{n}"),
-    )
-    summary = eqxrl.train_offline(iql.Config(run=run), iql, dataset=dataset)
+        tensorboard=False, progress=False, run_dir=os.path.join(out, f"{algo}_{n}"))
+    summary = module.main(dataclasses.replace(default, run=run))
     return n * steady_rate(summary["run_dir"], 2 * a.log_interval)
 
 
-def random_dataset(rows: int = 100_000):
+def random_dataset(path: str, rows: int = 100_000) -> str:
+    """A HalfCheetah-v5-shaped dataset of random rows (1000-step episodes), written to `path`."""
     import jax.numpy as jnp
 
     import eqxrl
 
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(rows + 1, 17)).astype(np.float32)
-    return eqxrl.Dataset(eqxrl.Transition(
+    data = eqxrl.Dataset(eqxrl.Transition(
         obs=jnp.asarray(obs[:-1]),
         action=jnp.asarray(rng.uniform(-1, 1, (rows, 6)).astype(np.float32)),
         reward=jnp.asarray(rng.normal(size=rows).astype(np.float32)),
@@ -86,6 +92,8 @@ def random_dataset(rows: int = 100_000):
         terminated=jnp.zeros(rows, bool),
         truncated=jnp.asarray(np.arange(rows) % 1000 == 999),
     ))
+    eqxrl.save_dataset(path, data, eqxrl.DatasetInfo(env_id="HalfCheetah-v5"))
+    return path
 
 
 def main(a: Args) -> None:
@@ -94,16 +102,19 @@ def main(a: Args) -> None:
     print(f"{jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} cores")
     results: list[tuple[str, int, float]] = []
     with tempfile.TemporaryDirectory() as out:
-        for env_id in a.envs:
-            for n in a.agents:
-                results.append((f"SAC online {env_id} (agent env steps/s)", n,
-                                online(env_id, n, a, out)))
-                print(results[-1], flush=True)
+        for algo in a.online_algos:
+            for env_id in a.envs:
+                for n in a.agents:
+                    results.append((f"{algo} online {env_id} (agent env steps/s)", n,
+                                    online(env_id, algo, n, a, out)))
+                    print(results[-1], flush=True)
         if not a.skip_offline:
-            dataset = random_dataset()
-            for n in a.agents:
-                results.append(("IQL offline (agent updates/s)", n, offline(n, a, out, dataset)))
-                print(results[-1], flush=True)
+            dataset = random_dataset(os.path.join(out, "random.hdf5"))
+            for algo in a.offline_algos:
+                for n in a.agents:
+                    results.append((f"{algo} offline (agent updates/s)", n,
+                                    offline(algo, n, a, out, dataset)))
+                    print(results[-1], flush=True)
     print("\n| workload | N | total rate | vs N sequential runs |\n|---|---|---|---|")
     base = {}
     for name, n, rate in results:
