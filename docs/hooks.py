@@ -169,7 +169,9 @@ MEANING = {
               "1 / mean |min Q(s, μ(s))| (ReBRAC with --normalize-q)",
     "bc_penalty": "mean of ‖μ(s) − a‖² (summed over action dimensions) to the dataset's action",
     "next_bc_penalty": "mean of ‖ã' − a'‖² between the smoothed target action and the data's "
-                       "next action (0 on rows without one)",
+                       "next action (0 on rows without one, and online)",
+    "bc_weight": "the actor's penalty weight β₁ of this update (online: decaying to "
+                 "--finetune-bc-floor · β₁)",
     "mse": "mean squared distance of the policy's mode to the dataset's action",
     "policy_loss": "the clipped surrogate loss", "value_loss": "the value loss",
     "approx_kl": "approximate KL divergence of the new policy from the old, mean((ρ − 1) − log ρ)",
