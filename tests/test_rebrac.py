@@ -196,14 +196,19 @@ def test_an_online_update_is_tds_target_without_the_critic_penalty():
     assert int(_.online_updates) == 0 and float(offline["critic/next_bc_penalty"]) > 0
 
 
+def small_script_run(tmp_path, **fields):
+    """A 20-update run of the script on the project's Pendulum data, with tiny networks."""
+    path = pendulum_dataset_file(tmp_path / "d.hdf5")
+    run = OfflineRun(dataset=path, total_updates=20, updates_per_call=10, batch_size=16,
+                     eval_interval=20, eval_episodes=1, log_interval=10,
+                     run_dir=str(tmp_path / "run"), tensorboard=False, progress=False)
+    return path, dataclasses.replace(SMALL, run=run, hidden_dims=(16, 16), **fields)
+
+
 @pytest.mark.slow  # ~12 s: two phases; the default run stays within ~6 minutes on 2 cores
 def test_finetuning_continues_offline_rebrac_online(tmp_path):
-    path = pendulum_dataset_file(tmp_path / "d.hdf5")
     run_dir = str(tmp_path / "run")
-    run = OfflineRun(dataset=path, total_updates=20, updates_per_call=10, batch_size=16,
-                     eval_interval=20, eval_episodes=1, log_interval=10, run_dir=run_dir,
-                     tensorboard=False, progress=False)
-    config = dataclasses.replace(SMALL, run=run, hidden_dims=(16, 16), exploration_noise=0.1,
+    _, config = small_script_run(tmp_path, exploration_noise=0.1,
                                  finetune=eqxrl.Finetune(finetune_steps=30))
     summary = rebrac.main(config)
     assert summary["status"] == "done" and summary["offline"]["steps"] == 20
@@ -239,12 +244,8 @@ def test_vmap_over_seeds_equals_separate_runs():
 # ---------------------------------------------------------------- the script
 @pytest.mark.slow  # ~10 s; the default run stays within ~6 minutes on 2 cores
 def test_main_trains_on_next_actions_and_resumes(tmp_path):
-    path = pendulum_dataset_file(tmp_path / "d.hdf5")
     run_dir = str(tmp_path / "run")
-    run = OfflineRun(dataset=path, total_updates=20, updates_per_call=10, batch_size=16,
-                     eval_interval=20, eval_episodes=1, log_interval=10, run_dir=run_dir,
-                     tensorboard=False, progress=False)
-    config = dataclasses.replace(SMALL, run=run, hidden_dims=(16, 16), normalize_obs=True)
+    path, config = small_script_run(tmp_path, normalize_obs=True)
     summary = rebrac.main(config)
     assert summary["steps"] == 20 and summary["final_normalized_score"] is not None
     summary = rebrac.main(rebrac.Config(run=OfflineRun(resume=run_dir, total_updates=30,
