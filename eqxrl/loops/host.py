@@ -73,10 +73,11 @@ def train_host(config: Any, algorithm: ModuleType, hooks: OffPolicyHooks,
             return fresh_copy((state, k_loop)), buffer, random_action(spec, k_action)
 
         one = eqx.filter_eval_shape(fresh, jax.random.key(0), config, hyper_of(config))
-        agents.check_memory(tree_bytes(one))
+        per_agent = tree_bytes(one)
+        agents.check_memory(per_agent)
         offline, rewards = load_offline_data(  # (refused if it does not fit beside the agents)
             config, spec, hooks.offline_preset,
-            fits=lambda nbytes: agents.check_memory(tree_bytes(one), shared_bytes=nbytes))
+            fits=lambda nbytes: agents.check_memory(per_agent, shared_bytes=nbytes))
         if run.resume:
             (state_like, key_like), _, action_like = one
 

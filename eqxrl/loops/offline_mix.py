@@ -72,10 +72,15 @@ def load_offline_data(
         return None, (1.0, 0.0)
     started = read_record(settings.resume).get("cwd") if settings.resume else None
     path = dataset_path(settings.offline_data, started)
-    try:  # a pixel env's dataset: counted with its images on disk, when they can stay there
-        dataset, _ = datasets.load_dataset(path, lazy_images=has_images(spec))
-    except datasets.DatasetError:  # no image leaves (another env's data), or a format that
-        dataset, _ = datasets.load_dataset(path)  # cannot leave them on disk: read it whole
+    lazy = has_images(spec)  # a pixel env's dataset: counted with its images left on disk
+    try:
+        dataset, _ = datasets.load_dataset(path, lazy_images=lazy)
+    except datasets.DatasetError:
+        if not lazy:
+            raise
+        # No image leaves (another env's data), or a format that cannot leave them on disk:
+        # read it whole (the shape check below names a mismatch).
+        dataset, _ = datasets.load_dataset(path)
     fits(in_memory_bytes(dataset))
     if dataset.images is not None:  # read the images now that they are known to fit
         dataset = Dataset(jax.device_put(dataset.images.fetch(dataset.data)))
