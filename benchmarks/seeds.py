@@ -52,28 +52,31 @@ class Args:
     skip_offline: bool = False
 
 
-def online(env_id: str, algo: str, n: int, a: Args, out: str) -> float:
+def steady_total_rate(algo: str, n: int, begin: int, **run: object) -> float:
+    """N × the steady rate of `algorithms/<algo>.py` trained with `n` agents at its defaults,
+    its run settings changed by `run` (its own batch size and UTD kept), from step `begin`."""
     module = importlib.import_module(f"eqxrl.algorithms.{algo}")
     default = module.Config()
-    run = dataclasses.replace(  # the algorithm's own run defaults (batch size, UTD) otherwise
-        default.run, env_id=env_id, num_seeds=n, total_steps=a.online_steps,
-        start_steps=a.start_steps, eval_interval=a.online_steps, eval_episodes=1,
-        checkpoint_interval=a.online_steps, log_interval=a.log_interval, tensorboard=False,
-        progress=False, run_dir=os.path.join(out, f"{algo}_{env_id}_{n}"))
-    summary = module.main(dataclasses.replace(default, run=run))
-    return n * steady_rate(summary["run_dir"], a.start_steps + a.log_interval)
+    settings = dataclasses.replace(default.run, num_seeds=n, eval_episodes=1, tensorboard=False,
+                                   progress=False, **run)
+    summary = module.main(dataclasses.replace(default, run=settings))
+    return n * steady_rate(summary["run_dir"], begin)
+
+
+def online(env_id: str, algo: str, n: int, a: Args, out: str) -> float:
+    return steady_total_rate(
+        algo, n, a.start_steps + a.log_interval, env_id=env_id, total_steps=a.online_steps,
+        start_steps=a.start_steps, eval_interval=a.online_steps,
+        checkpoint_interval=a.online_steps, log_interval=a.log_interval,
+        run_dir=os.path.join(out, f"{algo}_{env_id}_{n}"))
 
 
 def offline(algo: str, n: int, a: Args, out: str, dataset: str) -> float:
-    module = importlib.import_module(f"eqxrl.algorithms.{algo}")
-    default = module.Config()
-    run = dataclasses.replace(
-        default.run, dataset=dataset, num_seeds=n, total_updates=a.offline_updates,
-        updates_per_call=a.log_interval, eval_interval=a.offline_updates, eval_episodes=1,
+    return steady_total_rate(
+        algo, n, 2 * a.log_interval, dataset=dataset, total_updates=a.offline_updates,
+        updates_per_call=a.log_interval, eval_interval=a.offline_updates,
         checkpoint_interval=a.offline_updates, log_interval=a.log_interval,
-        tensorboard=False, progress=False, run_dir=os.path.join(out, f"{algo}_{n}"))
-    summary = module.main(dataclasses.replace(default, run=run))
-    return n * steady_rate(summary["run_dir"], 2 * a.log_interval)
+        run_dir=os.path.join(out, f"{algo}_{n}"))
 
 
 def random_dataset(path: str, rows: int = 100_000) -> str:
