@@ -1,6 +1,8 @@
 """Test-wide strictness: silent rank broadcasting is an error (DESIGN.md section 4)."""
 
+import json
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -21,10 +23,28 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Strict dtype promotion stays off: optax's Adam under inject_hyperparams computes
 # `b1 ** count` (float32 ** int32), which strict mode rejects inside optax itself.
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping by fixtures
+def pytest_collection_modifyitems(config, items):
+    """Test modules longest first, by the seconds measured for their tests (tests/durations.json:
+    a `--durations=0` run of each suite; a test not listed counts 1 s). pytest-xdist hands each
+    worker a contiguous share of this order and moves the tail to whichever is idle, so the long
+    learning tests start early instead of one of them ending the run alone on one core. A
+    module's tests stay together and in their order: module fixtures are made once."""
+    seconds = json.loads((pathlib.Path(__file__).parent / "durations.json").read_text())
+    total: dict[str, float] = {}
+    for item in items:
+        total[item.module.__name__] = total.get(item.module.__name__, 0.0) + seconds.get(
+            item.nodeid, 1.0)
+    first = {name: i for i, name in reversed(list(enumerate(
+        item.module.__name__ for item in items)))}
+    items.sort(key=lambda item: (-total[item.module.__name__], first[item.module.__name__]))
 
 
 def pytest_sessionfinish(session, exitstatus):
