@@ -50,6 +50,9 @@ class Args:
     log_interval: int = 250
     """steps (updates) between log rows: the rate is measured between rows"""
     skip_offline: bool = False
+    offline_layouts: tuple[str, ...] = ("auto",)
+    """--agents-layout values to measure the offline algorithms with (auto, vmap, unrolled);
+    the one-agent baseline is shared"""
 
 
 def steady_total_rate(algo: str, n: int, begin: int, **run: object) -> float:
@@ -71,12 +74,12 @@ def online(env_id: str, algo: str, n: int, a: Args, out: str) -> float:
         run_dir=os.path.join(out, f"{algo}_{env_id}_{n}"))
 
 
-def offline(algo: str, n: int, a: Args, out: str, dataset: str) -> float:
+def offline(algo: str, n: int, a: Args, out: str, dataset: str, layout: str) -> float:
     return steady_total_rate(
         algo, n, 2 * a.log_interval, dataset=dataset, total_updates=a.offline_updates,
         updates_per_call=a.log_interval, eval_interval=a.offline_updates,
         checkpoint_interval=a.offline_updates, log_interval=a.log_interval,
-        run_dir=os.path.join(out, f"{algo}_{n}"))
+        agents_layout=layout, run_dir=os.path.join(out, f"{algo}_{n}_{layout}"))
 
 
 def random_dataset(path: str, rows: int = 100_000) -> str:
@@ -114,10 +117,14 @@ def main(a: Args) -> None:
         if not a.skip_offline:
             dataset = random_dataset(os.path.join(out, "random.hdf5"))
             for algo in a.offline_algos:
-                for n in a.agents:
-                    results.append((f"{algo} offline (agent updates/s)", n,
-                                    offline(algo, n, a, out, dataset)))
-                    print(results[-1], flush=True)
+                for layout in a.offline_layouts:
+                    for n in a.agents:
+                        name = f"{algo} offline, {layout} layout (agent updates/s)"
+                        one = [r for w, m, r in results if m == 1 and w.startswith(f"{algo} o")]
+                        rate = one[0] if n == 1 and one else offline(algo, n, a, out, dataset,
+                                                                      layout)
+                        results.append((name, n, rate))
+                        print(results[-1], flush=True)
     print("\n| workload | N | total rate | vs N sequential runs |\n|---|---|---|---|")
     base = {}
     for name, n, rate in results:

@@ -9,6 +9,7 @@ import textwrap
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -20,7 +21,7 @@ from eqxrl.run import checkpoints as ck
 from eqxrl.run.cli import split_grid_flags
 from eqxrl.tools.plot import group_runs, legend_labels
 
-from .conftest import pendulum_dataset_file
+from .conftest import assert_trees_equal, pendulum_dataset_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -201,8 +202,9 @@ def test_more_devices_than_visible_is_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------- offline
-@pytest.mark.slow  # 12 s; the online case stays in the default suite (~10 min)
-def test_agent_i_of_n_equals_a_single_run_offline(tmp_path):
+@pytest.mark.slow  # 12 s each; the online case stays in the default suite (~10 min)
+@pytest.mark.parametrize("layout", ["auto", "vmap"])
+def test_agent_i_of_n_equals_a_single_run_offline(tmp_path, layout):
     path = pendulum_dataset_file(tmp_path / "data.hdf5")
 
     def config(name, expectile=0.9, **kw):
@@ -212,14 +214,51 @@ def test_agent_i_of_n_equals_a_single_run_offline(tmp_path):
                                **kw)
         return iql.Config(run=run, hidden_dims=(16, 16), expectile=expectile)
 
-    many = iql.main(config("many", seeds=(3, 4), grid=(("expectile", (0.9, 0.7)),)))
+    many = iql.main(config("many", seeds=(3, 4), grid=(("expectile", (0.9, 0.7)),),
+                           agents_layout=layout))
     one = iql.main(config("one", seed=4, expectile=0.7))
     assert [(a["seed"], a["expectile"]) for a in many["agents"]] == [
         (3, 0.9), (4, 0.9), (3, 0.7), (4, 0.7)]
     assert [float(eqxrl.load_run(many["run_dir"], agent=i).state.expectile)
             for i in range(4)] == pytest.approx([0.9, 0.9, 0.7, 0.7])
-    assert_close_states(eqxrl.load_run(many["run_dir"], agent=3).state,
-                        eqxrl.load_run(one["run_dir"]).state)
+    agent = eqxrl.load_run(many["run_dir"], agent=3).state
+    single = eqxrl.load_run(one["run_dir"]).state
+    if layout == "auto":  # 4 agents on one CPU: written out, each computes as a single run
+        assert_trees_equal(agent, single)
+    else:
+        assert_close_states(agent, single)
+
+
+def test_the_agents_layout_is_chosen_per_backend_and_size_and_checked():
+    from eqxrl.run.grid import UNROLL_AGENTS, agents_layout
+
+    cpu = jax.default_backend() == "cpu"
+    assert agents_layout("auto", 5, None) == ("unrolled" if cpu else "vmap")
+    assert agents_layout("auto", UNROLL_AGENTS + 1, None) == "vmap"  # compile time grows
+    assert agents_layout("auto", 1, None) == "vmap"
+    assert agents_layout("vmap", 5, None) == "vmap"
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("devices",))
+    assert agents_layout("auto", 4, mesh) == "vmap"  # agents split over devices
+    with pytest.raises(ConfigError, match="--agents-layout unrolled .* --devices 1"):
+        agents_layout("unrolled", 4, mesh)
+    with pytest.raises(ConfigError, match="--agents-layout loop: expected one of auto, vmap"):
+        agents_layout("loop", 2, None)
+
+
+def test_unrolled_agents_compute_what_each_computes_alone():
+    from eqxrl.rl.schedules import every
+    from eqxrl.run.agents import Agents
+
+    def f(state, shared):  # `every` inside: each agent's own cond (steps may even differ)
+        return every(2, state["step"], lambda x: x * shared, state["x"], state["x"]) + 1.0
+
+    states = {"step": jnp.array([0, 1, 2]), "x": jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])}
+    shared = jnp.array([10.0, 100.0])
+    agents = Agents((0, 1, 2), ((), (), ()), layout="unrolled")
+    got = jax.jit(agents.over(f, (0, None), unroll=True))(states, shared)
+    np.testing.assert_array_equal(got, [[11.0, 201.0], [4.0, 5.0], [51.0, 601.0]])
+    # Without `unroll` (calls that carry a replay buffer), the agents stay vmapped.
+    assert jax.jit(agents.over(lambda s: s["x"] * 2))(states).shape == (3, 2)
 
 
 # ---------------------------------------------------------------------------- devices

@@ -152,7 +152,10 @@ def train_offline(
 
     @jit(donate=(0,))
     def train_chunk(state_key: tuple, data: Dataset, n: int):
-        return agents.over(lambda sk, d: train_one(sk, d, n), in_axes=(0, None))(state_key, data)
+        def one_agent(sk, d):
+            return train_one(sk, d, n)
+
+        return agents.over(one_agent, (0, None), unroll=True)(state_key, data)
 
     # On XLA's CPU backend a conv net trains ~4x slower inside lax.scan than in straight-line
     # code (IMPALA, batch 8: 247 ms an update in a scan, 64 ms alone), so datasets with images

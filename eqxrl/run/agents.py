@@ -45,6 +45,7 @@ class Agents:
     points: tuple[Point, ...]  # the grid values of each agent
     mesh: Mesh | None = None  # None: one device
     local: tuple[int, ...] | None = None  # agents whose host work this process does; None: all
+    layout: str = "vmap"  # how `over(..., unroll=True)` runs several agents: "vmap" or "unrolled"
 
     @property
     def n(self) -> int:
@@ -129,23 +130,30 @@ class Agents:
         return "_".join([f"seed{self.seeds[i]}"] + [f"{k}={v:g}" for k, v in self.points[i]])
 
     # ------------------------------------------------------------------ compiled calls
-    def over(self, f: Callable, in_axes: Sequence[int | None] | None = None) -> Callable:
+    def over(self, f: Callable, in_axes: Sequence[int | None] | None = None,
+             unroll: bool = False) -> Callable:
         """`f` for every agent: its arguments and results carry the agent axis first.
 
         `in_axes` marks shared arguments with None (a dataset). One agent is not vmapped:
-        its axis of length 1 is dropped on the way in and restored on the way out.
+        its axis of length 1 is dropped on the way in and restored on the way out. With
+        `unroll` and the "unrolled" layout, the agents are written out one after another in the
+        program (each computes as a single run does) instead of vmapped.
         """
-        if self.n > 1:
+        if self.n > 1 and not (unroll and self.layout == "unrolled"):
             return jax.vmap(f, in_axes=0 if in_axes is None else tuple(in_axes),
                             axis_name=AGENTS)
 
-        def one(*args):
+        def agent(i, args):
             axes = in_axes or (0,) * len(args)
-            args = [a if ax is None else jax.tree.map(lambda x: x[0], a)
-                    for a, ax in zip(args, axes, strict=True)]
-            return jax.tree.map(lambda x: x[None], f(*args))
+            return f(*[a if ax is None else jax.tree.map(lambda x: x[i], a)
+                       for a, ax in zip(args, axes, strict=True)])
 
-        return one
+        def each(*args):
+            if self.n == 1:
+                return jax.tree.map(lambda x: x[None], agent(0, args))
+            return tree_stack([agent(i, args) for i in range(self.n)])
+
+        return each
 
     def split_batch(self, batch: Any) -> Any:
         """Inside a compiled update: one agent on several devices splits its batch over them."""

@@ -64,7 +64,26 @@ def make_agents(run: Any, batch_size: int) -> Agents:
                               .values() for i in range(n)[index[0]]}))
     elif jax.process_count() > 1:
         local = (0,)  # one agent, its state on every process
-    return Agents(agents_seeds, agents_points, mesh, local)
+    layout = agents_layout(getattr(run, "agents_layout", "vmap"), n, mesh)
+    return Agents(agents_seeds, agents_points, mesh, local, layout)
+
+
+UNROLL_AGENTS = 8  # the most agents "auto" writes out (compile time grows with each)
+
+
+def agents_layout(requested: str, n: int, mesh: Mesh | None) -> str:
+    """The layout that `--agents-layout requested` gives `n` agents on `mesh`'s devices."""
+    if requested not in ("auto", "vmap", "unrolled"):
+        raise ConfigError(f"--agents-layout {requested}: expected one of auto, vmap, unrolled.")
+    if requested == "unrolled" and mesh is not None and n > 1:
+        raise ConfigError(
+            f"--agents-layout unrolled runs the agents one after another on one device, but "
+            f"these {n} agents are split over {mesh.devices.size} devices. Use --agents-layout "
+            "vmap (or auto), or --devices 1.")
+    if requested != "auto":
+        return requested
+    cpu = jax.default_backend() == "cpu"
+    return "unrolled" if cpu and mesh is None and 1 < n <= UNROLL_AGENTS else "vmap"
 
 
 def check_grid(config: Any) -> None:

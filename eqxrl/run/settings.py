@@ -39,11 +39,9 @@ class RunConfig:
     seed: int = 0
     """seed for network init, exploration, batch sampling, env resets and evaluation"""
     num_seeds: int = 1
-    """agents trained as one vmapped program, with seeds --seed, --seed + 1, ... A numeric
-    hyperparameter given several values (--critic-lr 3e-4 1e-3) adds a grid: every seed at
-    every combination of values. The agents are vmapped on every backend: on a CPU, where the
-    update is compute-bound, unrolled and lax.map layouts measured no faster, and N agents
-    run at 1.0-1.4x the rate of N runs one after another (benchmarks/seeds.py)"""
+    """agents trained as one program (vmapped; offline, see --agents-layout), with seeds
+    --seed, --seed + 1, ... A numeric hyperparameter given several values (--critic-lr 3e-4
+    1e-3) adds a grid: every seed at every combination of values"""
     seeds: tuple[int, ...] | None = None
     """an explicit list of seeds, one agent each (instead of --seed and --num-seeds)"""
     grid: Annotated[tuple[tuple[str, tuple[float | int, ...]], ...], tyro.conf.Suppress] = ()
@@ -214,6 +212,10 @@ class OfflineRun(RunConfig):
     """updates between evaluations"""
     checkpoint_interval: int = 100_000
     """updates between checkpoints (one is always written at the end and on Ctrl-C)"""
+    agents_layout: Literal["auto", "vmap", "unrolled"] = "auto"
+    """how several agents' updates run: vmapped, or written out one after another in one program
+    (on one device). auto: unrolled for 2-8 agents on one CPU device, where vmapped matmuls and
+    batch gathers measured slower (benchmarks/seeds.py), vmapped otherwise"""
     lazy_images: bool = False
     """leave the dataset's image observations on disk (an HDF5 file, or a Minari dataset in its
     hdf5 format) and read each batch's rows from the file (pixel datasets larger than memory;
