@@ -4,8 +4,11 @@ Run:  python benchmarks/seeds.py                       (about 10 minutes on 2 CP
       python benchmarks/seeds.py --agents 1 2 5 --online-steps 3000 --offline-updates 6000
       python benchmarks/seeds.py --envs Pendulum-v1 --online-algos td3 tqc crossq \
           --offline-algos bc td3_bc cql rebrac
+      python benchmarks/seeds.py --online-algos --offline-algos rebrac \
+          --offline-layouts vmap unrolled
 
-For each N in `--agents`, trains N agents as one vmapped program (`--num-seeds N`) with the
+For each N in `--agents`, trains N agents as one program (`--num-seeds N`; offline, in each
+layout of `--offline-layouts`: vmapped or written out, `--agents-layout`) with the
 library's loops and each algorithm's default hyperparameters: the online algorithms of
 `--online-algos` (SAC: 256×256, batch 256, UTD 1) on each env of `--envs`, and the offline ones
 of `--offline-algos` (IQL: 256×256, batch 256) on a random HalfCheetah-shaped dataset this

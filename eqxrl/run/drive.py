@@ -99,6 +99,9 @@ def run_loop(run: Run, act: Callable, body: Callable[[StopFlag], str]) -> dict:
         split = "the agents split across them" if agents.n > 1 else "each batch split across them"
         platform = agents.mesh.devices.flat[0].platform.upper()
         say(run, f"running {agents.n} agent(s) on {agents.devices} {platform} devices, {split}")
+    elif agents.n > 1 and agents.layout == "unrolled":
+        say(run, f"running {agents.n} agents' updates one after another in each compiled call "
+                 "(--agents-layout: on a CPU, faster than vmapped)")
     try:
         with StopFlag() as stop:
             status = body(stop)
