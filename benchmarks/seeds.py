@@ -52,6 +52,8 @@ class Args:
     """updates per offline run"""
     log_interval: int = 250
     """steps (updates) between log rows: the rate is measured between rows"""
+    offline_data: str = ""
+    """a dataset for the online algorithms (--offline-data: RLPD needs one)"""
     skip_offline: bool = False
     offline_layouts: tuple[str, ...] = ("auto",)
     """--agents-layout values to measure the offline algorithms with (auto, vmap, unrolled);
@@ -74,7 +76,8 @@ def online(env_id: str, algo: str, n: int, a: Args, out: str) -> float:
         algo, n, a.start_steps + a.log_interval, env_id=env_id, total_steps=a.online_steps,
         start_steps=a.start_steps, eval_interval=a.online_steps,
         checkpoint_interval=a.online_steps, log_interval=a.log_interval,
-        run_dir=os.path.join(out, f"{algo}_{env_id}_{n}"))
+        run_dir=os.path.join(out, f"{algo}_{env_id}_{n}"),
+        **({"offline_data": a.offline_data} if a.offline_data else {}))
 
 
 def offline(algo: str, n: int, a: Args, out: str, dataset: str, layout: str) -> float:
