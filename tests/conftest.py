@@ -39,11 +39,11 @@ def pytest_collection_modifyitems(config, items):
     module's tests stay together and in their order: module fixtures are made once."""
     seconds = json.loads((pathlib.Path(__file__).parent / "durations.json").read_text())
     total: dict[str, float] = {}
-    for item in items:
-        total[item.module.__name__] = total.get(item.module.__name__, 0.0) + seconds.get(
-            item.nodeid, 1.0)
-    first = {name: i for i, name in reversed(list(enumerate(
-        item.module.__name__ for item in items)))}
+    first: dict[str, int] = {}  # where each module starts: ties keep the collected order
+    for i, item in enumerate(items):
+        name = item.module.__name__
+        first.setdefault(name, i)
+        total[name] = total.get(name, 0.0) + seconds.get(item.nodeid, 1.0)
     items.sort(key=lambda item: (-total[item.module.__name__], first[item.module.__name__]))
 
 
