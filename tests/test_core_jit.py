@@ -140,3 +140,110 @@ def test_split_merge_round_trip():
         merge(dynamic[:1], static)
     with pytest.raises(ValueError, match="more arrays"):
         merge([*dynamic, jnp.ones(1)], static)
+
+
+# ---------------------------------------------------------------- kept splits
+class Holder(eqx.Module):
+    w: jax.Array
+    opt: dict  # may change in place: checked whenever the holder's split is reused
+    items: list
+
+
+class Box:
+    """A registered node type that can change in place unseen: never kept."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+jax.tree_util.register_pytree_node(Box, lambda b: ((b.x,), None), lambda _, c: Box(c[0]))
+
+
+def _count_splits(monkeypatch) -> list:
+    """Patch `flat.split` to record the type of every argument it flattens."""
+    from eqxrl.core import flat
+
+    seen, real = [], flat.split
+    monkeypatch.setattr(flat, "split", lambda tree: (seen.append(type(tree)), real(tree))[1])
+    return seen
+
+
+def test_a_module_given_or_returned_is_not_flattened_again(monkeypatch):
+    seen = _count_splits(monkeypatch)
+    step = eqxrl.jit(lambda h, x: (Holder(h.w + x, h.opt, h.items), h.w.sum()))
+    h = Holder(jnp.zeros(2), {"lr": jnp.float32(1.0)}, [jnp.ones(1)])
+    h, _ = step(h, jnp.ones(2))
+    assert seen.count(Holder) == 1
+    for _ in range(3):
+        h, total = step(h, jnp.ones(2))  # the returned holder: its split is kept
+    assert seen.count(Holder) == 1 and float(total) == 6.0  # w was [3, 3]
+    read = eqxrl.jit(lambda h, x: h.w * x)
+    for _ in range(3):
+        read(h, jnp.ones(2))  # given again and again: the same split
+    assert seen.count(Holder) == 1
+    # the kept split is the one `split` gives
+    from eqxrl.core.flat import _recall
+
+    dynamic, static = _recall(h)
+    assert static == split(h)[1] and all(a is b for a, b in zip(dynamic, split(h)[0], strict=True))
+
+
+def test_a_dict_or_list_changed_in_place_is_seen():
+    step = eqxrl.jit(lambda h: Holder(h.w * h.opt["lr"] + sum(h.items), h.opt, h.items))
+    h = step(Holder(jnp.ones(2), {"lr": jnp.float32(2.0)}, [jnp.zeros(2)]))
+    h.opt["lr"] = jnp.float32(0.5)  # as with optax's inject_hyperparams, in place
+    h = step(h)
+    assert float(h.w[0]) == 1.0
+    h.items.append(jnp.full(2, 3.0))  # a new leaf: a new structure
+    h = step(h)
+    assert float(h.w[0]) == 3.5
+    h.opt["lr"], h.items[1] = jnp.float32(1.0), jnp.full(2, 1.0)
+    assert float(step(h).w[0]) == 4.5
+
+
+def test_optax_hyperparameters_changed_in_place_are_used():
+    import optax
+
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+
+    class State(eqx.Module):
+        w: jax.Array
+        opt_state: optax.OptState
+
+    @eqxrl.jit
+    def step(s):
+        updates, opt_state = opt.update(jnp.ones_like(s.w), s.opt_state)
+        return State(optax.apply_updates(s.w, updates), opt_state)
+
+    s = step(State(jnp.zeros(2), opt.init(jnp.zeros(2))))
+    s.opt_state.hyperparams["learning_rate"] = jnp.float32(0.0)
+    w = s.w
+    s = step(s)
+    np.testing.assert_array_equal(s.w, w)
+
+
+def test_a_module_holding_another_node_type_is_not_kept(monkeypatch):
+    seen = _count_splits(monkeypatch)
+
+    class WithBox(eqx.Module):
+        box: Box
+
+    step = eqxrl.jit(lambda m: WithBox(Box(m.box.x + 1)))
+    m = step(step(WithBox(Box(jnp.zeros(())))))
+    assert seen.count(WithBox) == 2
+    m.box.x = jnp.float32(10.0)  # changed unseen by any check: so never kept
+    assert float(step(m).box.x) == 11.0
+
+
+def test_kept_splits_go_with_their_modules():
+    import gc
+
+    from eqxrl.core import flat
+
+    step = eqxrl.jit(lambda h: Holder(h.w + 1, h.opt, h.items))
+    h = step(Holder(jnp.zeros(2), {}, []))
+    key = id(h)
+    assert key in flat._KEPT
+    del h
+    gc.collect()
+    assert key not in flat._KEPT

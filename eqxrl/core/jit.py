@@ -11,9 +11,9 @@ with no children whose aux data is that static part: JAX keeps the output struct
 compiled signature (static arguments, shapes, dtypes, ...), so it is always the one that the
 trace for these inputs produced.
 
-`split` and `merge` are the array/static partition used here, public so that a caller can
-keep a PyTree as a flat list of arrays between compiled calls (as the online loop does) and
-skip flattening an Equinox module on every call.
+Arguments are split with `eqxrl.core.flat`, which remembers the split of each Equinox module
+a call is given or returns: passed in again (`state, metrics = step(state, batch, key)`, or
+`act(state, obs, key)` in a loop), a module is not flattened again.
 """
 
 from __future__ import annotations
@@ -22,16 +22,11 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import equinox as eqx
 import jax
 
-# `eqx.is_array` by leaf type: the isinstance test against `jax.Array` (an ABC) costs ~0.3 µs a
-# leaf, a fifth of what flattening SAC's state costs; a dict lookup by type ~0.05 µs.
-_IS_ARRAY: dict[type, bool] = {}
+from .flat import keep_output, merge, output_plan, split, split_argument
 
-# Marks an array's place among the static leaves. `None` is never a leaf (JAX flattens it to
-# an empty subtree), so it cannot be confused with a static value.
-_ARRAY = None
+__all__ = ["jit", "merge", "split"]
 
 
 class _Static:
@@ -43,11 +38,12 @@ class _Static:
     allowed (JAX compares output structures, but does not hash them).
     """
 
-    __slots__ = ("value", "_hash")
+    __slots__ = ("value", "_hash", "plan")
 
     def __init__(self, value: Any):
         self.value = value
         self._hash: int | None = None
+        self.plan: tuple | None = None  # as an output: which of its modules to keep
 
     def __hash__(self) -> int:
         if self._hash is None:
@@ -62,44 +58,6 @@ class _Static:
 
 
 jax.tree_util.register_pytree_node(_Static, lambda s: ((), s), lambda s, _: s)
-
-
-def split(tree: Any) -> tuple[list, tuple]:
-    """Split `tree` into `(dynamic, static)`: its array leaves, and everything else.
-
-    `dynamic` is the list of the array leaves (JAX and NumPy arrays, and tracers) in
-    flattening order. `static` is `(treedef, leaves)`, where `leaves` holds every non-array
-    leaf in place and `None` where an array was; it is hashable when those leaves are, and
-    compared by value (two trees with the same structure and equal non-array leaves have
-    equal static parts; as for `jax.jit`'s static arguments, `1`, `1.0` and `True` are
-    equal). `merge(dynamic, static)` gives the tree back, also from other arrays in the
-    same places (for instance the outputs of a compiled call).
-    """
-    leaves, treedef = jax.tree.flatten(tree)
-    kinds, dynamic, static = _IS_ARRAY, [], []
-    for x in leaves:
-        kind = kinds.get(type(x))
-        if kind is None:  # `eqx.is_array` is an isinstance test: a leaf's type decides it
-            kind = kinds.setdefault(type(x), eqx.is_array(x))
-        if kind:
-            dynamic.append(x)
-            static.append(_ARRAY)
-        else:
-            static.append(x)
-    return dynamic, (treedef, tuple(static))
-
-
-def merge(dynamic: Sequence, static: tuple) -> Any:
-    """Inverse of `split`: rebuild the tree from its array leaves and its static part."""
-    treedef, leaves = static
-    arrays = iter(dynamic)
-    try:
-        leaves = [next(arrays) if s is _ARRAY else s for s in leaves]
-    except StopIteration:
-        raise ValueError("merge: fewer arrays than the static part has places for.") from None
-    if next(arrays, _ARRAY) is not _ARRAY:
-        raise ValueError("merge: more arrays than the static part has places for.")
-    return jax.tree.unflatten(treedef, leaves)
 
 
 def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
@@ -137,7 +95,7 @@ def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
     compiled = jax.jit(traced, static_argnums=0, donate_argnums=tuple(i + 1 for i in donate))
 
     def prepare(args: tuple, kwargs: dict) -> tuple:
-        parts = [split(a) for a in args]
+        parts = [split_argument(a) for a in args]
         kw_dynamic, kw_static = split(kwargs)
         static = _Static((tuple(s for _, s in parts), kw_static))
         return (static, *(d for d, _ in parts), kw_dynamic)
@@ -145,7 +103,11 @@ def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
     @functools.wraps(fn)
     def call(*args, **kwargs):
         out_dynamic, out_static = compiled(*prepare(args, kwargs))
-        return merge(out_dynamic, out_static.value)
+        out = merge(out_dynamic, out_static.value)
+        if out_static.plan is None:
+            out_static.plan = output_plan(out, out_static.value)
+        keep_output(out, out_dynamic, out_static.plan)
+        return out
 
     call.lower = lambda *args, **kwargs: compiled.lower(*prepare(args, kwargs))  # type: ignore[attr-defined]
     return call
