@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import operator
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -61,6 +61,8 @@ def split(tree: Any) -> tuple[list, tuple]:
 def merge(dynamic: Sequence, static: tuple) -> Any:
     """Inverse of `split`: rebuild the tree from its array leaves and its static part."""
     treedef, leaves = static
+    if len(dynamic) == len(leaves) == leaves.count(_ARRAY):  # only arrays (a model's state)
+        return jax.tree.unflatten(treedef, dynamic)
     arrays = iter(dynamic)
     try:
         leaves = [next(arrays) if s is _ARRAY else s for s in leaves]
@@ -77,6 +79,11 @@ def merge(dynamic: Sequence, static: tuple) -> Any:
 # while it is here.
 _KEPT: dict[int, tuple] = {}
 _MUTABLE = (dict, list)
+
+
+def _field(name: str) -> Callable[[Any], Any]:
+    get = object.__getattribute__
+    return lambda obj: get(obj, name)
 
 
 def _is_mutable(x: Any) -> bool:
@@ -198,8 +205,8 @@ def _checks(part: Any, treedef: Any, leaves: tuple) -> tuple | None:
             continue
         getters = []
         for key in path:
-            if isinstance(key, jax.tree_util.GetAttrKey):
-                getters.append(operator.attrgetter(key.name))
+            if isinstance(key, jax.tree_util.GetAttrKey):  # a module's field: skip its
+                getters.append(_field(key.name))  # Python __getattribute__
             elif isinstance(key, jax.tree_util.SequenceKey):
                 getters.append(operator.itemgetter(key.idx))
             else:
