@@ -97,7 +97,10 @@ def _forget(key: int, ref: weakref.ref) -> None:
 
 def _keep(module: Any, dynamic: list, static: tuple, checks: tuple) -> None:
     key = id(module)
-    ref = weakref.ref(module, functools.partial(_forget, key))
+    try:
+        ref = weakref.ref(module, functools.partial(_forget, key))
+    except TypeError:  # a module class with __slots__ and no __weakref__: not kept
+        return
     _KEPT[key] = (ref, dynamic, static, checks)
 
 

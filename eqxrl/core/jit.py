@@ -70,6 +70,12 @@ def jit(fn: Callable | None = None, *, donate: Sequence[int] = ()) -> Callable:
     argument is static, so each new value compiles a new program. Pass values that change
     from call to call (an env's reward, a step count) as arrays: `jnp.float32(reward)`.
 
+    An Equinox module given to or returned by a call is flattened once: passed again (the
+    state of `state = step(state, ...)`, or of `act` in a loop), its kept split is reused
+    (~100 µs a call on SAC's state). Dicts and lists inside it are checked each time, so
+    changing one in place (as optax's `inject_hyperparams` invites) is seen; a module changed
+    behind Equinox's back (`object.__setattr__`) is not.
+
     Args:
         fn: the function; any PyTree arguments and outputs (Equinox modules included).
         donate: positions of the arguments whose buffers the outputs may reuse.
