@@ -31,7 +31,6 @@ import importlib
 import os
 import statistics
 import sys
-import time
 from typing import Literal
 
 import jax
@@ -40,6 +39,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from benchmarks.jit_overhead import measure  # noqa: E402
 from eqxrl import EnvSpec, NStepTransition, SarsaTransition, Transition  # noqa: E402
 from eqxrl.core.jit import merge, split  # noqa: E402
 from eqxrl.nn import mlp  # noqa: E402
@@ -78,17 +78,10 @@ class Args:
 
 
 def interleaved(fns: dict, args: tuple, per_call: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per step of each compiled function, one list per side, order alternating."""
-    for f in fns.values():
-        jax.block_until_ready(f(*args))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            t = time.perf_counter()
-            jax.block_until_ready(fns[name](*args))
-            times[name].append((time.perf_counter() - t) / per_call)
-    return times
+    """µs per step of each compiled function on `args`: `jit_overhead.measure`'s interleaved
+    timing, each run waited for."""
+    runs = {name: (lambda f=f: jax.block_until_ready(f(*args))) for name, f in fns.items()}
+    return measure(runs, per_call, repeats)
 
 
 def layer_step(batch: tuple[int, ...], n_in: int, n_out: int, barrier: bool, length: int):
@@ -129,8 +122,8 @@ def layers(a: Args) -> None:
         t = interleaved(fns, (w, x), a.scan_length, a.repeats)
         ratio = statistics.median(p / b for p, b in zip(t["plain"], t["barrier"], strict=True))
         rows = " × ".join(map(str, batch)) + (" (nested vmap)" if len(batch) > 1 else "")
-        print(f"| {rows} | {n_in} → {n_out} | {1e6 * min(t['plain']):.1f} "
-              f"| {1e6 * min(t['barrier']):.1f} | {ratio:.2f} |")
+        print(f"| {rows} | {n_in} → {n_out} | {min(t['plain']):.1f} "
+              f"| {min(t['barrier']):.1f} | {ratio:.2f} |")
 
 
 def batches_for(name: str, config, length: int):
@@ -188,8 +181,8 @@ def updates(a: Args) -> None:
                     if jnp.issubdtype(x.dtype, jnp.floating)), default=0.0)
         t = interleaved(fns, (dynamic, batches, key), a.scan_length, a.repeats)
         ratio = statistics.median(b / f for b, f in zip(t["before"], t["after"], strict=True))
-        print(f"| {name} | {config.run.batch_size} | {1 / statistics.median(t['before']):.1f} "
-              f"| {1 / statistics.median(t['after']):.1f} | {ratio:.3f} | {diff:.1e} |",
+        print(f"| {name} | {config.run.batch_size} | {1e6 / statistics.median(t['before']):.1f} "
+              f"| {1e6 / statistics.median(t['after']):.1f} | {ratio:.3f} | {diff:.1e} |",
               flush=True)
 
 
