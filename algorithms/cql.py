@@ -98,8 +98,12 @@ def cql_gap(
     temperature: Float[Array, ""] | float,
 ) -> Float[Array, " ensemble"]:
     """E_s[T·logsumexp_k((Q(s, a_k) − log μ(a_k))/T)] − E[Q(s, a_data)] for each critic."""
-    q = jax.vmap(lambda o, acts: jax.vmap(lambda a: critic(o, a))(acts))(obs, sampled_actions)
-    q = jnp.moveaxis(q, -1, 0)  # (ensemble, batch, samples)
+    # One row per (state, sampled action), under one vmap: nested vmaps sharing the critic's
+    # weights made XLA:CPU's products slower (benchmarks/dense_layout.py, nested vmap row).
+    n, samples = sampled_actions.shape[:2]
+    rows = jax.tree.map(lambda x: jnp.repeat(x, samples, axis=0), obs)
+    q = eqxrl.ensemble_q(critic, rows, sampled_actions.reshape(n * samples, -1))
+    q = q.reshape(q.shape[0], n, samples)  # (ensemble, batch, samples)
     soft_max = temperature * jax.nn.logsumexp((q - log_density[None]) / temperature, axis=-1)
     return jnp.mean(soft_max, axis=1) - jnp.mean(q_data, axis=1)
 

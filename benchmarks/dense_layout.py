@@ -1,27 +1,27 @@
-"""The layout of a linear layer's weight gradient on XLA:CPU, and what it would do to updates.
+"""The layout of a linear layer's weight gradient on XLA:CPU, and what the library's rule buys.
 
 Run:  python benchmarks/dense_layout.py --mode layers
       python benchmarks/dense_layout.py --mode updates --algos sac iql td3 bc
 
-eqxrl stores a layer's weight as `(out, in)` (Equinox's layout) and computes `x @ W.T`
-(`eqxrl.nn.dense`). The weight gradient is then a product whose result is `(out, in)`; for a
-layer that widens (a first layer on 17 observation features into 256 units), XLA:CPU computes
-that product several times slower than the same product laid out `(in, out)` and transposed.
-Multiplying by `optimization_barrier(W.T)` gets the fast layout (the barrier stops XLA from
-folding the transpose back into the product).
+eqxrl stores a layer's weight as `(out, in)` (Equinox's layout) and computes `x @ W.T`. Written
+that way, the weight gradient is a product whose result is `(out, in)`; for a layer that widens
+(a first layer on 17 observation features into 256 units), XLA:CPU computes that product
+several times slower than the same product laid out `(in, out)` and transposed.
+`eqxrl.nn.linear_product` (which `dense` calls) puts a barrier on the cotangent of `W.T`, so
+the product comes out `(in, out)`, for layers with at most `SHORT` inputs and at least
+`WIDENING` times as many outputs; forward values are untouched.
 
 - `layers`: one layer's forward and backward (`grad` of a ReLU output's square, with respect
   to the weight and the input), rows batched with `vmap`, the obvious `x @ W.T` against the
-  barrier, for widening, square and narrowing sizes, and under a `vmap` nested in another
-  (where the barrier loses).
-- `updates`: each algorithm file's update in a `lax.scan`, compiled as the library is (before)
-  and with `dense` replaced by the rule "barrier when the output is at least 4x wider than the
-  input" (after), in the same process, interleaved. Prints the ratio and the largest
-  difference between the two states after the scan. The rule is not in the library: it
-  changes the last bits of online runs (a run saved by an earlier version would no longer
-  resume bit-exactly), see benchmarks/README.md.
+  transposed gradient forced on, for widening, square and narrowing sizes, and under a `vmap`
+  nested in another (where the transposed gradient loses). This is what the rule is read from.
+- `updates`: each algorithm file's update in a `lax.scan`, compiled with the obvious
+  `x @ W.T` everywhere (before) and as the library is (after), in the same process,
+  interleaved. Prints the ratio and the largest difference between the two states after the
+  scan (0 where the rule changes no bit).
 
-Ratios are medians over interleaved repeats; above 1 means the barrier (or the rule) is faster.
+Ratios are medians over interleaved repeats; above 1 means the transposed gradient (or the
+library) is faster.
 """
 
 from __future__ import annotations
@@ -44,32 +44,27 @@ from eqxrl import EnvSpec, NStepTransition, SarsaTransition, Transition  # noqa:
 from eqxrl.core.jit import merge, split  # noqa: E402
 from eqxrl.nn import mlp  # noqa: E402
 
-LIBRARY_DENSE = mlp.dense
-WIDENING = 4  # the rule measured: a barrier when the output is at least this much wider
+LIBRARY_PRODUCT = mlp.linear_product
 
 
-def transposed_dense(layer, x):
-    """`eqxrl.nn.dense` with the rule: a widening layer multiplies by a barriered `W.T`."""
-    w = layer.weight
-    transposed = w.T
-    if WIDENING * w.shape[-1] <= w.shape[-2]:
-        transposed = jax.lax.optimization_barrier(transposed)
-    y = x @ transposed
-    return y if layer.bias is None else y + jnp.broadcast_to(layer.bias, y.shape)
+def obvious_product(x, weight):
+    """`x @ W.T` as a user would write it: XLA picks the weight gradient's layout."""
+    return x @ weight.T
 
 
-def use_dense(fn) -> None:
-    """Make every eqxrl module that calls `dense` call `fn` (read when an update is traced)."""
+def use_product(fn) -> None:
+    """Make every eqxrl module that calls `linear_product` call `fn` (read when traced)."""
     for name, module in list(sys.modules.items()):
-        if name.startswith("eqxrl") and getattr(module, "dense", None) in (LIBRARY_DENSE,
-                                                                           transposed_dense):
-            module.dense = fn
+        if name.startswith("eqxrl") and getattr(module, "linear_product", None) in (
+                LIBRARY_PRODUCT, obvious_product):
+            module.linear_product = fn
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     mode: Literal["layers", "updates"] = "layers"
-    algos: tuple[str, ...] = ("sac", "td3", "iql", "td3_bc", "bc", "rebrac", "tqc", "dqn")
+    algos: tuple[str, ...] = ("sac", "td3", "iql", "td3_bc", "bc", "rebrac", "tqc", "dqn", "cql",
+                              "simbav2")
     """algorithm files whose updates `--mode updates` measures"""
     scan_length: int = 10
     """updates (or layer steps) per compiled call"""
@@ -84,12 +79,12 @@ def interleaved(fns: dict, args: tuple, per_call: int, repeats: int) -> dict[str
     return measure(runs, per_call, repeats)
 
 
-def layer_step(batch: tuple[int, ...], n_in: int, n_out: int, barrier: bool, length: int):
+def layer_step(batch: tuple[int, ...], n_in: int, n_out: int, transposed: bool, length: int):
     """A compiled scan of `length` forward-and-backward passes of one layer."""
 
     def loss(w, x):
         def row(r):
-            wt = jax.lax.optimization_barrier(w.T) if barrier else w.T
+            wt = mlp._transpose_for_grad(w) if transposed else w.T
             return jax.nn.relu(r @ wt)
 
         f = row
@@ -109,21 +104,22 @@ def layer_step(batch: tuple[int, ...], n_in: int, n_out: int, barrier: bool, len
 
 
 def layers(a: Args) -> None:
-    print("| rows | in → out | `x @ W.T` µs | barrier µs | ratio |")
+    print("| rows | in → out | `x @ W.T` µs | transposed gradient µs | ratio |")
     print("|---|---|---|---|---|")
     cases = [((256,), 17, 256), ((256,), 23, 256), ((256,), 64, 256), ((256,), 128, 256),
              ((256,), 256, 256), ((256,), 256, 6), ((256,), 17, 1024), ((256,), 256, 1024),
+             ((256,), 512, 2048),
              ((7680,), 23, 256), ((256, 30), 23, 256)]
     for batch, n_in, n_out in cases:
         w = jax.random.normal(jax.random.key(0), (n_out, n_in)) * 0.1
         x = jax.random.normal(jax.random.key(1), (*batch, n_in))
-        fns = {side: layer_step(batch, n_in, n_out, side == "barrier", a.scan_length)
-               for side in ("plain", "barrier")}
+        fns = {side: layer_step(batch, n_in, n_out, side == "transposed", a.scan_length)
+               for side in ("plain", "transposed")}
         t = interleaved(fns, (w, x), a.scan_length, a.repeats)
-        ratio = statistics.median(p / b for p, b in zip(t["plain"], t["barrier"], strict=True))
+        ratio = statistics.median(p / b for p, b in zip(t["plain"], t["transposed"], strict=True))
         rows = " × ".join(map(str, batch)) + (" (nested vmap)" if len(batch) > 1 else "")
         print(f"| {rows} | {n_in} → {n_out} | {min(t['plain']):.1f} "
-              f"| {min(t['barrier']):.1f} | {ratio:.2f} |")
+              f"| {min(t['transposed']):.1f} | {ratio:.2f} |")
 
 
 def batches_for(name: str, config, length: int):
@@ -162,20 +158,20 @@ def updates(a: Args) -> None:
         key = jax.random.key(1)
 
         fns = {}
-        for side, fn in (("before", LIBRARY_DENSE), ("after", transposed_dense)):
+        for side, fn in (("before", obvious_product), ("after", LIBRARY_PRODUCT)):
 
             def scan(d, bs, k, module=module, config=config, static=static):
-                # A new function per side: JAX caches traces by function, and `dense` is read
-                # when the update is traced.
+                # A new function per side: JAX caches traces by function, and
+                # `linear_product` is read when the update is traced.
                 body = lambda s, xs: (module.update(s, xs[0], xs[1], config)[0], None)  # noqa: E731
                 keys = jax.random.split(k, a.scan_length)
                 return split(jax.lax.scan(body, merge(d, static), (bs, keys))[0])[0]
 
-            use_dense(fn)
+            use_product(fn)
             try:
                 fns[side] = jax.jit(scan).lower(dynamic, batches, key).compile()
             finally:
-                use_dense(LIBRARY_DENSE)
+                use_product(LIBRARY_PRODUCT)
         outs = {side: f(dynamic, batches, key) for side, f in fns.items()}
         diff = max((float(jnp.max(jnp.abs(x - y))) for x, y in zip(*outs.values(), strict=True)
                     if jnp.issubdtype(x.dtype, jnp.floating)), default=0.0)

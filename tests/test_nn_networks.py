@@ -15,6 +15,7 @@ from eqxrl import (
     WithEncoder,
     flatten_obs,
 )
+from eqxrl.nn import linear_product
 
 KEY = jax.random.key(0)
 
@@ -31,6 +32,37 @@ def test_mlp_shapes_layernorm_and_dropout():
     np.testing.assert_array_equal(a, mlp(x, key=jax.random.key(1)))
     with pytest.raises(ValueError, match="dropout_rate"):
         MLP(4, 2, dropout_rate=1.0, key=KEY)
+
+
+@pytest.mark.parametrize("n_in, n_out", [(17, 256), (5, 20), (16, 16), (96, 512)])
+def test_linear_product_is_x_times_w_transposed_in_every_derivative(n_in, n_out):
+    """Values, gradients (under vmap and nested vmap), forward-mode and second derivatives
+    equal those of the obvious `x @ W.T`; only layers with a short input that widen
+    (in <= 64, out >= 4 * in) carry the barrier that lays their weight gradient out
+    `(in, out)`."""
+    w = jax.random.normal(KEY, (n_out, n_in)) / np.sqrt(n_in)
+    x = jax.random.normal(jax.random.key(1), (3, 8, n_in))
+
+    def loss(product, w, x):
+        rows = jax.vmap(jax.vmap(lambda r: jnp.tanh(product(r, w))))(x)
+        return jnp.sum(rows ** 2)
+
+    def ours(w, x):
+        return loss(linear_product, w, x)
+
+    def obvious(w, x):
+        return loss(lambda r, w: r @ w.T, w, x)
+
+    np.testing.assert_allclose(ours(w, x), obvious(w, x), rtol=1e-6)
+    for derivative in (jax.grad, jax.hessian) if w.size <= 400 else (jax.grad,):
+        got, want = jax.jit(derivative(ours))(w, x), jax.jit(derivative(obvious))(w, x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    tangent = jnp.ones_like(w)
+    np.testing.assert_allclose(jax.jvp(lambda w: ours(w, x), (w,), (tangent,))[1],
+                               jax.jvp(lambda w: obvious(w, x), (w,), (tangent,))[1], rtol=1e-5)
+    barriers = str(jax.make_jaxpr(jax.grad(ours))(w, x)).count("optimization_barrier")
+    assert barriers == (1 if n_in <= 64 and n_out >= 4 * n_in else 0)
+    assert "optimization_barrier" not in str(jax.make_jaxpr(ours)(w, x))  # forward untouched
 
 
 def test_mlp_init_is_xavier_uniform_with_zero_bias():

@@ -22,6 +22,7 @@ from .mlp import MLP as MLP
 from .mlp import Ensemble as Ensemble
 from .mlp import dense as dense
 from .mlp import flatten_obs as flatten_obs
+from .mlp import linear_product as linear_product
 from .normalization import BatchRenorm as BatchRenorm
 from .normalization import BatchRenormMLP as BatchRenormMLP
 from .normalization import RunningStats as RunningStats
@@ -49,8 +50,9 @@ __all__ = [
     "DiscreteQFunction", "QFunction", "QuantileQFunction", "ValueFunction", "WithEncoder",
     "HyperCategoricalQ", "HyperGaussianPolicy", "HyperHead", "HyperBlock", "HyperEmbedding",
     "HyperLinear", "HyperTrunk", "Scaler", "l2_normalize", "project_weights", "MLP", "Ensemble",
-    "dense", "flatten_obs", "BatchRenorm", "BatchRenormMLP", "RunningStats", "split_stats",
-    "with_stats_of", "ADAM", "ADAM_LINEAR_DECAY", "ADAMW", "Categorical", "CategoricalPolicy",
+    "dense", "flatten_obs", "linear_product", "BatchRenorm", "BatchRenormMLP", "RunningStats",
+    "split_stats", "with_stats_of", "ADAM", "ADAM_LINEAR_DECAY", "ADAMW", "Categorical",
+    "CategoricalPolicy",
     "DeterministicPolicy", "GaussianPolicy", "MultivariateNormalDiag", "TanhMultivariateNormalDiag",
     "ResidualBlock", "SimbaMLP", "TrainState", "check_one_agent", "polyak", "trainable",
     "value_and_grad"

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from eqxrl.nn.mlp import linear_product
+
 EPS = 1e-8  # the smallest norm divided by; keeps a zero vector finite
 EXPANSION = 4  # a HyperBlock's MLP is this many times as wide as the block
 
@@ -52,8 +54,8 @@ class HyperLinear(eqx.Module):
         self.weight = l2_normalize(jax.random.normal(key, (out_size, in_size), jnp.float32))
 
     def __call__(self, x: Float[Array, "*batch in_size"]) -> Float[Array, "*batch out_size"]:
-        """`x @ Wᵀ` for one input or a batch (leading axes)."""
-        return x @ self.weight.T
+        """`x @ Wᵀ` for one input or a batch (leading axes), by `linear_product`."""
+        return linear_product(x, self.weight)
 
 
 class Scaler(eqx.Module):
