@@ -37,7 +37,8 @@ from run_rate import steady_rate  # noqa: E402
 @dataclasses.dataclass(frozen=True)
 class Args:
     agents: tuple[int, ...] = (1, 2, 5)
-    """numbers of agents to compare (1 is the sequential baseline)"""
+    """numbers of agents to compare (1 is the sequential baseline); a number given twice is
+    measured twice, and the baseline is the mean of the one-agent runs"""
     envs: tuple[str, ...] = ("Pendulum-v1", "HalfCheetah-v5")
     """gymnasium envs of the online algorithms"""
     online_algos: tuple[str, ...] = ("sac",)
@@ -76,7 +77,7 @@ def online(env_id: str, algo: str, n: int, a: Args, out: str) -> float:
         algo, n, a.start_steps + a.log_interval, env_id=env_id, total_steps=a.online_steps,
         start_steps=a.start_steps, eval_interval=a.online_steps,
         checkpoint_interval=a.online_steps, log_interval=a.log_interval,
-        run_dir=os.path.join(out, f"{algo}_{env_id}_{n}"),
+        run_dir=os.path.join(tempfile.mkdtemp(dir=out), f"{algo}_{env_id}_{n}"),
         **({"offline_data": a.offline_data} if a.offline_data else {}))
 
 
@@ -85,7 +86,8 @@ def offline(algo: str, n: int, a: Args, out: str, dataset: str, layout: str) -> 
         algo, n, 2 * a.log_interval, dataset=dataset, total_updates=a.offline_updates,
         updates_per_call=a.log_interval, eval_interval=a.offline_updates,
         checkpoint_interval=a.offline_updates, log_interval=a.log_interval,
-        agents_layout=layout, run_dir=os.path.join(out, f"{algo}_{n}_{layout}"))
+        agents_layout=layout,
+        run_dir=os.path.join(tempfile.mkdtemp(dir=out), f"{algo}_{n}_{layout}"))
 
 
 def random_dataset(path: str, rows: int = 100_000) -> str:
@@ -123,23 +125,28 @@ def main(a: Args) -> None:
         if not a.skip_offline:
             dataset = random_dataset(os.path.join(out, "random.hdf5"))
             for algo in a.offline_algos:
-                one_agent = None  # measured once, shared by every layout
+                one_agent: list[float] = []  # measured in the first layout, shared by all
                 for layout in a.offline_layouts:
+                    ones_seen = 0
                     for n in a.agents:
-                        if n == 1 and one_agent is not None:
-                            rate = one_agent
+                        if n == 1 and layout != a.offline_layouts[0]:
+                            rate = one_agent[ones_seen]
                         else:
                             rate = offline(algo, n, a, out, dataset, layout)
                         if n == 1:
-                            one_agent = rate
+                            if layout == a.offline_layouts[0]:
+                                one_agent.append(rate)
+                            ones_seen += 1
                         results.append((f"{algo} offline, {layout} layout (agent updates/s)", n,
                                         rate))
                         print(results[-1], flush=True)
     print("\n| workload | N | total rate | vs N sequential runs |\n|---|---|---|---|")
-    base = {}
+    ones: dict[str, list[float]] = {}  # a workload's one-agent rates: the baseline is their mean
     for name, n, rate in results:
-        base.setdefault(name, rate if n == 1 else None)
-        ratio = "" if base[name] is None else f"{rate / base[name]:.2f}×"
+        if n == 1:
+            ones.setdefault(name, []).append(rate)
+    for name, n, rate in results:
+        ratio = f"{rate / np.mean(ones[name]):.2f}×" if name in ones else ""
         print(f"| {name} | {n} | {rate:.1f} | {ratio} |")
 
 
