@@ -125,18 +125,16 @@ def main(a: Args) -> None:
         if not a.skip_offline:
             dataset = random_dataset(os.path.join(out, "random.hdf5"))
             for algo in a.offline_algos:
-                one_agent: list[float] = []  # measured in the first layout, shared by all
-                for layout in a.offline_layouts:
-                    ones_seen = 0
+                one_agent: list[float] = []  # measured in the first layout, reused by the rest
+                for i, layout in enumerate(a.offline_layouts):
+                    reused = iter(one_agent)
                     for n in a.agents:
-                        if n == 1 and layout != a.offline_layouts[0]:
-                            rate = one_agent[ones_seen]
+                        if n == 1 and i > 0:
+                            rate = next(reused)
                         else:
                             rate = offline(algo, n, a, out, dataset, layout)
-                        if n == 1:
-                            if layout == a.offline_layouts[0]:
+                            if n == 1:
                                 one_agent.append(rate)
-                            ones_seen += 1
                         results.append((f"{algo} offline, {layout} layout (agent updates/s)", n,
                                         rate))
                         print(results[-1], flush=True)

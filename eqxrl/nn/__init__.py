@@ -52,8 +52,7 @@ __all__ = [
     "HyperLinear", "HyperTrunk", "Scaler", "l2_normalize", "project_weights", "MLP", "Ensemble",
     "dense", "flatten_obs", "linear_product", "BatchRenorm", "BatchRenormMLP", "RunningStats",
     "split_stats", "with_stats_of", "ADAM", "ADAM_LINEAR_DECAY", "ADAMW", "Categorical",
-    "CategoricalPolicy",
-    "DeterministicPolicy", "GaussianPolicy", "MultivariateNormalDiag", "TanhMultivariateNormalDiag",
-    "ResidualBlock", "SimbaMLP", "TrainState", "check_one_agent", "polyak", "trainable",
-    "value_and_grad"
+    "CategoricalPolicy", "DeterministicPolicy", "GaussianPolicy", "MultivariateNormalDiag",
+    "TanhMultivariateNormalDiag", "ResidualBlock", "SimbaMLP", "TrainState", "check_one_agent",
+    "polyak", "trainable", "value_and_grad"
 ]

@@ -64,12 +64,12 @@ def linear_product(
     short input that widens: at most `SHORT` inputs and at least `WIDENING` times as many
     outputs (a first layer from 17 observation features to 256 units). Its product is
     computed `(in, out)` and transposed. XLA:CPU computes the `(out, in)` product, whose minor
-    axis is the short one, 1.5–2.3× slower (`benchmarks/dense_layout.py --mode layers`); IQL's
+    axis is the short one, 1.4–2.3× slower (`benchmarks/dense_layout.py --mode layers`); IQL's
     update spent 9% of its time there. Wider inputs gain little, and SimbaV2's 512 → 2048
     blocks lost 5%. Forward-mode and higher-order derivatives work as usual.
 
     Under a `vmap` nested in another, with the weight shared by both, the transposed layout
-    loses (0.46×): give such rows one `vmap` (flatten them) instead.
+    loses (about 0.5×): give such rows one `vmap` (flatten them) instead.
     """
     out_size, in_size = weight.shape[-2:]
     widening = in_size <= SHORT and WIDENING * in_size <= out_size
