@@ -84,8 +84,7 @@ def layer_step(batch: tuple[int, ...], n_in: int, n_out: int, transposed: bool, 
 
     def loss(w, x):
         def row(r):
-            wt = mlp._transpose_for_grad(w) if transposed else w.T
-            return jax.nn.relu(r @ wt)
+            return jax.nn.relu(mlp.linear_product(r, w, "in_out" if transposed else "out_in"))
 
         f = row
         for _ in batch:  # one vmap per batch axis: nested when the batch has two axes

@@ -1,3 +1,5 @@
+from functools import partial
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -63,6 +65,18 @@ def test_linear_product_is_x_times_w_transposed_in_every_derivative(n_in, n_out)
     barriers = str(jax.make_jaxpr(jax.grad(ours))(w, x)).count("optimization_barrier")
     assert barriers == (1 if n_in <= 64 and n_out >= 4 * n_in else 0)
     assert "optimization_barrier" not in str(jax.make_jaxpr(ours)(w, x))  # forward untouched
+    for layout, expected in (("in_out", 1), ("out_in", 0)):  # the rule, overridden
+        chosen = jax.grad(partial(loss, partial(linear_product, grad_layout=layout)))
+        assert str(jax.make_jaxpr(chosen)(w, x)).count("optimization_barrier") == expected
+        np.testing.assert_allclose(jax.jit(chosen)(w, x), jax.jit(jax.grad(obvious))(w, x),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_linear_product_refuses_an_unknown_layout():
+    # jaxtyping's check of the Literal answers first where it is on (the tests), our own
+    # ValueError where it is not; both name the argument.
+    with pytest.raises((ValueError, TypeError), match="grad_layout"):
+        linear_product(jnp.ones(3), jnp.ones((4, 3)), grad_layout="in-out")
 
 
 def test_mlp_init_is_xavier_uniform_with_zero_bias():

@@ -7,7 +7,7 @@ Stochastic modules take `key=None`: with no key they run deterministically (no d
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -53,8 +53,12 @@ def _transpose_for_grad_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Arr
     return w.T, jax.lax.optimization_barrier(t.T)
 
 
+GradLayout = Literal["auto", "in_out", "out_in"]
+
+
 def linear_product(
-    x: Float[Array, "*batch in_size"], weight: Float[Array, "out_size in_size"]
+    x: Float[Array, "*batch in_size"], weight: Float[Array, "out_size in_size"],
+    grad_layout: GradLayout = "auto",
 ) -> Float[Array, "*batch out_size"]:
     """`x @ weight.T` for an Equinox-layout `(out, in)` weight, with a fast weight gradient.
 
@@ -69,11 +73,27 @@ def linear_product(
     blocks lost 5%. Forward-mode and higher-order derivatives work as usual.
 
     Under a `vmap` nested in another, with the weight shared by both, the transposed layout
-    loses (about 0.5×): give such rows one `vmap` (flatten them) instead.
+    loses (about 0.5×): give such rows one `vmap` (flatten them), or choose the layout.
+
+    Args:
+        x: one input row, or rows with leading batch axes.
+        weight: the `(out_size, in_size)` weight of an `eqx.nn.Linear`.
+        grad_layout: "auto" follows the rule above; "in_out" always computes the weight
+            gradient `(in, out)` and transposes it; "out_in" leaves the layout to XLA (the
+            obvious `x @ weight.T`). The value and every derivative are the same for all
+            three; only speed (and possibly the last bits) differ.
+
+    Raises:
+        ValueError: for another `grad_layout`.
     """
-    out_size, in_size = weight.shape[-2:]
-    widening = in_size <= SHORT and WIDENING * in_size <= out_size
-    return x @ (_transpose_for_grad(weight) if widening else weight.T)
+    if grad_layout not in ("auto", "in_out", "out_in"):
+        raise ValueError(f"linear_product: grad_layout={grad_layout!r}; expected 'auto', "
+                         "'in_out' or 'out_in'.")
+    if grad_layout == "auto":
+        out_size, in_size = weight.shape[-2:]
+        widening = in_size <= SHORT and WIDENING * in_size <= out_size
+        grad_layout = "in_out" if widening else "out_in"
+    return x @ (_transpose_for_grad(weight) if grad_layout == "in_out" else weight.T)
 
 
 def dense(
