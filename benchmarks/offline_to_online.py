@@ -188,10 +188,13 @@ def main(args: Args) -> None:
             status = "ok" if code == 0 else f"FAILED (exit {code}: {run_dir(args, method)}.log)"
             print(f"{method}: {status} in {seconds:.0f} s", flush=True)
     lines = curves(args)
+    settings = {"rlpd": f"RLPD at UTD {args.utd}",
+                "iql": f"IQL after {args.iql_offline_updates:,} offline updates",
+                "rebrac": f"ReBRAC (β₁ {args.rebrac_actor_bc}) after "
+                          f"{args.rebrac_offline_updates:,}"}
+    described = "".join(f", {settings[m]}" for m in args.methods if m in settings)
     text = (f"Mean normalised score over seeds 0..{args.num_seeds - 1} at each evaluation "
-            f"({args.eval_episodes} episodes) of {dataset_name(args.dataset)}; RLPD at UTD "
-            f"{args.utd}, IQL after {args.iql_offline_updates:,} offline updates, ReBRAC "
-            f"(β₁ {args.rebrac_actor_bc}) after {args.rebrac_offline_updates:,}.\n\n"
+            f"({args.eval_episodes} episodes) of {dataset_name(args.dataset)}{described}.\n\n"
             f"{table(args, lines)}\n")
     folder = os.path.join(args.out_dir, dataset_name(args.dataset))
     os.makedirs(folder, exist_ok=True)
