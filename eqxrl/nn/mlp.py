@@ -7,7 +7,7 @@ Stochastic modules take `key=None`: with no key they run deterministically (no d
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import equinox as eqx
 import jax
@@ -86,7 +86,7 @@ def linear_product(
     Raises:
         ValueError: for another `grad_layout`.
     """
-    if grad_layout not in ("auto", "in_out", "out_in"):
+    if grad_layout not in get_args(GradLayout):
         raise ValueError(f"linear_product: grad_layout={grad_layout!r}; expected 'auto', "
                          "'in_out' or 'out_in'.")
     if grad_layout == "auto":
