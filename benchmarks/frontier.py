@@ -36,7 +36,9 @@ update, which overstates the work of the updates that skip it.
 `train` runs each framework from scratch for `--steps` env steps at UTD 1 in this invocation,
 one after the other, timed end to end (compilation and evaluations included), then evaluates
 10 deterministic episodes. eqxrl runs `--num-seeds` agents as one vmapped job (its rate is
-agent env steps per second, and its return the mean over seeds); sbx runs seed `--seed`.
+agent env steps per second, and its return the mean over seeds; `--out` gets each seed's
+final and curve too); sbx runs seed `--seed`. eqxrl's run folder is deleted afterwards unless
+`--runs-dir` names where to keep it.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class Args:
     """SimbaV2's updates per env step in `train` (the paper's 2)"""
     out: str | None = None
     """write the results as JSON here"""
+    runs_dir: str | None = None
+    """keep eqxrl's run folders (eval.csv per seed, logs) in <runs-dir>/<algorithm>"""
 
 
 def eqxrl_config(name: str, run: dict, a: Args | None = None):
@@ -300,10 +304,12 @@ def print_update(name: str, row: dict, peak: float) -> None:
 
 
 def train_eqxrl(name: str, a: Args) -> dict:
+    import contextlib
     import csv
 
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = os.path.join(tmp, "run")
+    keep = a.runs_dir is not None
+    with (contextlib.nullcontext(a.runs_dir) if keep else tempfile.TemporaryDirectory()) as root:
+        run_dir = os.path.join(root, name if keep else "run")
         module, config = eqxrl_config(name, dict(
             env_id=a.env_id, seed=a.seed, num_seeds=a.num_seeds, total_steps=a.steps,
             start_steps=a.learning_starts, eval_interval=a.eval_interval or a.steps,
@@ -315,14 +321,19 @@ def train_eqxrl(name: str, a: Args) -> dict:
         seconds = time.perf_counter() - start
         with open(os.path.join(run_dir, "eval.csv")) as f:
             rows = list(csv.DictReader(f))
-    curve: dict[int, list[float]] = {}
+    curves: dict[int, dict[int, float]] = {}  # seed -> step -> return
     for r in rows:
-        curve.setdefault(int(r["step"]), []).append(float(r["return_mean"]))
+        seed = int(float(r.get("seed") or a.seed))
+        curves.setdefault(seed, {})[int(r["step"])] = float(r["return_mean"])
+    steps = sorted({step for c in curves.values() for step in c})
     returns = [agent["final_eval_return"] for agent in summary["agents"]] \
         if "agents" in summary else [summary["final_eval_return"]]
     return {"seconds": seconds, "steps_per_second": a.num_seeds * a.steps / seconds,
             "final_return": float(np.mean(returns)), "per_seed": returns,
-            "curve": {k: float(np.mean(v)) for k, v in sorted(curve.items())}}
+            "curve": {k: float(np.mean([c[k] for c in curves.values() if k in c]))
+                      for k in steps},
+            "per_seed_curve": {seed: dict(sorted(c.items())) for seed, c in curves.items()},
+            "run_dir": run_dir if keep else None}
 
 
 def evaluate_sbx(model, env_id: str, episodes: int, seed: int) -> float:
@@ -367,6 +378,12 @@ def train_sbx(name: str, a: Args) -> dict:
 
 
 def run_train(a: Args) -> dict:
+    if a.runs_dir is not None and "eqxrl" in a.only:
+        for name in a.algorithms:
+            if os.path.exists(os.path.join(a.runs_dir, name)):
+                raise FileExistsError(
+                    f"--runs-dir: {os.path.join(a.runs_dir, name)} exists already; choose "
+                    f"another --runs-dir, or move that run away.")
     results = {}
     for name in a.algorithms:
         row = {}
