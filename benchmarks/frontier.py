@@ -284,7 +284,7 @@ def run_update(a: Args) -> dict:
 
 def print_update(name: str, row: dict, peak: float) -> None:
     """One line per algorithm: times, the speed ratio, and FLOPs per update with the fraction
-    of the matmul peak. eqxrl's cost analysis counts a conditional's costlier branch (CrossQ's
+    of the matmul peak. eqxrl's cost analysis counts a conditional's branches (CrossQ's
     delayed actor update) on every update; sbx compiles one program per policy-delay offset,
     so its mean over them is the true FLOPs per update, and (the maths being the same) the
     fraction of peak uses it wherever sbx ran."""
