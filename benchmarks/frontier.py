@@ -305,7 +305,8 @@ def print_update(name: str, row: dict, peak: float) -> None:
 
 def train_eqxrl(name: str, a: Args) -> dict:
     import contextlib
-    import csv
+
+    from eqxrl.run.logging import read_metrics
 
     keep = a.runs_dir is not None
     with (contextlib.nullcontext(a.runs_dir) if keep else tempfile.TemporaryDirectory()) as root:
@@ -319,12 +320,11 @@ def train_eqxrl(name: str, a: Args) -> dict:
         start = time.perf_counter()
         summary = module.main(config)
         seconds = time.perf_counter() - start
-        with open(os.path.join(run_dir, "eval.csv")) as f:
-            rows = list(csv.DictReader(f))
+        evals = read_metrics(os.path.join(run_dir, "eval.csv"))
+    seeds = evals.get("seed", np.full(len(evals["step"]), a.seed))
     curves: dict[int, dict[int, float]] = {}  # seed -> step -> return
-    for r in rows:
-        seed = int(float(r.get("seed") or a.seed))
-        curves.setdefault(seed, {})[int(r["step"])] = float(r["return_mean"])
+    for seed, step, ret in zip(seeds, evals["step"], evals["return_mean"], strict=True):
+        curves.setdefault(int(seed), {})[int(step)] = float(ret)
     steps = sorted({step for c in curves.values() for step in c})
     returns = [agent["final_eval_return"] for agent in summary["agents"]] \
         if "agents" in summary else [summary["final_eval_return"]]
