@@ -66,6 +66,9 @@ class Config:
     """training batches of plain BatchNorm before renormalisation (r, d) turns on"""
     init_temperature: eqxrl.Swept[float] = 1.0
     """initial entropy temperature α"""
+    temperature_loss: eqxrl.TemperatureLoss = "log_alpha"
+    """how α is tuned: 'log_alpha' is log α·(H − H̄), as the CrossQ authors' code and sbx;
+    'alpha' is α·(H − H̄), jaxrl_m's (see eqxrl.temperature_loss)"""
     target_entropy_per_dim: eqxrl.Swept[float] = -1.0
     """target entropy per action dimension: −1 gives the usual −action_dim"""
     log_std_min: float = -20.0
@@ -192,7 +195,7 @@ def critic_step(
 
 
 def policy_step(
-    state: State, critic: eqxrl.TrainState, obs: eqxrl.Obs, key: PRNGKeyArray
+    state: State, critic: eqxrl.TrainState, obs: eqxrl.Obs, key: PRNGKeyArray, config: Config
 ) -> tuple[eqxrl.TrainState, eqxrl.TrainState, eqxrl.Metrics]:
     """The actor on the new critics, then the temperature on the actor's entropy."""
     actor, actor_info = state.actor.apply_loss_fn_with_stats(
@@ -200,7 +203,7 @@ def policy_step(
     )
     temperature, temperature_info = state.temperature.apply_loss_fn(
         eqxrl.temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]),
-        state.target_entropy,
+        state.target_entropy, form=config.temperature_loss,
     )
     temperature_info.pop("grad_norm")
     info = eqxrl.prefixed(actor=actor_info, temperature=temperature_info)
@@ -224,7 +227,8 @@ def update(
     step = state.step + 1
     keep = (state.actor, state.temperature, state.actor_info)
     actor, temperature, actor_info = eqxrl.every(
-        config.policy_delay, step, lambda: policy_step(state, critic, batch.obs, k_actor), keep
+        config.policy_delay, step, lambda: policy_step(state, critic, batch.obs, k_actor, config),
+        keep,
     )
     new_state = dataclasses.replace(state, actor=actor, critic=critic, temperature=temperature,
                                     actor_info=actor_info, step=step)

@@ -59,6 +59,9 @@ class Config:
     """dropout rate in the critics, also applied to the targets (DroQ uses 0.01)"""
     init_temperature: eqxrl.Swept[float] = 1.0
     """initial entropy temperature α"""
+    temperature_loss: eqxrl.TemperatureLoss = "alpha"
+    """how α is tuned: 'alpha' is α·(H − H̄), jaxrl_m's and the SAC paper's; 'log_alpha' is
+    log α·(H − H̄), SB3's and sbx's (see eqxrl.temperature_loss)"""
     target_entropy_per_dim: eqxrl.Swept[float] = -1.0
     """target entropy per action dimension: −1 gives the usual −action_dim; jaxrl_m used −0.5"""
     backup_entropy: bool = True
@@ -194,7 +197,7 @@ def policy_step(
     )
     temperature, temperature_info = state.temperature.apply_loss_fn(
         eqxrl.temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]),
-        state.target_entropy,
+        state.target_entropy, form=config.temperature_loss,
     )
     new_state = dataclasses.replace(
         state,

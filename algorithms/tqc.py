@@ -64,6 +64,9 @@ class Config:
     Hopper, 2 elsewhere)"""
     init_temperature: eqxrl.Swept[float] = 1.0
     """initial entropy temperature α"""
+    temperature_loss: eqxrl.TemperatureLoss = "log_alpha"
+    """how α is tuned: 'log_alpha' is log α·(H − H̄), as the TQC authors' code and sbx;
+    'alpha' is α·(H − H̄), jaxrl_m's (see eqxrl.temperature_loss)"""
     target_entropy_per_dim: eqxrl.Swept[float] = -1.0
     """target entropy per action dimension: −1 gives the usual −action_dim"""
     log_std_min: float = -20.0
@@ -193,7 +196,7 @@ def update(
                                                   k_actor)
     temperature, temperature_info = state.temperature.apply_loss_fn(
         eqxrl.temperature_loss, jax.lax.stop_gradient(actor_info["entropy"]),
-        state.target_entropy,
+        state.target_entropy, form=config.temperature_loss,
     )
     temperature_info.pop("grad_norm")
     new_state = dataclasses.replace(

@@ -81,6 +81,7 @@ from .nn import project_weights as project_weights
 from .nn import value_and_grad as value_and_grad
 from .rl import LogScalar as LogScalar
 from .rl import Networks as Networks
+from .rl import TemperatureLoss as TemperatureLoss
 from .rl import categorical_projection as categorical_projection
 from .rl import categorical_support as categorical_support
 from .rl import categorical_td_loss as categorical_td_loss
@@ -144,7 +145,7 @@ __all__ = [
     "ensemble_q", "ensemble_quantiles", "every", "gae", "greedy_actions", "normalised",
     "normalised_batch", "observe_batch", "policy_actions", "q_ensemble", "quantile_huber_loss",
     "quantile_midpoints", "quantile_td_target", "reset_networks", "sample_actions",
-    "scheduled_reset", "smoothed_target_action", "td_target", "temperature_loss",
+    "scheduled_reset", "smoothed_target_action", "td_target", "temperature_loss", "TemperatureLoss",
     "truncated_quantiles", "value_loss", "CheckpointError", "Finetune", "LoadedRun", "Logger",
     "OfflineRun", "OnlineRun", "OnPolicyRun", "RunConfig", "cli", "load_policy", "load_run",
     "print_summary"

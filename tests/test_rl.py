@@ -43,6 +43,21 @@ def test_temperature_loss_and_gradient_by_hand():
     np.testing.assert_allclose(grad.log_value, 5.0, rtol=1e-6)  # d/dlogα of α·2.5
 
 
+def test_log_alpha_temperature_loss_and_gradient_by_hand():
+    temperature = eqxrl.LogScalar.create(2.0)
+    loss_fn = lambda t: eqxrl.temperature_loss(  # noqa: E731
+        t, jnp.asarray(1.5), jnp.asarray(-1.0), form="log_alpha"
+    )
+    loss, aux = loss_fn(temperature)
+    np.testing.assert_allclose(loss, np.log(2.0) * 2.5, rtol=1e-6)  # log 2 · (1.5 − (−1))
+    np.testing.assert_allclose(aux["value"], 2.0, rtol=1e-6)
+    grad = eqx.filter_grad(lambda t: loss_fn(t)[0])(temperature)
+    np.testing.assert_allclose(grad.log_value, 2.5, rtol=1e-6)  # does not scale with α
+    # The tests check annotations at run time (EQXRL_TYPECHECK=1): the Literal refuses it first.
+    with pytest.raises((ValueError, TypeError), match="alpha"):
+        eqxrl.temperature_loss(temperature, jnp.asarray(1.5), jnp.asarray(-1.0), form="log")
+
+
 def test_policy_actions_mode_and_samples():
     policy = eqxrl.GaussianPolicy(3, 2, (8,), key=jax.random.key(0))
     obs = jnp.ones((4, 3))

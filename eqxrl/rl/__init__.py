@@ -6,6 +6,7 @@ algorithms.
 
 
 from .actors import LogScalar as LogScalar
+from .actors import TemperatureLoss as TemperatureLoss
 from .actors import policy_actions as policy_actions
 from .actors import sample_actions as sample_actions
 from .actors import temperature_loss as temperature_loss
@@ -41,7 +42,8 @@ from .schedules import every as every
 
 # The public names of this package (the API reference documents these).
 __all__ = [
-    "LogScalar", "policy_actions", "sample_actions", "temperature_loss", "CriticFn",
+    "LogScalar", "policy_actions", "sample_actions", "temperature_loss", "TemperatureLoss",
+    "CriticFn",
     "critic_td_loss", "discrete_q", "ensemble_q", "greedy_actions", "q_ensemble",
     "smoothed_target_action", "td_target", "categorical_projection", "categorical_support",
     "categorical_td_loss", "categorical_value", "ensemble_logits", "Networks", "normalised",

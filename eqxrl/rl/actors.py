@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -66,9 +66,26 @@ class LogScalar(eqx.Module):
         return jnp.exp(self.log_value)
 
 
+TemperatureLoss = Literal["alpha", "log_alpha"]
+"""Which loss tunes the temperature: see `temperature_loss`."""
+
+
 def temperature_loss(
-    temperature: LogScalar, entropy: Float[Array, ""], target_entropy: Float[Array, ""]
+    temperature: LogScalar, entropy: Float[Array, ""], target_entropy: Float[Array, ""],
+    form: TemperatureLoss = "alpha",
 ) -> tuple[Float[Array, ""], Metrics]:
-    """α·(H − H_target): automatic entropy tuning raises α when the entropy falls below target."""
+    """Automatic entropy tuning: the loss raises α when the entropy H is below its target.
+
+    - `"alpha"`: α·(H − H_target), the SAC paper's J(α) and jaxrl_m's. Its gradient in log α is
+      α·(H − H_target), so the steps on log α shrink as α falls (under Adam, until its
+      second-moment estimate catches up).
+    - `"log_alpha"`: log α·(H − H_target), SB3's and sbx's (and the CrossQ and TQC authors'
+      code). Its gradient in log α does not scale with α.
+    """
+    if form not in ("alpha", "log_alpha"):
+        raise ValueError(
+            f"temperature_loss: form must be 'alpha' or 'log_alpha', got {form!r}."
+        )
     alpha = temperature()
-    return alpha * (entropy - target_entropy), {"value": alpha}
+    scale = alpha if form == "alpha" else temperature.log_value
+    return scale * (entropy - target_entropy), {"value": alpha}
