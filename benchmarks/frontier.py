@@ -102,7 +102,8 @@ def eqxrl_config(name: str, run: dict, a: Args | None = None):
         net = eqxrl.Networks(network="simba", simba_critic_width=256, simba_critic_blocks=2,
                              simba_actor_width=256, simba_actor_blocks=2, obs_norm=False,
                              weight_decay=1e-4)
-        return sac, sac.Config(run=settings, net=net, log_std_min=-20.0)
+        return sac, sac.Config(run=settings, net=net, log_std_min=-20.0,
+                               temperature_loss="log_alpha")  # sbx's SAC tunes log α
     return tqc, tqc.Config(run=settings, num_critics=2, num_quantiles=25, drop_per_critic=2,
                            critic_hidden_dims=(256, 256))
 
