@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import equinox as eqx
 import jax
@@ -82,7 +82,7 @@ def temperature_loss(
     - `"log_alpha"`: log α·(H − H_target), SB3's and sbx's (and the CrossQ and TQC authors'
       code). Its gradient in log α does not scale with α.
     """
-    if form not in ("alpha", "log_alpha"):
+    if form not in get_args(TemperatureLoss):
         raise ValueError(
             f"temperature_loss: form must be 'alpha' or 'log_alpha', got {form!r}."
         )
